@@ -1,0 +1,1 @@
+//! Kernel introspection: tracefs, BTF, kallsyms.

@@ -1,0 +1,1 @@
+//! Perf-style event selection (`net:*`, `skb:kfree_skb`).

@@ -1,0 +1,1 @@
+//! The TCP echo traffic generator (`dockertrace workload server|client`).
