@@ -42,14 +42,54 @@ pub struct DatapathFunc {
 /// The datapath transmit/receive functions that identify a Docker networking mode.
 /// The order is the wire encoding: kind = `PROBE_BASE + index`.
 pub const DATAPATH_FUNCS: [DatapathFunc; 8] = [
-    DatapathFunc { name: "veth_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "veth" },
-    DatapathFunc { name: "br_dev_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "bridge" },
-    DatapathFunc { name: "br_handle_frame", skb_arg: 0, skb_arg_is_pptr: true, module: "bridge" },
-    DatapathFunc { name: "macvlan_start_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "macvlan" },
-    DatapathFunc { name: "ipvlan_start_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "ipvlan" },
-    DatapathFunc { name: "ipvlan_queue_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "ipvlan" },
-    DatapathFunc { name: "loopback_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "" },
-    DatapathFunc { name: "dev_forward_skb", skb_arg: 1, skb_arg_is_pptr: false, module: "" },
+    DatapathFunc {
+        name: "veth_xmit",
+        skb_arg: 0,
+        skb_arg_is_pptr: false,
+        module: "veth",
+    },
+    DatapathFunc {
+        name: "br_dev_xmit",
+        skb_arg: 0,
+        skb_arg_is_pptr: false,
+        module: "bridge",
+    },
+    DatapathFunc {
+        name: "br_handle_frame",
+        skb_arg: 0,
+        skb_arg_is_pptr: true,
+        module: "bridge",
+    },
+    DatapathFunc {
+        name: "macvlan_start_xmit",
+        skb_arg: 0,
+        skb_arg_is_pptr: false,
+        module: "macvlan",
+    },
+    DatapathFunc {
+        name: "ipvlan_start_xmit",
+        skb_arg: 0,
+        skb_arg_is_pptr: false,
+        module: "ipvlan",
+    },
+    DatapathFunc {
+        name: "ipvlan_queue_xmit",
+        skb_arg: 0,
+        skb_arg_is_pptr: false,
+        module: "ipvlan",
+    },
+    DatapathFunc {
+        name: "loopback_xmit",
+        skb_arg: 0,
+        skb_arg_is_pptr: false,
+        module: "",
+    },
+    DatapathFunc {
+        name: "dev_forward_skb",
+        skb_arg: 1,
+        skb_arg_is_pptr: false,
+        module: "",
+    },
 ];
 
 /// One traced event, as written to the `EVENTS` ring buffer. 88 bytes.
@@ -101,11 +141,19 @@ pub const PAIR_SLOTS: u32 = 8;
 /// Depth of each slot's per-CPU stack.
 pub const PAIR_DEPTH: usize = 8;
 
-/// How the generic tracepoint program reads one tracepoint's record (map value keyed by the
-/// tracepoint's tracefs id). Offsets come from the tracepoint's `format` file.
+/// Number of tracepoint programs (`dt_tp_0` .. `dt_tp_63`): at most this many tracepoints are
+/// traced at once. The kernel fills `common_type` only after BPF programs ran, so a program
+/// cannot learn which tracepoint fired from the record: each attached tracepoint gets its own
+/// program, whose slot indexes `TP_CONFIG`.
+pub const TP_SLOTS: u32 = 64;
+
+/// How the tracepoint program of one slot reads its tracepoint's record (`TP_CONFIG[slot]`).
+/// Offsets come from the tracepoint's `format` file.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TpConfig {
+    /// Event kind reported to userspace: the tracepoint's tracefs id; 0: slot unused.
+    pub kind: u32,
     /// Offset of `skbaddr` (a `void *`), or `NO_FIELD`.
     pub skbaddr_off: u16,
     /// Offset of an unsigned `len` field, or `NO_FIELD`.
@@ -157,7 +205,7 @@ pub struct Settings {
 
 /// Key of the `FILTER_DEVS` map: a device is only unique within its network namespace.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DevKey {
     pub netns: u32,
     pub ifindex: u32,
@@ -231,7 +279,7 @@ mod tests {
     #[test]
     fn wire_sizes_are_stable() {
         assert_eq!(size_of::<Event>(), 88);
-        assert_eq!(size_of::<TpConfig>(), 12);
+        assert_eq!(size_of::<TpConfig>(), 16);
         assert_eq!(size_of::<KernelLayout>(), 32);
         assert_eq!(size_of::<PairEntry>(), 32);
         assert_eq!(size_of::<PairStack>(), 8 + 32 * PAIR_DEPTH);

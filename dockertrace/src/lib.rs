@@ -1,10 +1,23 @@
 //! dockertrace: trace how Docker's networking modes move packets through the Linux kernel.
 //!
 //! The pipeline is probe → ring → decode → filter/aggregate → sinks:
-//! - [`kernel`] reads what the running kernel offers (tracefs formats, BTF offsets, kallsyms);
+//! - [`tracer`] loads the eBPF programs, configures them from [`kernel`] introspection
+//!   (tracefs formats, BTF offsets) and attaches them, with in-kernel [`filter`]s;
+//! - [`pipeline`] drains the ring buffer, [`decode`]s records, symbolizes [`stacks`] and feeds
+//!   [`sinks`] (live terminal, JSON lines) and the [`report`] aggregate;
 //! - [`select`] turns perf-style `--events` globs into the tracepoints to attach;
 //! - [`workload`] is the TCP traffic generator that runs inside the containers.
 
+pub mod cli;
+pub mod datapath;
+pub mod decode;
+pub mod filter;
 pub mod kernel;
+pub mod netns;
+pub mod pipeline;
+pub mod report;
 pub mod select;
+pub mod sinks;
+pub mod stacks;
+pub mod tracer;
 pub mod workload;

@@ -1,1 +1,15 @@
-fn main() {}
+use clap::Parser as _;
+use dockertrace::cli::{Cli, Command};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(args) => dockertrace::cli::trace::run(args),
+        Command::Workload(cmd) => dockertrace::workload::run(cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("dockertrace: error: {e:#}");
+        std::process::exit(1);
+    }
+}

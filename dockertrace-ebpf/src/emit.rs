@@ -1,0 +1,188 @@
+//! The path every program shares: read the device, filter, reserve, fill, stack id, submit.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
+    },
+    programs::tracing::StackIdContext,
+};
+use dockertrace_common::{
+    counter, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS,
+    FILTER_PID, NAME_LEN, RECORD_EVENT, STACK_NONE,
+};
+
+use crate::maps::{
+    bump, settings, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS, STACKS,
+};
+
+const EEXIST: i32 = 17;
+
+/// The device an event is attributed to.
+#[derive(Clone, Copy)]
+pub struct DevInfo {
+    pub ifindex: u32,
+    pub netns: u32,
+    pub name: [u8; NAME_LEN],
+    /// `EVENT_HAS_DEV` when the fields above are real.
+    pub flags: u16,
+}
+
+impl DevInfo {
+    pub const UNKNOWN: DevInfo = DevInfo {
+        ifindex: 0,
+        netns: 0,
+        name: [0; NAME_LEN],
+        flags: 0,
+    };
+
+    pub fn known(&self) -> bool {
+        self.flags & EVENT_HAS_DEV != 0
+    }
+}
+
+/// What an skb says about itself.
+pub struct SkbInfo {
+    pub dev: DevInfo,
+    pub len: u32,
+    pub protocol: u16,
+}
+
+/// Reads `skb->dev` (and its name, ifindex, netns), `skb->len` and `skb->protocol`.
+#[inline(always)]
+pub fn read_skb(skb: *const u8, l: &KernelLayout) -> SkbInfo {
+    let mut info = SkbInfo {
+        dev: DevInfo::UNKNOWN,
+        len: 0,
+        protocol: 0,
+    };
+    // SAFETY: bpf_probe_read_kernel tolerates any address; failures are counted.
+    unsafe {
+        match bpf_probe_read_kernel(skb.add(l.skb_len as usize) as *const u32) {
+            Ok(v) => info.len = v,
+            Err(_) => {
+                bump(counter::READ_ERROR);
+            }
+        }
+        if let Ok(p) = bpf_probe_read_kernel(skb.add(l.skb_protocol as usize) as *const u16) {
+            info.protocol = u16::from_be(p);
+        }
+        if let Ok(dev) = bpf_probe_read_kernel(skb.add(l.skb_dev as usize) as *const *const u8) {
+            read_dev(dev, l, &mut info.dev);
+        }
+    }
+    info
+}
+
+/// Fills `out` from a `struct net_device *`.
+#[inline(always)]
+pub fn read_dev(dev: *const u8, l: &KernelLayout, out: &mut DevInfo) {
+    if dev.is_null() {
+        return;
+    }
+    // SAFETY: see read_skb.
+    unsafe {
+        let Ok(ifindex) = bpf_probe_read_kernel(dev.add(l.dev_ifindex as usize) as *const u32)
+        else {
+            bump(counter::READ_ERROR);
+            return;
+        };
+        out.ifindex = ifindex;
+        let _ = bpf_probe_read_kernel_buf(dev.add(l.dev_name as usize), &mut out.name);
+        if let Ok(net) = bpf_probe_read_kernel(dev.add(l.dev_nd_net as usize) as *const *const u8) {
+            if !net.is_null() {
+                if let Ok(inum) = bpf_probe_read_kernel(net.add(l.net_inum as usize) as *const u32)
+                {
+                    out.netns = inum;
+                }
+            }
+        }
+        out.flags = EVENT_HAS_DEV;
+    }
+}
+
+/// The pid filter, checked before any other work.
+#[inline(always)]
+pub fn pass_pid(s: &Settings, tgid: u32) -> bool {
+    // SAFETY: map lookups of plain values.
+    s.filters & FILTER_PID == 0 || unsafe { FILTER_PIDS.get(&tgid) }.is_some()
+}
+
+/// The netns and device filters. Events whose device is unknown fail an active filter.
+#[inline(always)]
+pub fn pass_dev(s: &Settings, dev: &DevInfo) -> bool {
+    if s.filters & (FILTER_NETNS | FILTER_DEV) == 0 {
+        return true;
+    }
+    if !dev.known() {
+        return false;
+    }
+    if s.filters & FILTER_NETNS != 0 && unsafe { NETNS_MAP.get(&dev.netns) }.is_none() {
+        return false;
+    }
+    if s.filters & FILTER_DEV != 0 {
+        let key = DevKey {
+            netns: dev.netns,
+            ifindex: dev.ifindex,
+        };
+        if unsafe { FILTER_DEVS.get(&key) }.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Everything an event carries besides what `emit` reads itself.
+pub struct Fields {
+    pub kind: u32,
+    pub flags: u16,
+    pub skbaddr: u64,
+    pub len: u32,
+    pub protocol: u16,
+    pub pid_tgid: u64,
+}
+
+/// Sends one event to userspace (already filtered).
+#[inline(always)]
+pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo) {
+    let s = settings();
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(counter::RING_FULL);
+        return;
+    };
+    let stack_id = if s.stacks != 0 {
+        match ctx.get_stackid(&STACKS, 0) {
+            Ok(id) => id as i32,
+            Err(e) => {
+                bump(if e == -EEXIST {
+                    counter::STACK_COLLISION
+                } else {
+                    counter::STACK_ERROR
+                });
+                e
+            }
+        }
+    } else {
+        STACK_NONE
+    };
+    entry.write(Event {
+        record: RECORD_EVENT,
+        flags: f.flags | dev.flags,
+        // SAFETY: plain helpers without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind: f.kind,
+        pid: f.pid_tgid as u32,
+        tgid: (f.pid_tgid >> 32) as u32,
+        len: f.len,
+        skbaddr: f.skbaddr,
+        ifindex: dev.ifindex,
+        netns: dev.netns,
+        stack_id,
+        protocol: f.protocol,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; NAME_LEN]),
+        dev: dev.name,
+    });
+    entry.submit(0);
+    bump(counter::SENT);
+}

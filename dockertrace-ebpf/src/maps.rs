@@ -1,0 +1,87 @@
+//! Maps and read-only globals shared by all programs.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use dockertrace_common::{
+    counter, DevKey, KernelLayout, PairStack, Settings, TpConfig, PAIR_SLOTS, TP_SLOTS,
+};
+
+/// Run-time settings (`EbpfLoader::override_global`).
+#[no_mangle]
+static SETTINGS: Settings = Settings {
+    filters: 0,
+    stacks: 1,
+};
+
+/// Struct offsets from the running kernel's BTF (`EbpfLoader::override_global`).
+#[no_mangle]
+static LAYOUT: KernelLayout = KernelLayout {
+    skb_dev: 0,
+    skb_len: 0,
+    skb_protocol: 0,
+    dev_ifindex: 0,
+    dev_name: 0,
+    dev_nd_net: 0,
+    net_inum: 0,
+    _pad: 0,
+};
+
+/// Event records. The loader may resize it (`EbpfLoader::set_max_entries`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Kernel stacks, referenced by `Event::stack_id`.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// Per-CPU failure and traffic counters, indexed by `dockertrace_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// How each tracepoint program slot reads its tracepoint.
+#[map]
+pub static TP_CONFIG: Array<TpConfig> = Array::with_max_entries(TP_SLOTS, 0);
+
+/// Network namespaces to keep (key: netns inode).
+#[map]
+pub static FILTER_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+
+/// Devices to keep.
+#[map]
+pub static FILTER_DEVS: HashMap<DevKey, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Processes to keep (key: tgid).
+#[map]
+pub static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Per-CPU entry/exit pairing stacks (see `dockertrace_common::PAIR_*`).
+#[map]
+pub static PAIRS: PerCpuArray<PairStack> = PerCpuArray::with_max_entries(PAIR_SLOTS, 0);
+
+#[inline(always)]
+pub fn settings() -> Settings {
+    // SAFETY: a plain read of a global the loader initialised before load.
+    unsafe { core::ptr::read_volatile(&SETTINGS) }
+}
+
+#[inline(always)]
+pub fn layout() -> KernelLayout {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&LAYOUT) }
+}
+
+/// Adds one to a per-CPU counter; returns the value before.
+#[inline(always)]
+pub fn bump(index: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, programs do not nest on one CPU for the same map value
+        // in a way that matters for a statistics counter.
+        Some(p) => unsafe {
+            let before = *p;
+            *p = before + 1;
+            before
+        },
+        None => 0,
+    }
+}

@@ -1,0 +1,158 @@
+//! The event pipeline: ring buffer → decode → enrich (name, stack) → aggregate → sinks.
+//!
+//! New outputs (a TUI, per-packet journeys) plug in as [`Sink`]s; new probe kinds add record
+//! types to `decode`.
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use dockertrace_common::Event;
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    decode::{decode, Record},
+    report::{Aggregate, TraceReport},
+    stacks::{Stack, StackCache},
+    tracer::{Counters, Tracer},
+};
+
+/// A decoded event with its name and symbolized stack.
+#[derive(Debug, Clone)]
+pub struct TracedEvent {
+    pub raw: Event,
+    pub name: Arc<str>,
+    pub stack: Option<Arc<Stack>>,
+}
+
+/// Progress, handed to sinks about once a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub events: u64,
+    pub counters: Counters,
+}
+
+/// A consumer of the event stream.
+pub trait Sink {
+    fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()>;
+    /// Called about once a second.
+    fn tick(&mut self, _p: &Progress) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Called once at the end with the final report.
+    fn finish(&mut self, _r: &TraceReport) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps every event in memory (tests, future TUI).
+#[derive(Default)]
+pub struct MemorySink {
+    pub events: Vec<TracedEvent>,
+}
+
+impl Sink for MemorySink {
+    fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
+        self.events.push(ev.clone());
+        Ok(())
+    }
+}
+
+/// Reads the tracer's events until `stop` resolves, then drains what is left and returns the
+/// report. Sinks see every event in order.
+pub async fn run(
+    tracer: &mut Tracer,
+    sinks: &mut [&mut dyn Sink],
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<TraceReport> {
+    let ring = tracer
+        .take_ring()
+        .ok_or_else(|| anyhow::anyhow!("the ring buffer was already taken"))?;
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
+    let mut stacks = StackCache::new(tracer.take_stacks(), tracer.kallsyms.clone());
+    let mut agg = Aggregate::default();
+    let mut decode_errors = 0u64;
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    let mut ctx = Ctx {
+        tracer,
+        stacks: &mut stacks,
+        agg: &mut agg,
+        decode_errors: &mut decode_errors,
+    };
+    let counters = loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => {
+                // Whatever the kernel wrote before we stopped is still ours.
+                drain(ring.get_mut(), &mut ctx, sinks)?;
+                ctx.tracer.flush_logs();
+                break ctx.tracer.counters();
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut ctx, sinks)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                ctx.tracer.flush_logs();
+                let p = Progress { elapsed: started.elapsed(), events: ctx.agg.total(), counters: ctx.tracer.counters() };
+                for s in sinks.iter_mut() {
+                    s.tick(&p)?;
+                }
+            }
+        }
+    };
+    let probes = ctx.tracer.probes.clone();
+    let mut report = agg.report(started.elapsed().as_secs_f64(), counters);
+    report.decode_errors = decode_errors;
+    report.stack_misses = stacks.misses;
+    report.probes = probes;
+    for s in sinks.iter_mut() {
+        s.finish(&report)?;
+    }
+    Ok(report)
+}
+
+struct Ctx<'a> {
+    tracer: &'a mut Tracer,
+    stacks: &'a mut StackCache,
+    agg: &'a mut Aggregate,
+    decode_errors: &'a mut u64,
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    ctx: &mut Ctx<'_>,
+    sinks: &mut [&mut dyn Sink],
+) -> anyhow::Result<()> {
+    while let Some(item) = ring.next() {
+        let raw = match decode(&item) {
+            Ok(Record::Event(e)) => e,
+            Err(e) => {
+                if *ctx.decode_errors == 0 {
+                    log::warn!("undecodable record: {e}");
+                }
+                *ctx.decode_errors += 1;
+                continue;
+            }
+        };
+        drop(item);
+        let ev = TracedEvent {
+            name: ctx.tracer.catalog.name(raw.kind),
+            stack: ctx.stacks.get(raw.stack_id),
+            raw,
+        };
+        ctx.agg.add(&ev);
+        for s in sinks.iter_mut() {
+            s.event(&ev)?;
+        }
+    }
+    Ok(())
+}

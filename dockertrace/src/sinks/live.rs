@@ -1,0 +1,312 @@
+//! The live stream on the terminal: one line per event, capped to a readable rate; what does
+//! not fit is summarized once a second. Never blocks the kernel side: the ring buffer absorbs
+//! bursts and this sink only formats what it prints.
+use std::{collections::HashMap, io::Write, sync::Arc};
+
+use crate::{
+    decode::c_str,
+    pipeline::{Progress, Sink, TracedEvent},
+    report::TraceReport,
+    sinks::style::Style,
+};
+
+/// Prints events as they arrive.
+pub struct LiveSink<W: Write> {
+    out: W,
+    style: Style,
+    /// Lines per second at most (0: unlimited).
+    cap: u32,
+    shown_this_second: u32,
+    suppressed: HashMap<Arc<str>, u64>,
+    first_ts: Option<u64>,
+    last_lost: u64,
+    last_stack_errors: u64,
+    header_done: bool,
+}
+
+impl<W: Write> LiveSink<W> {
+    pub fn new(out: W, style: Style, cap: u32) -> Self {
+        LiveSink {
+            out,
+            style,
+            cap,
+            shown_this_second: 0,
+            suppressed: HashMap::new(),
+            first_ts: None,
+            last_lost: 0,
+            last_stack_errors: 0,
+            header_done: false,
+        }
+    }
+
+    /// One event as a line (without newline).
+    pub fn format(&self, ev: &TracedEvent, t0: u64) -> String {
+        let r = &ev.raw;
+        let t = r.ts_ns.saturating_sub(t0) as f64 / 1e9;
+        let dev = c_str(&r.dev);
+        let dev = if r.flags & dockertrace_common::EVENT_HAS_DEV != 0 {
+            format!("{}@{}", if dev.is_empty() { "?" } else { dev }, r.netns)
+        } else if !dev.is_empty() {
+            dev.to_owned()
+        } else {
+            "-".to_owned()
+        };
+        let func = ev
+            .stack
+            .as_ref()
+            .and_then(|s| s.innermost_datapath())
+            .unwrap_or("");
+        format!(
+            "{} {} {:<15} {} {:<24} len={:<5} {}",
+            self.style.dim(&format!("{t:>10.6}")),
+            self.style.dim(&format!("cpu{:<2}", r.cpu)),
+            c_str(&r.comm),
+            self.style.cyan(&format!("{:<30}", ev.name)),
+            dev,
+            r.len,
+            self.style.yellow(func)
+        )
+    }
+
+    fn header(&mut self) -> std::io::Result<()> {
+        if !self.header_done {
+            self.header_done = true;
+            let h = format!(
+                "{:>10} {:<5} {:<15} {:<30} {:<24} {:<9} {}",
+                "TIME(s)", "CPU", "COMM", "EVENT", "DEV@NETNS", "LEN", "DATAPATH"
+            );
+            writeln!(self.out, "{}", self.style.bold(&h))?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Sink for LiveSink<W> {
+    fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
+        let t0 = *self.first_ts.get_or_insert(ev.raw.ts_ns);
+        if self.cap != 0 && self.shown_this_second >= self.cap {
+            *self.suppressed.entry(ev.name.clone()).or_default() += 1;
+            return Ok(());
+        }
+        self.shown_this_second += 1;
+        self.header()?;
+        let line = self.format(ev, t0);
+        writeln!(self.out, "{line}")?;
+        Ok(())
+    }
+
+    fn tick(&mut self, p: &Progress) -> anyhow::Result<()> {
+        self.shown_this_second = 0;
+        if !self.suppressed.is_empty() {
+            let total: u64 = self.suppressed.values().sum();
+            let mut top: Vec<_> = self.suppressed.drain().collect();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let list: Vec<String> = top
+                .iter()
+                .take(4)
+                .map(|(n, c)| format!("{n} ×{c}"))
+                .collect();
+            let more = if top.len() > 4 { ", …" } else { "" };
+            let line = format!(
+                "  … {total} more events not shown ({}{more})",
+                list.join(", ")
+            );
+            writeln!(self.out, "{}", self.style.dim(&line))?;
+        }
+        let lost = p.counters.lost();
+        let stack_errors = p.counters.stack_error + p.counters.stack_collision;
+        if lost != self.last_lost || stack_errors != self.last_stack_errors {
+            let line = format!(
+                "  ! lost so far: {lost} events (ring buffer full); stack errors: {stack_errors}"
+            );
+            writeln!(self.out, "{}", self.style.red(&line))?;
+            self.last_lost = lost;
+            self.last_stack_errors = stack_errors;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn finish(&mut self, _r: &TraceReport) -> anyhow::Result<()> {
+        let p = Progress {
+            elapsed: Default::default(),
+            events: 0,
+            counters: Default::default(),
+        };
+        // Flush the last second's summary line, without repeating counters.
+        let saved = (self.last_lost, self.last_stack_errors);
+        self.last_lost = 0;
+        self.last_stack_errors = 0;
+        self.tick(&p)?;
+        (self.last_lost, self.last_stack_errors) = saved;
+        Ok(())
+    }
+}
+
+/// The end-of-run summary as text.
+pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let c = &r.counters;
+    let rate = if r.duration_s > 0.0 {
+        r.total_events as f64 / r.duration_s
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        s,
+        "{}",
+        style.bold(&format!(
+            "dockertrace: {} events in {:.1} s ({:.0}/s)",
+            r.total_events, r.duration_s, rate
+        ))
+    );
+    let lost_line = format!(
+        "lost: {} (ring buffer full)   stack errors: {} (+{} bucket collisions)   decode errors: {}   filtered in kernel: {}",
+        c.ring_full, c.stack_error, c.stack_collision, r.decode_errors, c.filtered
+    );
+    let _ = writeln!(
+        s,
+        "{}",
+        if c.lost() > 0 {
+            style.red(&lost_line)
+        } else {
+            style.green(&lost_line)
+        }
+    );
+    if !r.events.is_empty() {
+        let _ = writeln!(s, "\n{}", style.bold("Events"));
+        for (name, n) in &r.events {
+            let _ = writeln!(s, "  {name:<40} {n:>10}");
+        }
+    }
+    if !r.devices.is_empty() {
+        let _ = writeln!(s, "\n{}", style.bold("Devices (name@netns, ifindex)"));
+        for d in &r.devices {
+            let label = format!("{}@{} ({})", d.dev, d.netns, d.ifindex);
+            let _ = writeln!(s, "  {label:<40} {:>10}", d.events);
+        }
+    }
+    if !r.functions.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{}",
+            style.bold(&format!(
+                "Kernel functions in stacks ({} distinct, by events)",
+                r.functions.len()
+            ))
+        );
+        for (f, n) in r.functions.iter().take(max_functions) {
+            let _ = writeln!(s, "  {f:<40} {n:>10}");
+        }
+        if r.functions.len() > max_functions {
+            let rest: Vec<&str> = r.functions[max_functions..]
+                .iter()
+                .map(|(f, _)| f.as_str())
+                .collect();
+            let _ = writeln!(s, "  … and {}: {}", rest.len(), rest.join(" "));
+        }
+    }
+    if !r.probes.is_empty() {
+        let _ = writeln!(s, "\n{}", style.bold("Datapath probes"));
+        for p in &r.probes {
+            let _ = writeln!(s, "  {p}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracer::Counters;
+    use dockertrace_common::{Event, EVENT_HAS_DEV, NAME_LEN, RECORD_EVENT};
+
+    fn ev(ts: u64) -> TracedEvent {
+        let mut dev = [0u8; NAME_LEN];
+        dev[..4].copy_from_slice(b"eth0");
+        TracedEvent {
+            raw: Event {
+                record: RECORD_EVENT,
+                flags: EVENT_HAS_DEV,
+                cpu: 0,
+                ts_ns: ts,
+                kind: 1,
+                pid: 1,
+                tgid: 1,
+                len: 60,
+                skbaddr: 0,
+                ifindex: 2,
+                netns: 99,
+                stack_id: -1,
+                protocol: 0,
+                _pad: 0,
+                comm: [0; NAME_LEN],
+                dev,
+            },
+            name: Arc::from("net:netif_rx"),
+            stack: None,
+        }
+    }
+
+    #[test]
+    fn caps_the_rate_and_summarizes_the_rest() {
+        let mut sink = LiveSink::new(Vec::new(), Style::plain(), 3);
+        for i in 0..10 {
+            sink.event(&ev(1_000_000_000 + i)).unwrap();
+        }
+        let p = Progress {
+            elapsed: Default::default(),
+            events: 10,
+            counters: Counters::default(),
+        };
+        sink.tick(&p).unwrap();
+        let text = String::from_utf8(sink.out.clone()).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 1 + 3 + 1, "{text}");
+        assert!(lines[1].contains("eth0@99"));
+        assert!(lines[1].trim_start().starts_with("0.000000"));
+        assert!(
+            lines[4].contains("7 more events not shown (net:netif_rx ×7)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reports_loss_when_it_changes() {
+        let mut sink = LiveSink::new(Vec::new(), Style::plain(), 0);
+        let mut c = Counters::default();
+        c.ring_full = 5;
+        sink.tick(&Progress {
+            elapsed: Default::default(),
+            events: 0,
+            counters: c,
+        })
+        .unwrap();
+        sink.tick(&Progress {
+            elapsed: Default::default(),
+            events: 0,
+            counters: c,
+        })
+        .unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert_eq!(text.matches("lost so far: 5").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn summary_lists_counts_and_loss() {
+        let r = TraceReport {
+            duration_s: 2.0,
+            total_events: 4,
+            events: vec![("net:netif_rx".into(), 4)],
+            functions: vec![("veth_xmit".into(), 4), ("netif_rx".into(), 4)],
+            ..Default::default()
+        };
+        let text = render_summary(&r, Style::plain(), 1);
+        assert!(text.contains("4 events in 2.0 s"));
+        assert!(text.contains("lost: 0"));
+        assert!(text.contains("net:netif_rx"));
+        assert!(text.contains("2 distinct"));
+        assert!(text.contains("… and 1: netif_rx"));
+    }
+}

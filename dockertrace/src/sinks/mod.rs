@@ -1,0 +1,4 @@
+//! Outputs of the pipeline.
+pub mod json;
+pub mod live;
+pub mod style;

@@ -1,0 +1,123 @@
+//! Kernel stacks: fetched once per stack id from the `STACKS` map, symbolized from kallsyms,
+//! cached (stack ids are stable: the map is used without BPF_F_REUSE_STACKID).
+use std::{collections::HashMap, sync::Arc};
+
+use aya::maps::{MapData, StackTraceMap};
+
+use crate::kernel::kallsyms::Kallsyms;
+
+/// One symbolized frame.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Frame {
+    pub addr: u64,
+    /// Function name without offset; `0x...` when the address is not in kallsyms.
+    pub function: Arc<str>,
+    pub offset: u64,
+    pub module: Option<Arc<str>>,
+}
+
+/// A symbolized kernel stack, innermost frame first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stack {
+    pub frames: Vec<Frame>,
+}
+
+impl Stack {
+    /// Function names, innermost first.
+    pub fn functions(&self) -> impl Iterator<Item = &str> {
+        self.frames.iter().map(|f| &*f.function)
+    }
+
+    /// The innermost frame that belongs to a device datapath (veth, bridge, macvlan, ...).
+    pub fn innermost_datapath(&self) -> Option<&str> {
+        self.functions()
+            .find(|f| crate::datapath::component(f).is_some_and(|c| c.is_device()))
+    }
+
+    /// Symbolizes raw instruction pointers.
+    pub fn symbolize(
+        ips: impl IntoIterator<Item = u64>,
+        syms: &Kallsyms,
+        names: &mut Interner,
+    ) -> Stack {
+        let frames = ips
+            .into_iter()
+            .map(|addr| match syms.resolve(addr) {
+                Some(s) => Frame {
+                    addr,
+                    function: names.get(s.name),
+                    offset: s.offset,
+                    module: s.module.map(|m| names.get(m)),
+                },
+                None => Frame {
+                    addr,
+                    function: Arc::from(format!("0x{addr:x}")),
+                    offset: 0,
+                    module: None,
+                },
+            })
+            .collect();
+        Stack { frames }
+    }
+}
+
+/// Shares one allocation per distinct symbol name across stacks.
+#[derive(Debug, Default)]
+pub struct Interner(HashMap<Box<str>, Arc<str>>);
+
+impl Interner {
+    pub fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(Box::from(s), a.clone());
+        a
+    }
+}
+
+/// Resolves stack ids of the running tracer.
+pub struct StackCache {
+    map: Option<StackTraceMap<MapData>>,
+    syms: Arc<Kallsyms>,
+    names: Interner,
+    cache: HashMap<u32, Option<Arc<Stack>>>,
+    /// Stack ids that could not be read from the map.
+    pub misses: u64,
+}
+
+impl StackCache {
+    pub fn new(map: Option<StackTraceMap<MapData>>, syms: Arc<Kallsyms>) -> Self {
+        StackCache {
+            map,
+            syms,
+            names: Interner::default(),
+            cache: HashMap::new(),
+            misses: 0,
+        }
+    }
+
+    /// The stack for an event's `stack_id` (None for negative ids and unreadable ones).
+    pub fn get(&mut self, stack_id: i32) -> Option<Arc<Stack>> {
+        let id = u32::try_from(stack_id).ok()?;
+        if let Some(s) = self.cache.get(&id) {
+            return s.clone();
+        }
+        let stack = self
+            .map
+            .as_ref()
+            .and_then(|m| m.get(&id, 0).ok())
+            .map(|st| {
+                Arc::new(Stack::symbolize(
+                    st.frames().iter().map(|f| f.ip),
+                    &self.syms,
+                    &mut self.names,
+                ))
+            });
+        if stack.is_none() {
+            self.misses += 1;
+        }
+        self.cache.insert(id, stack.clone());
+        stack
+    }
+}
