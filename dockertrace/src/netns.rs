@@ -112,3 +112,93 @@ mod tests {
         assert!(err.contains("no-such-dev0"), "{err}");
     }
 }
+
+/// Runs `ip ARGS` (iproute2), with a one-line error naming the command.
+pub fn ip(args: &[&str]) -> Result<(), IpError> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| IpError {
+            cmd: args.join(" "),
+            msg: format!("cannot run `ip` (install iproute2): {e}"),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(IpError {
+        cmd: args.join(" "),
+        msg: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    })
+}
+
+/// A failed `ip` command.
+#[derive(Debug, thiserror::Error)]
+#[error("`ip {cmd}` failed: {msg}")]
+pub struct IpError {
+    pub cmd: String,
+    pub msg: String,
+}
+
+/// A named network namespace (`ip netns add`), deleted with everything in it on drop.
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    /// Creates `/var/run/netns/NAME` with its loopback up.
+    pub fn create(name: &str) -> Result<Namespace, IpError> {
+        ip(&["netns", "add", name])?;
+        let ns = Namespace {
+            name: name.to_owned(),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets a `net.*` sysctl inside this namespace (`key` like `ipv6/conf/all/disable_ipv6`).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), NetnsError> {
+        let file = Path::new("/proc/sys/net").join(key);
+        let value = value.to_owned();
+        // /proc/sys/net shows the namespace of the task that opens it.
+        run_in(&self.path(), move || std::fs::write(&file, value))?.map_err(|source| {
+            NetnsError::Enter {
+                path: format!("{} (sysctl {key})", self.name),
+                source,
+            }
+        })
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        Path::new("/var/run/netns").join(&self.name)
+    }
+
+    pub fn inode(&self) -> Result<u32, NetnsError> {
+        inode_of(&self.path())
+    }
+
+    /// Runs `ip -n NAME ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<(), IpError> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// The ifindex of `dev` in this namespace.
+    pub fn ifindex(&self, dev: &str) -> Result<u32, NetnsError> {
+        ifindex(Some(&self.path()), dev)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys its devices (and the veth peers elsewhere).
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            log::warn!("cleanup: {e}");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Shared pieces of the root integration tests: skipping, topologies, traffic, tracing.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use dockertrace::{
+    filter::Filter,
+    netns::{self, Namespace},
+    pipeline::{self, MemorySink, TracedEvent},
+    report::TraceReport,
+    select::EventSelector,
+    tracer::{TraceOptions, Tracer},
+    workload::{self, ClientArgs, ServerArgs, WorkloadReport},
+};
+
+/// Returns a reason to skip when the machine cannot run root tests.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: trivial libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("root tests need root (run them with `cargo xtask test`)".into());
+    }
+    if !Path::new("/sys/kernel/tracing/events/net").is_dir() {
+        return Some(
+            "tracefs is not mounted or has no net:* events (run `cargo xtask setup`)".into(),
+        );
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel BTF (/sys/kernel/btf/vmlinux) is missing".into());
+    }
+    None
+}
+
+/// `if skip!() { return; }`: prints `skipping: <reason>` when the test cannot run here.
+#[macro_export]
+macro_rules! skip {
+    () => {
+        match support::skip_reason() {
+            Some(r) => {
+                eprintln!("skipping: {r}");
+                true
+            }
+            None => false,
+        }
+    };
+}
+
+/// A test namespace without IPv6, so that no autoconfiguration packet (DAD, router
+/// solicitation) races the test's exact counts.
+pub fn quiet_ns(tag: &str) -> Namespace {
+    let ns = Namespace::create(&ns_name(tag)).unwrap();
+    ns.sysctl("ipv6/conf/all/disable_ipv6", "1").unwrap();
+    ns.sysctl("ipv6/conf/default/disable_ipv6", "1").unwrap();
+    ns
+}
+
+/// A namespace name unique to this test process and call.
+pub fn ns_name(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "dt-t{}-{}{}",
+        std::process::id(),
+        tag,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Two hosts `a` and `b` whose traffic crosses one kind of datapath.
+pub struct Topology {
+    pub a: Namespace,
+    pub b: Namespace,
+    /// Namespaces in the middle (the bridge's, the macvlan parent's).
+    pub middle: Vec<Namespace>,
+    pub a_dev: &'static str,
+    pub b_dev: &'static str,
+    pub b_ip: &'static str,
+}
+
+impl Topology {
+    pub fn netns(&self) -> Vec<u32> {
+        let mut v = vec![self.a.inode().unwrap(), self.b.inode().unwrap()];
+        v.extend(self.middle.iter().map(|n| n.inode().unwrap()));
+        v
+    }
+
+    /// a --veth-- b
+    pub fn veth() -> Topology {
+        let a = quiet_ns("va");
+        let b = quiet_ns("vb");
+        a.ip(&[
+            "link",
+            "add",
+            "dtva",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "dtvb",
+            "netns",
+            b.name(),
+        ])
+        .unwrap();
+        a.ip(&["addr", "add", "10.201.1.1/24", "dev", "dtva"])
+            .unwrap();
+        b.ip(&["addr", "add", "10.201.1.2/24", "dev", "dtvb"])
+            .unwrap();
+        a.ip(&["link", "set", "dtva", "up"]).unwrap();
+        b.ip(&["link", "set", "dtvb", "up"]).unwrap();
+        Topology {
+            a,
+            b,
+            middle: vec![],
+            a_dev: "dtva",
+            b_dev: "dtvb",
+            b_ip: "10.201.1.2",
+        }
+    }
+
+    /// a --veth-- [bridge in s] --veth-- b, like Docker's bridge mode (container side `eth0`).
+    pub fn bridge() -> Topology {
+        let a = quiet_ns("ba");
+        let b = quiet_ns("bb");
+        let s = quiet_ns("bs");
+        s.ip(&["link", "add", "dtbr", "type", "bridge"]).unwrap();
+        s.ip(&["link", "set", "dtbr", "up"]).unwrap();
+        for (ns, port, ip) in [(&a, "dtpa", "10.201.2.1/24"), (&b, "dtpb", "10.201.2.2/24")] {
+            ns.ip(&[
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                s.name(),
+            ])
+            .unwrap();
+            ns.ip(&["addr", "add", ip, "dev", "eth0"]).unwrap();
+            ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+            s.ip(&["link", "set", port, "master", "dtbr"]).unwrap();
+            s.ip(&["link", "set", port, "up"]).unwrap();
+        }
+        Topology {
+            a,
+            b,
+            middle: vec![s],
+            a_dev: "eth0",
+            b_dev: "eth0",
+            b_ip: "10.201.2.2",
+        }
+    }
+
+    /// Two macvlans (bridge mode) on a veth parent that lives in namespace p.
+    pub fn macvlan() -> Topology {
+        let a = quiet_ns("ma");
+        let b = quiet_ns("mb");
+        let p = quiet_ns("mp");
+        p.ip(&[
+            "link", "add", "dtmp0", "type", "veth", "peer", "name", "dtmp1",
+        ])
+        .unwrap();
+        p.ip(&["link", "set", "dtmp0", "up"]).unwrap();
+        p.ip(&["link", "set", "dtmp1", "up"]).unwrap();
+        for (ns, dev, ip) in [
+            (&a, "dtmva", "10.201.3.1/24"),
+            (&b, "dtmvb", "10.201.3.2/24"),
+        ] {
+            p.ip(&[
+                "link", "add", "link", "dtmp0", "name", dev, "type", "macvlan", "mode", "bridge",
+            ])
+            .unwrap();
+            p.ip(&["link", "set", dev, "netns", ns.name()]).unwrap();
+            ns.ip(&["addr", "add", ip, "dev", dev]).unwrap();
+            ns.ip(&["link", "set", dev, "up"]).unwrap();
+        }
+        Topology {
+            a,
+            b,
+            middle: vec![p],
+            a_dev: "dtmva",
+            b_dev: "dtmvb",
+            b_ip: "10.201.3.2",
+        }
+    }
+
+    /// Sends exactly `n` echo messages from a to b.
+    pub fn echo(&self, n: u64) -> WorkloadReport {
+        let server = EchoServer::start_in(Some(&self.b.path()), "0.0.0.0");
+        let mut args = ClientArgs::new(self.b_ip);
+        args.port = server.addr.port();
+        args.count = Some(n);
+        let report = netns::run_in(&self.a.path(), move || workload::run_client(&args))
+            .unwrap()
+            .unwrap();
+        drop(server);
+        report
+    }
+}
+
+/// An echo server on a thread (optionally inside a namespace), stopped on drop.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    pub fn start_in(ns: Option<&Path>, listen: &str) -> EchoServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ns = ns.map(Path::to_path_buf);
+        let listen = listen.parse().unwrap();
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let serve = move || {
+                let args = ServerArgs {
+                    listen,
+                    port: 0,
+                    duration: None,
+                    quiet: true,
+                };
+                let server = workload::bind_server(&args).expect("bind echo server");
+                tx.send(server.local_addr().unwrap()).unwrap();
+                server.serve(Some(st)).expect("echo server");
+            };
+            match ns {
+                Some(p) => netns::run_in(&p, serve).unwrap(),
+                None => serve(),
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("echo server started");
+        EchoServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Loopback echo traffic in dockertrace's own namespace, to prove filters keep it out.
+pub fn background_loopback(n: u64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let server = EchoServer::start_in(None, "127.0.0.1");
+        let mut args = ClientArgs::new("127.0.0.1");
+        args.port = server.addr.port();
+        args.count = Some(n);
+        workload::run_client(&args).expect("loopback traffic");
+    })
+}
+
+pub struct Traced {
+    pub report: TraceReport,
+    pub events: Vec<TracedEvent>,
+}
+
+pub fn options(events: &str, filter: Filter) -> TraceOptions {
+    TraceOptions {
+        events: EventSelector::parse(events).unwrap(),
+        filter,
+        stacks: true,
+        datapath: true,
+        ring_bytes: None,
+    }
+}
+
+/// Traces while `traffic` runs, then stops and returns what was seen.
+pub fn trace_while<T: Send + 'static>(
+    opts: &TraceOptions,
+    traffic: impl FnOnce() -> T + Send + 'static,
+) -> (Traced, T) {
+    let mut tracer = Tracer::start(opts).expect("tracer starts");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let worker = std::thread::spawn(move || {
+        let out = traffic();
+        let _ = tx.send(());
+        out
+    });
+    let mut mem = MemorySink::default();
+    let stop = async move {
+        let _ = rx.await;
+        // Let the last packets (FIN, ACK) through.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let report = rt
+        .block_on(pipeline::run(&mut tracer, &mut [&mut mem], stop))
+        .expect("pipeline");
+    let out = worker.join().expect("traffic thread");
+    (
+        Traced {
+            report,
+            events: mem.events,
+        },
+        out,
+    )
+}
+
+impl Traced {
+    /// Events of one device.
+    pub fn on(&self, netns: u32, ifindex: u32) -> impl Iterator<Item = &TracedEvent> {
+        self.events
+            .iter()
+            .filter(move |e| e.raw.netns == netns && e.raw.ifindex == ifindex)
+    }
+
+    pub fn count(&self, name: &str, netns: u32, ifindex: u32) -> usize {
+        self.on(netns, ifindex).filter(|e| &*e.name == name).count()
+    }
+
+    /// Whether some event's stack contains `function`.
+    pub fn stack_has(&self, function: &str) -> bool {
+        self.events.iter().any(|e| {
+            e.stack
+                .as_ref()
+                .is_some_and(|s| s.functions().any(|f| f == function))
+        })
+    }
+}
