@@ -299,3 +299,75 @@ fn no_stacks_mode_sends_no_stack_ids() {
         .all(|e| e.stack.is_none() && e.raw.stack_id < 0));
     assert!(traced.report.functions.is_empty());
 }
+
+/// The quality bar: on the same traffic, dockertrace counts exactly what
+/// `perf record -a -e 'net:*'` counts for the test's devices, while both run at once (which
+/// also proves dockertrace does not hide events from perf).
+#[test]
+fn counts_match_perf_running_alongside() {
+    if skip!() {
+        return;
+    }
+    if std::process::Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: perf is not installed (apt-get install linux-perf)");
+        return;
+    }
+    let t = Arc::new(Topology::veth());
+    let data = std::env::temp_dir().join(format!("dt-perf-{}.data", std::process::id()));
+    let topo = t.clone();
+    let file = data.clone();
+    let (traced, ()) = trace_while(&options("net:*", netns_filter(&t)), move || {
+        let mut perf = support::Child::spawn(
+            std::process::Command::new("perf")
+                .args(["record", "-q", "-a", "-e", "net:*", "-o"])
+                .arg(&file)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        topo.echo(N);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        perf.interrupt_and_wait();
+    });
+    let script = std::process::Command::new("perf")
+        .args(["script", "-i"])
+        .arg(&data)
+        .output()
+        .expect("perf script");
+    let _ = std::fs::remove_file(&data);
+    let text = String::from_utf8_lossy(&script.stdout);
+    let mut compared = 0;
+    for (dev, ns, ifindex) in [
+        ("dtva", &t.a, t.a.ifindex("dtva").unwrap()),
+        ("dtvb", &t.b, t.b.ifindex("dtvb").unwrap()),
+    ] {
+        let netns = ns.inode().unwrap();
+        for ev in [
+            "net_dev_queue",
+            "net_dev_start_xmit",
+            "net_dev_xmit",
+            "netif_rx",
+            "netif_rx_entry",
+            "netif_receive_skb",
+        ] {
+            let tag = format!("net:{ev}:");
+            let perf = text
+                .lines()
+                .filter(|l| {
+                    l.contains(&tag)
+                        && (l.contains(&format!("dev={dev} "))
+                            || l.contains(&format!("name={dev} ")))
+                })
+                .count();
+            let ours = traced.count(&format!("net:{ev}"), netns, ifindex);
+            assert_eq!(ours, perf, "{ev} on {dev}: dockertrace {ours}, perf {perf}");
+            assert!(ours as u64 >= N, "{ev} on {dev}: only {ours}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 12);
+}

@@ -23,6 +23,8 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "docker.io",
     "python3",
+    // perf: the tests' oracle (counts must match), and the benchmark's baseline.
+    "linux-perf",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";

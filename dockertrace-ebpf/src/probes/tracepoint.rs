@@ -1,7 +1,6 @@
 //! The tracepoint programs: one per slot, sharing one body (see `TP_SLOTS` for why).
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
-    macros::tracepoint,
     programs::TracePointContext,
     EbpfContext,
 };
@@ -16,16 +15,17 @@ use crate::{
     maps::{bump, layout, settings, PAIRS, TP_CONFIG},
 };
 
+/// Return value of tracepoint programs: non-zero lets the event through to other perf users
+/// of the same tracepoint (`perf record` running beside dockertrace); 0 would hide it from them.
+const PASS_THROUGH: u32 = 1;
+
 /// Shared body of the slot programs.
 #[inline(always)]
 fn on_tracepoint(ctx: &TracePointContext, slot: u32) -> u32 {
-    match try_tracepoint(ctx, slot) {
-        Ok(()) => 0,
-        Err(_) => {
-            bump(counter::READ_ERROR);
-            0
-        }
+    if try_tracepoint(ctx, slot).is_err() {
+        bump(counter::READ_ERROR);
     }
+    PASS_THROUGH
 }
 
 #[inline(always)]
@@ -194,12 +194,16 @@ fn recall(cfg: &TpConfig) -> Option<PairEntry> {
 }
 
 /// One program per slot: `dt_tp_<slot>` (the loader relies on these names).
+///
+/// Written out instead of using `#[tracepoint]`: aya's macro always returns 0, which makes the
+/// kernel drop the event for every perf user of the tracepoint (see `PASS_THROUGH`).
 macro_rules! slots {
     ($($name:ident = $slot:literal),* $(,)?) => {
         $(
-            #[tracepoint]
-            pub fn $name(ctx: TracePointContext) -> u32 {
-                on_tracepoint(&ctx, $slot)
+            #[no_mangle]
+            #[link_section = "tracepoint"]
+            pub fn $name(ctx: *mut core::ffi::c_void) -> u32 {
+                on_tracepoint(&TracePointContext::new(ctx), $slot)
             }
         )*
     };

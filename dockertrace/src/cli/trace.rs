@@ -117,7 +117,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     crate::tracer::preflight()?;
     let opts = args.options()?;
     if let Ok(tracefs) = Tracefs::locate() {
-        if let Ok(all) = tracefs.events() {
+        // Warn about patterns that matched nothing, unless nothing matched at all (an error).
+        if let Some(all) = tracefs
+            .events()
+            .ok()
+            .filter(|all| !opts.events.select(all).is_empty())
+        {
             for p in opts.events.unmatched_patterns(&all) {
                 eprintln!("dockertrace: warning: no tracepoint matches `{p}`");
             }

@@ -339,3 +339,46 @@ impl Traced {
         })
     }
 }
+
+/// A child process we started, interrupted and reaped on drop (never left running).
+pub struct Child(Option<std::process::Child>);
+
+impl Child {
+    pub fn spawn(cmd: &mut std::process::Command) -> Child {
+        Child(Some(cmd.spawn().expect("spawn child")))
+    }
+
+    /// SIGINT, by pid: only the process we started.
+    pub fn interrupt(&self) {
+        if let Some(c) = &self.0 {
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        }
+    }
+
+    /// SIGINT, then wait for it.
+    pub fn interrupt_and_wait(&mut self) {
+        self.interrupt();
+        if let Some(mut c) = self.0.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the child to exit and collects its piped output.
+    pub fn wait_output(&mut self) -> std::process::Output {
+        self.0
+            .take()
+            .expect("child")
+            .wait_with_output()
+            .expect("wait for child")
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
