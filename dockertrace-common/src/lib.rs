@@ -177,6 +177,10 @@ pub struct KernelLayout {
     pub skb_dev: u32,
     pub skb_len: u32,
     pub skb_protocol: u32,
+    /// `sk_buff.head` (pointer to the buffer start).
+    pub skb_head: u32,
+    /// `sk_buff.network_header` (u16 offset from `head`).
+    pub skb_network_header: u32,
     pub dev_ifindex: u32,
     pub dev_name: u32,
     /// `net_device.nd_net.net` (possible_net_t's pointer).
@@ -192,6 +196,9 @@ pub const FILTER_NETNS: u32 = 1 << 0;
 pub const FILTER_DEV: u32 = 1 << 1;
 /// `Settings::filters` bit: keep only events whose tgid is in `FILTER_PIDS`.
 pub const FILTER_PID: u32 = 1 << 2;
+/// `Settings::filters` bit: keep only TCP/IP packets with `Settings::port` as source or
+/// destination port (the loopback flow of the `normal` and `host` modes).
+pub const FILTER_PORT: u32 = 1 << 3;
 
 /// Run-time settings, a read-only global set by the loader.
 #[repr(C)]
@@ -201,6 +208,9 @@ pub struct Settings {
     pub filters: u32,
     /// 1: collect kernel stack ids.
     pub stacks: u32,
+    /// TCP port for `FILTER_PORT`.
+    pub port: u16,
+    pub _pad: [u8; 6],
 }
 
 /// Key of the `FILTER_DEVS` map: a device is only unique within its network namespace.
@@ -280,7 +290,8 @@ mod tests {
     fn wire_sizes_are_stable() {
         assert_eq!(size_of::<Event>(), 88);
         assert_eq!(size_of::<TpConfig>(), 16);
-        assert_eq!(size_of::<KernelLayout>(), 32);
+        assert_eq!(size_of::<KernelLayout>(), 40);
+        assert_eq!(size_of::<Settings>(), 16);
         assert_eq!(size_of::<PairEntry>(), 32);
         assert_eq!(size_of::<PairStack>(), 8 + 32 * PAIR_DEPTH);
     }

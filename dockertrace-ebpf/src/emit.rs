@@ -8,7 +8,11 @@ use aya_ebpf::{
 };
 use dockertrace_common::{
     counter, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS,
-    FILTER_PID, NAME_LEN, RECORD_EVENT, STACK_NONE,
+    FILTER_PID, FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE,
+};
+use network_types::{
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
 };
 
 use crate::maps::{
@@ -129,6 +133,62 @@ pub fn pass_dev(s: &Settings, dev: &DevInfo) -> bool {
         }
     }
     true
+}
+
+/// The port filter: a TCP segment over IPv4 or IPv6 whose source or destination port is
+/// `Settings::port`. Reads the headers at `skb->head + skb->network_header`.
+#[inline(always)]
+pub fn pass_port(s: &Settings, skb: *const u8, l: &KernelLayout) -> bool {
+    if s.filters & FILTER_PORT == 0 {
+        return true;
+    }
+    if skb.is_null() {
+        return false;
+    }
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    unsafe {
+        let Ok(head) = bpf_probe_read_kernel(skb.add(l.skb_head as usize) as *const *const u8)
+        else {
+            return false;
+        };
+        let Ok(nh) = bpf_probe_read_kernel(skb.add(l.skb_network_header as usize) as *const u16)
+        else {
+            return false;
+        };
+        if head.is_null() || nh == u16::MAX {
+            return false;
+        }
+        let ip = head.add(usize::from(nh));
+        let Ok(first) = bpf_probe_read_kernel(ip) else {
+            return false;
+        };
+        let tcp = match first >> 4 {
+            4 => {
+                let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv4Hdr) else {
+                    return false;
+                };
+                if h.proto != IpProto::Tcp as u8 {
+                    return false;
+                }
+                ip.add(usize::from(h.ihl()))
+            }
+            6 => {
+                let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv6Hdr) else {
+                    return false;
+                };
+                if h.next_hdr != IpProto::Tcp as u8 {
+                    return false;
+                }
+                ip.add(Ipv6Hdr::LEN)
+            }
+            _ => return false,
+        };
+        let Ok(t) = bpf_probe_read_kernel(tcp as *const TcpHdr) else {
+            return false;
+        };
+        let want = s.port.to_be_bytes();
+        t.source == want || t.dest == want
+    }
 }
 
 /// Everything an event carries besides what `emit` reads itself.

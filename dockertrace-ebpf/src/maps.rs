@@ -12,6 +12,8 @@ use dockertrace_common::{
 static SETTINGS: Settings = Settings {
     filters: 0,
     stacks: 1,
+    port: 0,
+    _pad: [0; 6],
 };
 
 /// Struct offsets from the running kernel's BTF (`EbpfLoader::override_global`).
@@ -20,6 +22,8 @@ static LAYOUT: KernelLayout = KernelLayout {
     skb_dev: 0,
     skb_len: 0,
     skb_protocol: 0,
+    skb_head: 0,
+    skb_network_header: 0,
     dev_ifindex: 0,
     dev_name: 0,
     dev_nd_net: 0,

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dockertrace_common::{DevKey, FILTER_DEV, FILTER_NETNS, FILTER_PID};
+use dockertrace_common::{DevKey, FILTER_DEV, FILTER_NETNS, FILTER_PID, FILTER_PORT};
 
 use crate::netns::{self, NetnsError};
 
@@ -59,6 +59,7 @@ pub struct FilterSpec {
     pub netns: Vec<NetnsSpec>,
     pub devs: Vec<String>,
     pub pids: Vec<u32>,
+    pub port: Option<u16>,
 }
 
 /// Resolved filter, ready for the kernel maps.
@@ -67,6 +68,8 @@ pub struct Filter {
     pub netns: BTreeSet<u32>,
     pub devs: BTreeSet<DevKey>,
     pub pids: BTreeSet<u32>,
+    /// Keep only TCP segments from or to this port.
+    pub port: Option<u16>,
 }
 
 impl Filter {
@@ -81,6 +84,9 @@ impl Filter {
         }
         if !self.pids.is_empty() {
             f |= FILTER_PID;
+        }
+        if self.port.is_some() {
+            f |= FILTER_PORT;
         }
         f
     }
@@ -176,6 +182,7 @@ impl FilterSpec {
             }
             out.pids.insert(pid);
         }
+        out.port = self.port;
         Ok(out)
     }
 }

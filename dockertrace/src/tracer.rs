@@ -404,6 +404,8 @@ impl Tracer {
         let settings = Settings {
             filters: opts.filter.flags(),
             stacks: u32::from(opts.stacks),
+            port: opts.filter.port.unwrap_or(0),
+            _pad: [0; 6],
         };
         let mut loader = EbpfLoader::new();
         loader

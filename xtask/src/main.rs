@@ -266,8 +266,10 @@ fn cargo() -> Command {
     c.current_dir(workspace_root());
     // bpf-linker lives in cargo's bin dir; make sure the inner eBPF build finds it.
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut paths = vec![cargo_bin_dir()];
-    paths.extend(std::env::split_paths(&path));
+    let mut paths: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if !paths.contains(&cargo_bin_dir()) {
+        paths.insert(0, cargo_bin_dir());
+    }
     if let Ok(joined) = std::env::join_paths(paths) {
         c.env("PATH", joined);
     }

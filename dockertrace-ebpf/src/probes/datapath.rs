@@ -9,7 +9,7 @@ use aya_ebpf::{
 use dockertrace_common::{counter, DATAPATH_FUNCS, EVENT_HAS_SKB, PROBE_BASE};
 
 use crate::{
-    emit::{emit, pass_dev, pass_pid, read_skb, Fields},
+    emit::{emit, pass_dev, pass_pid, pass_port, read_skb, Fields},
     maps::{bump, layout, settings},
 };
 
@@ -38,8 +38,9 @@ fn on_call<C: StackIdContext>(ctx: &C, index: u32, skb: *const u8, pptr: bool) -
     if skb.is_null() {
         return 0;
     }
-    let info = read_skb(skb, &layout());
-    if !pass_dev(&s, &info.dev) {
+    let l = layout();
+    let info = read_skb(skb, &l);
+    if !pass_dev(&s, &info.dev) || !pass_port(&s, skb, &l) {
         bump(counter::FILTERED);
         return 0;
     }

@@ -11,7 +11,7 @@ use dockertrace_common::{
 };
 
 use crate::{
-    emit::{emit, pass_dev, pass_pid, read_skb, DevInfo, Fields},
+    emit::{emit, pass_dev, pass_pid, pass_port, read_skb, DevInfo, Fields},
     maps::{bump, layout, settings, PAIRS, TP_CONFIG},
 };
 
@@ -82,9 +82,12 @@ fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
         read_name(ctx, &cfg, &mut dev);
     }
 
+    let skb = f.skbaddr as *const u8;
     let pass = match cfg.pair_role {
         PAIR_PUSH | PAIR_SET => {
-            let pass = pass_pid(&s, (pid_tgid >> 32) as u32) && pass_dev(&s, &dev);
+            let pass = pass_pid(&s, (pid_tgid >> 32) as u32)
+                && pass_dev(&s, &dev)
+                && pass_port(&s, skb, &layout());
             remember(&cfg, &dev, pass);
             pass
         }
@@ -101,9 +104,9 @@ fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
                 }
                 entry.pass != 0
             }
-            None => pass_dev(&s, &dev),
+            None => pass_dev(&s, &dev) && pass_port(&s, skb, &layout()),
         },
-        _ => pass_dev(&s, &dev),
+        _ => pass_dev(&s, &dev) && pass_port(&s, skb, &layout()),
     };
     if cfg.emit == 0 {
         return Ok(());

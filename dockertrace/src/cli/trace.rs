@@ -33,6 +33,9 @@ pub struct TraceArgs {
     /// Keep only events raised by this process (tgid). Repeatable.
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
+    /// Keep only TCP packets from or to this port (IPv4 and IPv6).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
     /// Also write every event as a JSON line to FILE (`-` for stdout; the live stream is then
     /// turned off). Schema: docs/json-schema.md.
     #[arg(long, value_name = "FILE")]
@@ -73,6 +76,7 @@ impl TraceArgs {
             netns: self.netns.clone(),
             devs: self.dev.clone(),
             pids: self.pid.clone(),
+            port: self.port,
         }
         .resolve()?;
         Ok(TraceOptions {

@@ -486,6 +486,8 @@ impl KernelBtf {
             skb_dev: get("sk_buff", "dev", PTR_SIZE)?,
             skb_len: get("sk_buff", "len", 4)?,
             skb_protocol: get("sk_buff", "protocol", 2)?,
+            skb_head: get("sk_buff", "head", PTR_SIZE)?,
+            skb_network_header: get("sk_buff", "network_header", 2)?,
             dev_ifindex: get("net_device", "ifindex", 4)?,
             dev_name: get("net_device", "name", NAME_LEN as u64)?,
             dev_nd_net,
