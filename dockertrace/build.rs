@@ -23,17 +23,10 @@ fn main() -> anyhow::Result<()> {
     env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf");
     let toolchain = env::var("DOCKERTRACE_BPF_TOOLCHAIN").unwrap_or_else(|_| "/usr".into());
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest
-        .parent()
-        .expect("workspace root")
-        .join("dockertrace-ebpf");
+    let root = manifest.parent().expect("workspace root").join("dockertrace-ebpf");
     let root = root.to_str().expect("utf-8 path");
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "dockertrace-ebpf",
-            root_dir: root,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "dockertrace-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::Custom(&toolchain),
     )
 }

@@ -42,54 +42,14 @@ pub struct DatapathFunc {
 /// The datapath transmit/receive functions that identify a Docker networking mode.
 /// The order is the wire encoding: kind = `PROBE_BASE + index`.
 pub const DATAPATH_FUNCS: [DatapathFunc; 8] = [
-    DatapathFunc {
-        name: "veth_xmit",
-        skb_arg: 0,
-        skb_arg_is_pptr: false,
-        module: "veth",
-    },
-    DatapathFunc {
-        name: "br_dev_xmit",
-        skb_arg: 0,
-        skb_arg_is_pptr: false,
-        module: "bridge",
-    },
-    DatapathFunc {
-        name: "br_handle_frame",
-        skb_arg: 0,
-        skb_arg_is_pptr: true,
-        module: "bridge",
-    },
-    DatapathFunc {
-        name: "macvlan_start_xmit",
-        skb_arg: 0,
-        skb_arg_is_pptr: false,
-        module: "macvlan",
-    },
-    DatapathFunc {
-        name: "ipvlan_start_xmit",
-        skb_arg: 0,
-        skb_arg_is_pptr: false,
-        module: "ipvlan",
-    },
-    DatapathFunc {
-        name: "ipvlan_queue_xmit",
-        skb_arg: 0,
-        skb_arg_is_pptr: false,
-        module: "ipvlan",
-    },
-    DatapathFunc {
-        name: "loopback_xmit",
-        skb_arg: 0,
-        skb_arg_is_pptr: false,
-        module: "",
-    },
-    DatapathFunc {
-        name: "dev_forward_skb",
-        skb_arg: 1,
-        skb_arg_is_pptr: false,
-        module: "",
-    },
+    DatapathFunc { name: "veth_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "veth" },
+    DatapathFunc { name: "br_dev_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "bridge" },
+    DatapathFunc { name: "br_handle_frame", skb_arg: 0, skb_arg_is_pptr: true, module: "bridge" },
+    DatapathFunc { name: "macvlan_start_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "macvlan" },
+    DatapathFunc { name: "ipvlan_start_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "ipvlan" },
+    DatapathFunc { name: "ipvlan_queue_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "ipvlan" },
+    DatapathFunc { name: "loopback_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "" },
+    DatapathFunc { name: "dev_forward_skb", skb_arg: 1, skb_arg_is_pptr: false, module: "" },
 ];
 
 /// One traced event, as written to the `EVENTS` ring buffer. 88 bytes.

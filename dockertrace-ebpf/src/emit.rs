@@ -7,17 +7,15 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use dockertrace_common::{
-    counter, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS,
-    FILTER_PID, FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE,
+    counter, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS, FILTER_PID,
+    FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE,
 };
 use network_types::{
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
 };
 
-use crate::maps::{
-    bump, settings, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS, STACKS,
-};
+use crate::maps::{bump, settings, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS, STACKS};
 
 const EEXIST: i32 = 17;
 
@@ -32,12 +30,7 @@ pub struct DevInfo {
 }
 
 impl DevInfo {
-    pub const UNKNOWN: DevInfo = DevInfo {
-        ifindex: 0,
-        netns: 0,
-        name: [0; NAME_LEN],
-        flags: 0,
-    };
+    pub const UNKNOWN: DevInfo = DevInfo { ifindex: 0, netns: 0, name: [0; NAME_LEN], flags: 0 };
 
     pub fn known(&self) -> bool {
         self.flags & EVENT_HAS_DEV != 0
@@ -54,11 +47,7 @@ pub struct SkbInfo {
 /// Reads `skb->dev` (and its name, ifindex, netns), `skb->len` and `skb->protocol`.
 #[inline(always)]
 pub fn read_skb(skb: *const u8, l: &KernelLayout) -> SkbInfo {
-    let mut info = SkbInfo {
-        dev: DevInfo::UNKNOWN,
-        len: 0,
-        protocol: 0,
-    };
+    let mut info = SkbInfo { dev: DevInfo::UNKNOWN, len: 0, protocol: 0 };
     // SAFETY: bpf_probe_read_kernel tolerates any address; failures are counted.
     unsafe {
         match bpf_probe_read_kernel(skb.add(l.skb_len as usize) as *const u32) {
@@ -85,8 +74,7 @@ pub fn read_dev(dev: *const u8, l: &KernelLayout, out: &mut DevInfo) {
     }
     // SAFETY: see read_skb.
     unsafe {
-        let Ok(ifindex) = bpf_probe_read_kernel(dev.add(l.dev_ifindex as usize) as *const u32)
-        else {
+        let Ok(ifindex) = bpf_probe_read_kernel(dev.add(l.dev_ifindex as usize) as *const u32) else {
             bump(counter::READ_ERROR);
             return;
         };
@@ -94,8 +82,7 @@ pub fn read_dev(dev: *const u8, l: &KernelLayout, out: &mut DevInfo) {
         let _ = bpf_probe_read_kernel_buf(dev.add(l.dev_name as usize), &mut out.name);
         if let Ok(net) = bpf_probe_read_kernel(dev.add(l.dev_nd_net as usize) as *const *const u8) {
             if !net.is_null() {
-                if let Ok(inum) = bpf_probe_read_kernel(net.add(l.net_inum as usize) as *const u32)
-                {
+                if let Ok(inum) = bpf_probe_read_kernel(net.add(l.net_inum as usize) as *const u32) {
                     out.netns = inum;
                 }
             }
@@ -124,10 +111,7 @@ pub fn pass_dev(s: &Settings, dev: &DevInfo) -> bool {
         return false;
     }
     if s.filters & FILTER_DEV != 0 {
-        let key = DevKey {
-            netns: dev.netns,
-            ifindex: dev.ifindex,
-        };
+        let key = DevKey { netns: dev.netns, ifindex: dev.ifindex };
         if unsafe { FILTER_DEVS.get(&key) }.is_none() {
             return false;
         }
@@ -147,12 +131,10 @@ pub fn pass_port(s: &Settings, skb: *const u8, l: &KernelLayout) -> bool {
     }
     // SAFETY: bpf_probe_read_kernel tolerates any address.
     unsafe {
-        let Ok(head) = bpf_probe_read_kernel(skb.add(l.skb_head as usize) as *const *const u8)
-        else {
+        let Ok(head) = bpf_probe_read_kernel(skb.add(l.skb_head as usize) as *const *const u8) else {
             return false;
         };
-        let Ok(nh) = bpf_probe_read_kernel(skb.add(l.skb_network_header as usize) as *const u16)
-        else {
+        let Ok(nh) = bpf_probe_read_kernel(skb.add(l.skb_network_header as usize) as *const u16) else {
             return false;
         };
         if head.is_null() || nh == u16::MAX {
@@ -213,11 +195,7 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo) {
         match ctx.get_stackid(&STACKS, 0) {
             Ok(id) => id as i32,
             Err(e) => {
-                bump(if e == -EEXIST {
-                    counter::STACK_COLLISION
-                } else {
-                    counter::STACK_ERROR
-                });
+                bump(if e == -EEXIST { counter::STACK_COLLISION } else { counter::STACK_ERROR });
                 e
             }
         }

@@ -9,12 +9,7 @@ use dockertrace_common::{
 
 /// Run-time settings (`EbpfLoader::override_global`).
 #[no_mangle]
-static SETTINGS: Settings = Settings {
-    filters: 0,
-    stacks: 1,
-    port: 0,
-    _pad: [0; 6],
-};
+static SETTINGS: Settings = Settings { filters: 0, stacks: 1, port: 0, _pad: [0; 6] };
 
 /// Struct offsets from the running kernel's BTF (`EbpfLoader::override_global`).
 #[no_mangle]

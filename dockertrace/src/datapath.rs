@@ -51,10 +51,7 @@ pub fn component(function: &str) -> Option<Component> {
         ("ip6t_", Component::Netfilter),
         ("ebt_", Component::Netfilter),
     ];
-    PREFIXES
-        .iter()
-        .find(|(p, _)| function.starts_with(p))
-        .map(|&(_, c)| c)
+    PREFIXES.iter().find(|(p, _)| function.starts_with(p)).map(|&(_, c)| c)
 }
 
 #[cfg(test)]

@@ -31,16 +31,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let need = size_of::<Event>();
             // The kernel rounds records up to 8 bytes; an exact size is what we write.
             if bytes.len() != need {
-                return Err(DecodeError::SizeMismatch {
-                    got: bytes.len(),
-                    need,
-                });
+                return Err(DecodeError::SizeMismatch { got: bytes.len(), need });
             }
             // SAFETY: the length is checked above, `Event` is plain integers (any bit pattern is
             // valid) and read_unaligned copes with the buffer's alignment.
-            Ok(Record::Event(unsafe {
-                std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>())
-            }))
+            Ok(Record::Event(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) }))
         }
         other => Err(DecodeError::UnknownRecord(other)),
     }
@@ -49,8 +44,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 /// The bytes of an event, as the kernel writes them (for tests and fuzzing).
 pub fn encode(event: &Event) -> Vec<u8> {
     // SAFETY: `Event` is `repr(C)` without implicit padding.
-    unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), size_of::<Event>()) }
-        .to_vec()
+    unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), size_of::<Event>()) }.to_vec()
 }
 
 /// A fixed-size C string (comm, device name) as text, up to the first NUL.
@@ -101,16 +95,10 @@ mod tests {
         let bytes = encode(&sample());
         assert_eq!(decode(&[]), Err(DecodeError::NoHeader { got: 0 }));
         assert_eq!(decode(&bytes[..1]), Err(DecodeError::NoHeader { got: 1 }));
-        assert_eq!(
-            decode(&bytes[..40]),
-            Err(DecodeError::SizeMismatch { got: 40, need: 88 })
-        );
+        assert_eq!(decode(&bytes[..40]), Err(DecodeError::SizeMismatch { got: 40, need: 88 }));
         let mut long = bytes.clone();
         long.extend_from_slice(&[0; 8]);
-        assert_eq!(
-            decode(&long),
-            Err(DecodeError::SizeMismatch { got: 96, need: 88 })
-        );
+        assert_eq!(decode(&long), Err(DecodeError::SizeMismatch { got: 96, need: 88 }));
     }
 
     #[test]

@@ -23,17 +23,10 @@ impl std::str::FromStr for NetnsSpec {
             return Err("empty network namespace".into());
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
-            return s
-                .parse()
-                .map(NetnsSpec::Inode)
-                .map_err(|_| format!("`{s}` is not a valid netns inode"));
+            return s.parse().map(NetnsSpec::Inode).map_err(|_| format!("`{s}` is not a valid netns inode"));
         }
         // A bare name means `ip netns add NAME`'s file.
-        let path = if s.contains('/') {
-            PathBuf::from(s)
-        } else {
-            Path::new("/var/run/netns").join(s)
-        };
+        let path = if s.contains('/') { PathBuf::from(s) } else { Path::new("/var/run/netns").join(s) };
         Ok(NetnsSpec::Path(path))
     }
 }
@@ -43,9 +36,7 @@ impl std::str::FromStr for NetnsSpec {
 pub enum FilterError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error(
-        "no network namespace with inode {0} found (looked in /var/run/netns and /proc/*/ns/net)"
-    )]
+    #[error("no network namespace with inode {0} found (looked in /var/run/netns and /proc/*/ns/net)")]
     UnknownInode(u32),
     #[error("device `{0}` not found in {1}")]
     NoDevice(String, String),
@@ -110,21 +101,12 @@ impl Filter {
 
 /// Finds a path for a netns inode, so we can enter it.
 pub fn path_of_inode(inode: u32) -> Result<PathBuf, FilterError> {
-    let named = std::fs::read_dir("/var/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path());
+    let named = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten().map(|e| e.path());
     let procs = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
         .map(|e| e.path().join("ns/net"));
     named
         .chain(procs)
@@ -156,18 +138,12 @@ impl FilterSpec {
             let mut found = false;
             if paths.is_empty() {
                 let ifindex = netns::ifindex(None, name)?;
-                out.devs.insert(DevKey {
-                    netns: netns::current_inode()?,
-                    ifindex,
-                });
+                out.devs.insert(DevKey { netns: netns::current_inode()?, ifindex });
                 found = true;
             }
             for (inode, path) in &paths {
                 if let Ok(ifindex) = netns::ifindex(Some(path), name) {
-                    out.devs.insert(DevKey {
-                        netns: *inode,
-                        ifindex,
-                    });
+                    out.devs.insert(DevKey { netns: *inode, ifindex });
                     found = true;
                 }
             }
@@ -193,18 +169,9 @@ mod tests {
 
     #[test]
     fn netns_spec_parsing() {
-        assert_eq!(
-            "4026531840".parse::<NetnsSpec>(),
-            Ok(NetnsSpec::Inode(4026531840))
-        );
-        assert_eq!(
-            "/proc/1/ns/net".parse::<NetnsSpec>(),
-            Ok(NetnsSpec::Path("/proc/1/ns/net".into()))
-        );
-        assert_eq!(
-            "blue".parse::<NetnsSpec>(),
-            Ok(NetnsSpec::Path("/var/run/netns/blue".into()))
-        );
+        assert_eq!("4026531840".parse::<NetnsSpec>(), Ok(NetnsSpec::Inode(4026531840)));
+        assert_eq!("/proc/1/ns/net".parse::<NetnsSpec>(), Ok(NetnsSpec::Path("/proc/1/ns/net".into())));
+        assert_eq!("blue".parse::<NetnsSpec>(), Ok(NetnsSpec::Path("/var/run/netns/blue".into())));
         assert!("".parse::<NetnsSpec>().is_err());
         assert!("99999999999".parse::<NetnsSpec>().is_err());
     }
@@ -218,14 +185,8 @@ mod tests {
         assert_eq!(f.flags(), FILTER_NETNS);
         assert!(f.matches(10, 2, 3, true));
         assert!(!f.matches(11, 2, 3, true));
-        assert!(
-            !f.matches(10, 2, 3, false),
-            "unknown device fails an active netns filter"
-        );
-        f.devs.insert(DevKey {
-            netns: 10,
-            ifindex: 4,
-        });
+        assert!(!f.matches(10, 2, 3, false), "unknown device fails an active netns filter");
+        f.devs.insert(DevKey { netns: 10, ifindex: 4 });
         assert!(f.matches(10, 4, 3, true));
         assert!(!f.matches(10, 5, 3, true));
         f.pids.insert(99);
@@ -244,18 +205,8 @@ mod tests {
         };
         let f = spec.resolve().expect("resolves");
         assert!(f.netns.contains(&own));
-        assert!(f.devs.contains(&DevKey {
-            netns: own,
-            ifindex: 1
-        }));
-        let bad = FilterSpec {
-            pids: vec![u32::MAX - 1],
-            ..Default::default()
-        };
-        assert!(bad
-            .resolve()
-            .unwrap_err()
-            .to_string()
-            .contains("no process"));
+        assert!(f.devs.contains(&DevKey { netns: own, ifindex: 1 }));
+        let bad = FilterSpec { pids: vec![u32::MAX - 1], ..Default::default() };
+        assert!(bad.resolve().unwrap_err().to_string().contains("no process"));
     }
 }

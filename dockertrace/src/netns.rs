@@ -9,15 +9,9 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error("cannot open network namespace {path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
+    Open { path: String, source: std::io::Error },
     #[error("cannot enter network namespace {path}: {source} (are you root?)")]
-    Enter {
-        path: String,
-        source: std::io::Error,
-    },
+    Enter { path: String, source: std::io::Error },
     #[error("no device named `{name}` in network namespace {netns}")]
     NoDevice { name: String, netns: String },
     #[error("a thread running in network namespace {0} panicked")]
@@ -27,10 +21,8 @@ pub enum NetnsError {
 /// Inode number of the network namespace behind `path` (`/proc/PID/ns/net`,
 /// `/var/run/netns/NAME`, ...).
 pub fn inode_of(path: &Path) -> Result<u32, NetnsError> {
-    let meta = std::fs::metadata(path).map_err(|source| NetnsError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|source| NetnsError::Open { path: path.display().to_string(), source })?;
     // Namespace inodes are 32-bit (proc_inum allocates from an IDA below 2^32).
     Ok(meta.ino() as u32)
 }
@@ -48,10 +40,7 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| NetnsError::Open {
-        path: shown.clone(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| NetnsError::Open { path: shown.clone(), source })?;
     let handle = std::thread::spawn(move || {
         // SAFETY: plain syscall on an fd we own.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -61,10 +50,7 @@ where
     });
     match handle.join() {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(NetnsError::Enter {
-            path: shown,
-            source,
-        }),
+        Ok(Err(source)) => Err(NetnsError::Enter { path: shown, source }),
         Err(_) => Err(NetnsError::Panicked(shown)),
     }
 }
@@ -104,9 +90,7 @@ mod tests {
 
     #[test]
     fn missing_things_are_clear_errors() {
-        let err = inode_of(Path::new("/nonexistent/ns"))
-            .unwrap_err()
-            .to_string();
+        let err = inode_of(Path::new("/nonexistent/ns")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ns"), "{err}");
         let err = ifindex(None, "no-such-dev0").unwrap_err().to_string();
         assert!(err.contains("no-such-dev0"), "{err}");
@@ -115,20 +99,14 @@ mod tests {
 
 /// Runs `ip ARGS` (iproute2), with a one-line error naming the command.
 pub fn ip(args: &[&str]) -> Result<(), IpError> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| IpError {
-            cmd: args.join(" "),
-            msg: format!("cannot run `ip` (install iproute2): {e}"),
-        })?;
+    let out = std::process::Command::new("ip").args(args).output().map_err(|e| IpError {
+        cmd: args.join(" "),
+        msg: format!("cannot run `ip` (install iproute2): {e}"),
+    })?;
     if out.status.success() {
         return Ok(());
     }
-    Err(IpError {
-        cmd: args.join(" "),
-        msg: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    })
+    Err(IpError { cmd: args.join(" "), msg: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
 }
 
 /// A failed `ip` command.
@@ -149,9 +127,7 @@ impl Namespace {
     /// Creates `/var/run/netns/NAME` with its loopback up.
     pub fn create(name: &str) -> Result<Namespace, IpError> {
         ip(&["netns", "add", name])?;
-        let ns = Namespace {
-            name: name.to_owned(),
-        };
+        let ns = Namespace { name: name.to_owned() };
         ip(&["-n", name, "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -165,12 +141,8 @@ impl Namespace {
         let file = Path::new("/proc/sys/net").join(key);
         let value = value.to_owned();
         // /proc/sys/net shows the namespace of the task that opens it.
-        run_in(&self.path(), move || std::fs::write(&file, value))?.map_err(|source| {
-            NetnsError::Enter {
-                path: format!("{} (sysctl {key})", self.name),
-                source,
-            }
-        })
+        run_in(&self.path(), move || std::fs::write(&file, value))?
+            .map_err(|source| NetnsError::Enter { path: format!("{} (sysctl {key})", self.name), source })
     }
 
     pub fn path(&self) -> std::path::PathBuf {

@@ -68,9 +68,7 @@ pub async fn run(
     sinks: &mut [&mut dyn Sink],
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<TraceReport> {
-    let ring = tracer
-        .take_ring()
-        .ok_or_else(|| anyhow::anyhow!("the ring buffer was already taken"))?;
+    let ring = tracer.take_ring().ok_or_else(|| anyhow::anyhow!("the ring buffer was already taken"))?;
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
     let mut stacks = StackCache::new(tracer.take_stacks(), tracer.kallsyms.clone());
@@ -80,12 +78,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
-    let mut ctx = Ctx {
-        tracer,
-        stacks: &mut stacks,
-        agg: &mut agg,
-        decode_errors: &mut decode_errors,
-    };
+    let mut ctx = Ctx { tracer, stacks: &mut stacks, agg: &mut agg, decode_errors: &mut decode_errors };
     let counters = loop {
         tokio::select! {
             biased;
@@ -127,11 +120,7 @@ struct Ctx<'a> {
     decode_errors: &'a mut u64,
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    ctx: &mut Ctx<'_>,
-    sinks: &mut [&mut dyn Sink],
-) -> anyhow::Result<()> {
+fn drain(ring: &mut RingBuf<MapData>, ctx: &mut Ctx<'_>, sinks: &mut [&mut dyn Sink]) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
         let raw = match decode(&item) {
             Ok(Record::Event(e)) => e,
@@ -144,11 +133,8 @@ fn drain(
             }
         };
         drop(item);
-        let ev = TracedEvent {
-            name: ctx.tracer.catalog.name(raw.kind),
-            stack: ctx.stacks.get(raw.stack_id),
-            raw,
-        };
+        let ev =
+            TracedEvent { name: ctx.tracer.catalog.name(raw.kind), stack: ctx.stacks.get(raw.stack_id), raw };
         ctx.agg.add(&ev);
         for s in sinks.iter_mut() {
             s.event(&ev)?;

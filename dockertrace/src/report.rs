@@ -39,10 +39,7 @@ pub struct TraceReport {
 
 impl TraceReport {
     pub fn event_count(&self, name: &str) -> u64 {
-        self.events
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, c)| *c)
+        self.events.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c)
     }
 
     pub fn has_function(&self, name: &str) -> bool {
@@ -81,10 +78,7 @@ impl Aggregate {
                 .1 += 1;
         }
         if let Some(st) = &ev.stack {
-            self.per_stack
-                .entry(raw.stack_id)
-                .or_insert_with(|| (st.clone(), 0))
-                .1 += 1;
+            self.per_stack.entry(raw.stack_id).or_insert_with(|| (st.clone(), 0)).1 += 1;
         }
     }
 
@@ -94,21 +88,13 @@ impl Aggregate {
 
     /// Builds the report. `duration_s` is the wall-clock length of the run.
     pub fn report(&self, duration_s: f64, counters: Counters) -> TraceReport {
-        let mut events: Vec<(String, u64)> = self
-            .per_event
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
+        let mut events: Vec<(String, u64)> =
+            self.per_event.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         events.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut devices: Vec<DeviceCount> = self
             .per_dev
             .iter()
-            .map(|(&(netns, ifindex), (dev, n))| DeviceCount {
-                dev: dev.clone(),
-                ifindex,
-                netns,
-                events: *n,
-            })
+            .map(|(&(netns, ifindex), (dev, n))| DeviceCount { dev: dev.clone(), ifindex, netns, events: *n })
             .collect();
         devices.sort_by(|a, b| b.events.cmp(&a.events).then(a.dev.cmp(&b.dev)));
         let mut funcs: HashMap<&str, u64> = HashMap::new();
@@ -120,8 +106,7 @@ impl Aggregate {
                 *funcs.entry(f).or_default() += n;
             }
         }
-        let mut functions: Vec<(String, u64)> =
-            funcs.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
+        let mut functions: Vec<(String, u64)> = funcs.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
         functions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         TraceReport {
             duration_s,
@@ -172,12 +157,7 @@ mod tests {
         Arc::new(Stack {
             frames: fs
                 .iter()
-                .map(|f| Frame {
-                    addr: 0,
-                    function: Arc::from(*f),
-                    offset: 0,
-                    module: None,
-                })
+                .map(|f| Frame { addr: 0, function: Arc::from(*f), offset: 0, module: None })
                 .collect(),
         })
     }
@@ -195,10 +175,7 @@ mod tests {
         a.add(&ev("net:net_dev_queue", "br0", 3, None));
         let r = a.report(1.0, Counters::default());
         assert_eq!(r.total_events, 4);
-        assert_eq!(
-            r.events,
-            vec![("net:net_dev_queue".into(), 2), ("net:netif_rx".into(), 2)]
-        );
+        assert_eq!(r.events, vec![("net:net_dev_queue".into(), 2), ("net:netif_rx".into(), 2)]);
         assert_eq!(r.event_count("net:netif_rx"), 2);
         assert_eq!(r.devices.len(), 2);
         assert_eq!(r.functions[0], ("netif_rx".into(), 3));

@@ -118,10 +118,7 @@ struct Pattern {
 
 impl Pattern {
     fn parse(text: &str) -> Result<Pattern, SelectError> {
-        let bad = |reason| SelectError::BadPattern {
-            pattern: text.to_string(),
-            reason,
-        };
+        let bad = |reason| SelectError::BadPattern { pattern: text.to_string(), reason };
         if text.chars().any(|c| c.is_whitespace()) {
             return Err(bad("patterns cannot contain spaces"));
         }
@@ -148,18 +145,11 @@ impl Pattern {
                 return Err(bad("unclosed `[` character class"));
             }
         }
-        Ok(Pattern {
-            text: text.to_string(),
-            category: category.map(str::to_string),
-            name: name.to_string(),
-        })
+        Ok(Pattern { text: text.to_string(), category: category.map(str::to_string), name: name.to_string() })
     }
 
     fn matches(&self, category: &str, name: &str) -> bool {
-        self.category
-            .as_deref()
-            .is_none_or(|c| glob_match(c, category))
-            && glob_match(&self.name, name)
+        self.category.as_deref().is_none_or(|c| glob_match(c, category)) && glob_match(&self.name, name)
     }
 }
 
@@ -206,22 +196,14 @@ impl EventSelector {
                 None => (&mut include, raw),
             };
             if text.is_empty() {
-                return Err(SelectError::EmptyPattern {
-                    spec: spec.to_string(),
-                });
+                return Err(SelectError::EmptyPattern { spec: spec.to_string() });
             }
             list.push(Pattern::parse(text)?);
         }
         if include.is_empty() {
-            return Err(SelectError::OnlyExcludes {
-                spec: spec.trim().to_string(),
-            });
+            return Err(SelectError::OnlyExcludes { spec: spec.trim().to_string() });
         }
-        Ok(EventSelector {
-            spec: normalized.join(","),
-            include,
-            exclude,
-        })
+        Ok(EventSelector { spec: normalized.join(","), include, exclude })
     }
 
     /// Whether `category:name` is selected: some inclusion matches and no exclusion does.
@@ -232,9 +214,7 @@ impl EventSelector {
 
     /// The selected tracepoints of `all`, in `all`'s order.
     pub fn select<'a>(&self, all: &'a [TracepointId]) -> Vec<&'a TracepointId> {
-        all.iter()
-            .filter(|tp| self.matches(&tp.category, &tp.name))
-            .collect()
+        all.iter().filter(|tp| self.matches(&tp.category, &tp.name)).collect()
     }
 
     /// Inclusion patterns (as written) that match no tracepoint of `all`, for warnings such as
@@ -254,11 +234,7 @@ impl Default for EventSelector {
     fn default() -> Self {
         EventSelector {
             spec: DEFAULT_EVENTS.to_string(),
-            include: vec![Pattern {
-                text: "net:*".into(),
-                category: Some("net".into()),
-                name: "*".into(),
-            }],
+            include: vec![Pattern { text: "net:*".into(), category: Some("net".into()), name: "*".into() }],
             exclude: Vec::new(),
         }
     }
@@ -395,12 +371,7 @@ mod tests {
         let sel = EventSelector::parse("skb:kfree_skb, net:net_dev_*").expect("parse");
         assert_eq!(
             names(&sel, &all),
-            [
-                "net:net_dev_queue",
-                "net:net_dev_start_xmit",
-                "net:net_dev_xmit",
-                "skb:kfree_skb"
-            ]
+            ["net:net_dev_queue", "net:net_dev_start_xmit", "net:net_dev_xmit", "skb:kfree_skb"]
         );
         assert!(sel.matches("skb", "kfree_skb"));
         assert!(!sel.matches("skb", "consume_skb"));
@@ -411,17 +382,11 @@ mod tests {
     fn pattern_without_category_matches_any_category() {
         let all = ids();
         let sel = EventSelector::parse("*_skb").expect("parse");
-        assert_eq!(
-            names(&sel, &all),
-            ["net:netif_receive_skb", "skb:consume_skb", "skb:kfree_skb"]
-        );
+        assert_eq!(names(&sel, &all), ["net:netif_receive_skb", "skb:consume_skb", "skb:kfree_skb"]);
         let sel = EventSelector::parse("*:kfree_skb").expect("parse");
         assert_eq!(names(&sel, &all), ["skb:kfree_skb"]);
         let sel = EventSelector::parse("s*:*,!consume_skb").expect("parse");
-        assert_eq!(
-            names(&sel, &all),
-            ["skb:kfree_skb", "sock:inet_sock_set_state"]
-        );
+        assert_eq!(names(&sel, &all), ["skb:kfree_skb", "sock:inet_sock_set_state"]);
         let sel = EventSelector::parse("*,![ns]*:*").expect("parse");
         assert!(names(&sel, &all).is_empty());
     }
@@ -449,8 +414,8 @@ mod tests {
     #[test]
     fn reports_unmatched_include_patterns() {
         let all = ids();
-        let sel = EventSelector::parse("net:foo*,skb:kfree_skb,bar,net:napi_*,!net:napi_*,!nope")
-            .expect("parse");
+        let sel =
+            EventSelector::parse("net:foo*,skb:kfree_skb,bar,net:napi_*,!net:napi_*,!nope").expect("parse");
         assert_eq!(sel.unmatched_patterns(&all), ["net:foo*", "bar"]);
         assert!(sel.unmatched_patterns(&[]).len() == 4);
         let sel = EventSelector::parse("net:*").expect("parse");
@@ -461,29 +426,12 @@ mod tests {
     fn bad_specs_are_errors() {
         assert_eq!(EventSelector::parse(""), Err(SelectError::EmptySpec));
         assert_eq!(EventSelector::parse("  "), Err(SelectError::EmptySpec));
-        for spec in [
-            "net:*,",
-            ",net:*",
-            "net:*,,skb:*",
-            "net:*,!",
-            "net:*, ,skb:*",
-        ] {
-            assert!(
-                matches!(
-                    EventSelector::parse(spec),
-                    Err(SelectError::EmptyPattern { .. })
-                ),
-                "{spec:?}"
-            );
+        for spec in ["net:*,", ",net:*", "net:*,,skb:*", "net:*,!", "net:*, ,skb:*"] {
+            assert!(matches!(EventSelector::parse(spec), Err(SelectError::EmptyPattern { .. })), "{spec:?}");
         }
-        for spec in [
-            "net:", ":foo", "a:b:c", "net:[a-", "net:x y", "!!net:x", "[net:x",
-        ] {
+        for spec in ["net:", ":foo", "a:b:c", "net:[a-", "net:x y", "!!net:x", "[net:x"] {
             let e = EventSelector::parse(spec).expect_err(spec);
-            assert!(
-                matches!(e, SelectError::BadPattern { .. }),
-                "{spec:?}: {e:?}"
-            );
+            assert!(matches!(e, SelectError::BadPattern { .. }), "{spec:?}: {e:?}");
             assert!(!e.to_string().contains('\n'));
         }
         let e = EventSelector::parse("!net:napi_*").expect_err("only excludes");

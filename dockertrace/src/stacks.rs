@@ -30,16 +30,11 @@ impl Stack {
 
     /// The innermost frame that belongs to a device datapath (veth, bridge, macvlan, ...).
     pub fn innermost_datapath(&self) -> Option<&str> {
-        self.functions()
-            .find(|f| crate::datapath::component(f).is_some_and(|c| c.is_device()))
+        self.functions().find(|f| crate::datapath::component(f).is_some_and(|c| c.is_device()))
     }
 
     /// Symbolizes raw instruction pointers.
-    pub fn symbolize(
-        ips: impl IntoIterator<Item = u64>,
-        syms: &Kallsyms,
-        names: &mut Interner,
-    ) -> Stack {
+    pub fn symbolize(ips: impl IntoIterator<Item = u64>, syms: &Kallsyms, names: &mut Interner) -> Stack {
         let frames = ips
             .into_iter()
             .map(|addr| match syms.resolve(addr) {
@@ -49,12 +44,7 @@ impl Stack {
                     offset: s.offset,
                     module: s.module.map(|m| names.get(m)),
                 },
-                None => Frame {
-                    addr,
-                    function: Arc::from(format!("0x{addr:x}")),
-                    offset: 0,
-                    module: None,
-                },
+                None => Frame { addr, function: Arc::from(format!("0x{addr:x}")), offset: 0, module: None },
             })
             .collect();
         Stack { frames }
@@ -88,13 +78,7 @@ pub struct StackCache {
 
 impl StackCache {
     pub fn new(map: Option<StackTraceMap<MapData>>, syms: Arc<Kallsyms>) -> Self {
-        StackCache {
-            map,
-            syms,
-            names: Interner::default(),
-            cache: HashMap::new(),
-            misses: 0,
-        }
+        StackCache { map, syms, names: Interner::default(), cache: HashMap::new(), misses: 0 }
     }
 
     /// The stack for an event's `stack_id` (None for negative ids and unreadable ones).
@@ -103,17 +87,9 @@ impl StackCache {
         if let Some(s) = self.cache.get(&id) {
             return s.clone();
         }
-        let stack = self
-            .map
-            .as_ref()
-            .and_then(|m| m.get(&id, 0).ok())
-            .map(|st| {
-                Arc::new(Stack::symbolize(
-                    st.frames().iter().map(|f| f.ip),
-                    &self.syms,
-                    &mut self.names,
-                ))
-            });
+        let stack = self.map.as_ref().and_then(|m| m.get(&id, 0).ok()).map(|st| {
+            Arc::new(Stack::symbolize(st.frames().iter().map(|f| f.ip), &self.syms, &mut self.names))
+        });
         if stack.is_none() {
             self.misses += 1;
         }

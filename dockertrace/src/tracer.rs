@@ -12,8 +12,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use dockertrace_common::{
-    counter, DevKey, Settings, TpConfig, DATAPATH_FUNCS, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP,
-    PAIR_PUSH, PAIR_SET, PROBE_BASE, TP_SLOTS,
+    counter, DevKey, Settings, TpConfig, DATAPATH_FUNCS, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH,
+    PAIR_SET, PROBE_BASE, TP_SLOTS,
 };
 
 use crate::{
@@ -58,11 +58,7 @@ pub enum TraceError {
     #[error("no tracepoint matches --events `{0}` on this kernel")]
     NoEvents(String),
     #[error("--events `{spec}` selects {count} tracepoints (with the entry/exit partners they need); at most {max} can be traced at once")]
-    TooManyEvents {
-        spec: String,
-        count: usize,
-        max: u32,
-    },
+    TooManyEvents { spec: String, count: usize, max: u32 },
     #[error("the kernel refused to load dockertrace's eBPF programs: {0}")]
     Load(String),
     #[error("no tracepoint could be attached (first error: {0})")]
@@ -118,10 +114,7 @@ impl Catalog {
 
     /// The event's name (`net:net_dev_xmit`, `kprobe:veth_xmit`), or `unknown:<kind>`.
     pub fn name(&self, kind: u32) -> Arc<str> {
-        self.names
-            .get(&kind)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(format!("unknown:{kind}")))
+        self.names.get(&kind).cloned().unwrap_or_else(|| Arc::from(format!("unknown:{kind}")))
     }
 
     pub fn len(&self) -> usize {
@@ -174,35 +167,11 @@ impl Counters {
 /// the exit once per batch.
 const PAIRS: &[(&str, &str, &str, u8, bool)] = &[
     ("net", "net_dev_start_xmit", "net_dev_xmit", 1, false),
-    (
-        "net",
-        "netif_receive_skb_entry",
-        "netif_receive_skb_exit",
-        2,
-        false,
-    ),
+    ("net", "netif_receive_skb_entry", "netif_receive_skb_exit", 2, false),
     ("net", "netif_rx_entry", "netif_rx_exit", 3, false),
-    (
-        "net",
-        "napi_gro_receive_entry",
-        "napi_gro_receive_exit",
-        4,
-        false,
-    ),
-    (
-        "net",
-        "napi_gro_frags_entry",
-        "napi_gro_frags_exit",
-        5,
-        false,
-    ),
-    (
-        "net",
-        "netif_receive_skb_list_entry",
-        "netif_receive_skb_list_exit",
-        6,
-        true,
-    ),
+    ("net", "napi_gro_receive_entry", "napi_gro_receive_exit", 4, false),
+    ("net", "napi_gro_frags_entry", "napi_gro_frags_exit", 5, false),
+    ("net", "netif_receive_skb_list_entry", "netif_receive_skb_list_exit", 6, true),
     ("net", "netif_rx_ni_entry", "netif_rx_ni_exit", 7, false),
 ];
 
@@ -217,11 +186,7 @@ pub struct PlannedTracepoint {
 /// Builds the program configuration of one tracepoint from its format.
 pub fn tp_config(format: &TpFormat, emit: bool, slot: u8, role: u8) -> TpConfig {
     let off = |name: &str, ok: &dyn Fn(&crate::kernel::tracefs::TpField) -> bool| {
-        format
-            .field(name)
-            .filter(|f| ok(f))
-            .and_then(|f| u16::try_from(f.offset).ok())
-            .unwrap_or(NO_FIELD)
+        format.field(name).filter(|f| ok(f)).and_then(|f| u16::try_from(f.offset).ok()).unwrap_or(NO_FIELD)
     };
     TpConfig {
         kind: format.id,
@@ -242,16 +207,10 @@ pub fn plan(
     available: &[TracepointId],
     selected: &[&TracepointId],
 ) -> Result<Vec<PlannedTracepoint>, TraceError> {
-    let mut wanted: Vec<(TracepointId, bool)> =
-        selected.iter().map(|t| ((*t).clone(), true)).collect();
+    let mut wanted: Vec<(TracepointId, bool)> = selected.iter().map(|t| ((*t).clone(), true)).collect();
     for &(cat, entry, exit, _, _) in PAIRS {
         let has = |n: &str| wanted.iter().any(|(t, _)| t.category == cat && t.name == n);
-        let avail = |n: &str| {
-            available
-                .iter()
-                .find(|t| t.category == cat && t.name == n)
-                .cloned()
-        };
+        let avail = |n: &str| available.iter().find(|t| t.category == cat && t.name == n).cloned();
         if has(entry) && !has(exit) {
             if let Some(t) = avail(exit) {
                 wanted.push((t, false));
@@ -324,17 +283,11 @@ pub fn preflight() -> Result<(), TraceError> {
 }
 
 fn raise_memlock() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscall with a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         // Kernels since 5.11 account BPF memory to the memory cgroup instead.
-        log::debug!(
-            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
-            std::io::Error::last_os_error()
-        );
+        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -350,20 +303,10 @@ fn is_eperm(e: &ProgramError) -> bool {
 /// last line of its log.
 fn short(e: &ProgramError) -> String {
     match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
+        ProgramError::LoadError { io_error, verifier_log } => {
             let last = verifier_log.to_string();
-            let last = last
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            format!(
-                "load failed: {io_error}{}{last}",
-                if last.is_empty() { "" } else { ": " }
-            )
+            let last = last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            format!("load failed: {io_error}{}{last}", if last.is_empty() { "" } else { ": " })
         }
         other => {
             let mut s = other.to_string();
@@ -408,15 +351,11 @@ impl Tracer {
             _pad: [0; 6],
         };
         let mut loader = EbpfLoader::new();
-        loader
-            .override_global("SETTINGS", &settings, true)
-            .override_global("LAYOUT", &layout, true);
+        loader.override_global("SETTINGS", &settings, true).override_global("LAYOUT", &layout, true);
         if let Some(bytes) = opts.ring_bytes {
             loader.map_max_entries("EVENTS", bytes);
         }
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .map_err(|e| TraceError::Load(chain(&e)))?;
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -428,10 +367,8 @@ impl Tracer {
 
         let mut catalog = Catalog::default();
         {
-            let mut cfg: Array<_, TpConfig> = Array::try_from(
-                ebpf.map_mut("TP_CONFIG")
-                    .ok_or(TraceError::MissingMap("TP_CONFIG"))?,
-            )?;
+            let mut cfg: Array<_, TpConfig> =
+                Array::try_from(ebpf.map_mut("TP_CONFIG").ok_or(TraceError::MissingMap("TP_CONFIG"))?)?;
             for (slot, p) in planned.iter().enumerate() {
                 cfg.set(slot as u32, p.config, 0)?;
                 catalog.insert(p.format_id, &p.id.to_string());
@@ -439,24 +376,14 @@ impl Tracer {
         }
 
         let (tracepoints, tracepoint_errors) = attach_tracepoints(&mut ebpf, &planned)?;
-        let probes = if opts.datapath {
-            attach_datapath(&mut ebpf, &kallsyms, &mut catalog)
-        } else {
-            Vec::new()
-        };
+        let probes =
+            if opts.datapath { attach_datapath(&mut ebpf, &kallsyms, &mut catalog) } else { Vec::new() };
 
-        let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
-                .ok_or(TraceError::MissingMap("EVENTS"))?,
-        )?;
-        let stacks = StackTraceMap::try_from(
-            ebpf.take_map("STACKS")
-                .ok_or(TraceError::MissingMap("STACKS"))?,
-        )?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map("COUNTERS")
-                .ok_or(TraceError::MissingMap("COUNTERS"))?,
-        )?;
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(TraceError::MissingMap("EVENTS"))?)?;
+        let stacks =
+            StackTraceMap::try_from(ebpf.take_map("STACKS").ok_or(TraceError::MissingMap("STACKS"))?)?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(TraceError::MissingMap("COUNTERS"))?)?;
         Ok(Tracer {
             ebpf,
             catalog,
@@ -520,26 +447,21 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), TraceError> {
     {
         let mut m: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-            ebpf.map_mut("FILTER_NETNS")
-                .ok_or(TraceError::MissingMap("FILTER_NETNS"))?,
+            ebpf.map_mut("FILTER_NETNS").ok_or(TraceError::MissingMap("FILTER_NETNS"))?,
         )?;
         for ns in &filter.netns {
             m.insert(ns, 1, 0)?;
         }
     }
     {
-        let mut m: BpfHashMap<_, DevKey, u8> = BpfHashMap::try_from(
-            ebpf.map_mut("FILTER_DEVS")
-                .ok_or(TraceError::MissingMap("FILTER_DEVS"))?,
-        )?;
+        let mut m: BpfHashMap<_, DevKey, u8> =
+            BpfHashMap::try_from(ebpf.map_mut("FILTER_DEVS").ok_or(TraceError::MissingMap("FILTER_DEVS"))?)?;
         for d in &filter.devs {
             m.insert(d, 1, 0)?;
         }
     }
-    let mut m: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-        ebpf.map_mut("FILTER_PIDS")
-            .ok_or(TraceError::MissingMap("FILTER_PIDS"))?,
-    )?;
+    let mut m: BpfHashMap<_, u32, u8> =
+        BpfHashMap::try_from(ebpf.map_mut("FILTER_PIDS").ok_or(TraceError::MissingMap("FILTER_PIDS"))?)?;
     for p in &filter.pids {
         m.insert(p, 1, 0)?;
     }
@@ -548,20 +470,15 @@ fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), TraceError> 
 
 type Attached = (Vec<TracepointId>, Vec<(TracepointId, String)>);
 
-fn attach_tracepoints(
-    ebpf: &mut Ebpf,
-    planned: &[PlannedTracepoint],
-) -> Result<Attached, TraceError> {
+fn attach_tracepoints(ebpf: &mut Ebpf, planned: &[PlannedTracepoint]) -> Result<Attached, TraceError> {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     // Slot i's program reads TP_CONFIG[i]; `plan` ordered exits before entries.
     for (slot, p) in planned.iter().enumerate() {
         let name = format!("dt_tp_{slot}");
         let attached = (|| -> Result<(), ProgramError> {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(&name)
-                .ok_or_else(|| ProgramError::UnexpectedProgramType)?
-                .try_into()?;
+            let prog: &mut TracePoint =
+                ebpf.program_mut(&name).ok_or_else(|| ProgramError::UnexpectedProgramType)?.try_into()?;
             prog.load()?;
             prog.attach(&p.id.category, &p.id.name)?;
             Ok(())
@@ -573,21 +490,14 @@ fn attach_tracepoints(
         }
     }
     if ok.is_empty() {
-        let first = failed
-            .first()
-            .map(|(t, e)| format!("{t}: {e}"))
-            .unwrap_or_default();
+        let first = failed.first().map(|(t, e)| format!("{t}: {e}")).unwrap_or_default();
         return Err(TraceError::NothingAttached(first));
     }
     Ok((ok, failed))
 }
 
 /// Attaches each datapath probe: kprobe where the kernel has kprobes, else fentry, else says why.
-fn attach_datapath(
-    ebpf: &mut Ebpf,
-    kallsyms: &Kallsyms,
-    catalog: &mut Catalog,
-) -> Vec<ProbeStatus> {
+fn attach_datapath(ebpf: &mut Ebpf, kallsyms: &Kallsyms, catalog: &mut Catalog) -> Vec<ProbeStatus> {
     let kprobes = Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
     let btf = Btf::from_sys_fs().ok();
     let mut out = Vec::new();
@@ -597,16 +507,9 @@ fn attach_datapath(
             let reason = if f.module.is_empty() {
                 "not in the running kernel".to_owned()
             } else {
-                format!(
-                    "not in the running kernel (module {} not loaded or not built)",
-                    f.module
-                )
+                format!("not in the running kernel (module {} not loaded or not built)", f.module)
             };
-            out.push(ProbeStatus {
-                function: f.name,
-                state: ProbeState::NotPresent,
-                reason,
-            });
+            out.push(ProbeStatus { function: f.name, state: ProbeState::NotPresent, reason });
             continue;
         }
         let kprobe_err = if kprobes {
@@ -630,11 +533,7 @@ fn attach_datapath(
             Some(btf) => match attach_fentry(ebpf, f.name, btf) {
                 Ok(()) => {
                     catalog.insert(kind, &format!("fentry:{}", f.name));
-                    out.push(ProbeStatus {
-                        function: f.name,
-                        state: ProbeState::Fentry,
-                        reason: kprobe_err,
-                    });
+                    out.push(ProbeStatus { function: f.name, state: ProbeState::Fentry, reason: kprobe_err });
                     continue;
                 }
                 Err(e) => e,
@@ -720,10 +619,7 @@ print fmt: \"ret=%d\", REC->ret
         assert_eq!((c.emit, c.pair_slot, c.pair_role), (1, 1, PAIR_POP));
         let f = TpFormat::parse(RX_EXIT).unwrap();
         let c = tp_config(&f, false, 0, PAIR_NONE);
-        assert_eq!(
-            (c.skbaddr_off, c.len_off, c.name_off, c.emit),
-            (NO_FIELD, NO_FIELD, NO_FIELD, 0)
-        );
+        assert_eq!((c.skbaddr_off, c.len_off, c.name_off, c.emit), (NO_FIELD, NO_FIELD, NO_FIELD, 0));
     }
 
     #[test]
@@ -732,9 +628,7 @@ print fmt: \"ret=%d\", REC->ret
         slots.sort_unstable();
         slots.dedup();
         assert_eq!(slots.len(), PAIRS.len(), "each pair has its own slot");
-        assert!(slots
-            .iter()
-            .all(|&s| s >= 1 && u32::from(s) < dockertrace_common::PAIR_SLOTS));
+        assert!(slots.iter().all(|&s| s >= 1 && u32::from(s) < dockertrace_common::PAIR_SLOTS));
     }
 
     #[test]

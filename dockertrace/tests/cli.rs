@@ -11,11 +11,7 @@ use std::{
 const BIN: &str = env!("CARGO_BIN_EXE_dockertrace");
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run dockertrace");
+    let out = Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run dockertrace");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -30,10 +26,7 @@ fn assert_one_line_error(args: &[&str], needle: &str) {
     let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?}: expected one line, got: {err}");
     assert!(lines[0].starts_with("dockertrace: error: "), "{err}");
-    assert!(
-        lines[0].contains(needle),
-        "{args:?}: `{needle}` not in: {err}"
-    );
+    assert!(lines[0].contains(needle), "{args:?}: `{needle}` not in: {err}");
 }
 
 #[test]
@@ -43,15 +36,7 @@ fn help_lists_the_commands_and_options() {
     assert!(out.contains("trace") && out.contains("workload"), "{out}");
     let (code, out, _) = run(&["trace", "--help"]);
     assert_eq!(code, 0);
-    for opt in [
-        "--duration",
-        "--events",
-        "--netns",
-        "--dev",
-        "--pid",
-        "--json",
-        "--no-stacks",
-    ] {
+    for opt in ["--duration", "--events", "--netns", "--dev", "--pid", "--json", "--no-stacks"] {
         assert!(out.contains(opt), "trace --help lacks {opt}");
     }
 }
@@ -72,15 +57,7 @@ fn without_root_it_says_so() {
     let root = unsafe { libc::geteuid() } == 0;
     let out = if root {
         match Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                BIN,
-                "trace",
-                "-d",
-                "1",
-            ])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "trace", "-d", "1"])
             .output()
         {
             Ok(o) => o,
@@ -90,17 +67,11 @@ fn without_root_it_says_so() {
             }
         }
     } else {
-        Command::new(BIN)
-            .args(["trace", "-d", "1"])
-            .output()
-            .unwrap()
+        Command::new(BIN).args(["trace", "-d", "1"]).output().unwrap()
     };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.trim().lines().count() == 1 && err.contains("needs root") && err.contains("sudo"),
-        "{err}"
-    );
+    assert!(err.trim().lines().count() == 1 && err.contains("needs root") && err.contains("sudo"), "{err}");
 }
 
 #[test]
@@ -108,14 +79,8 @@ fn user_mistakes_get_one_clear_line() {
     if skip!() {
         return;
     }
-    assert_one_line_error(
-        &["trace", "-d", "1", "--events", "nosuchcategory:*"],
-        "no tracepoint matches",
-    );
-    assert_one_line_error(
-        &["trace", "-d", "1", "--netns", "/nonexistent/netns"],
-        "/nonexistent/netns",
-    );
+    assert_one_line_error(&["trace", "-d", "1", "--events", "nosuchcategory:*"], "no tracepoint matches");
+    assert_one_line_error(&["trace", "-d", "1", "--netns", "/nonexistent/netns"], "/nonexistent/netns");
     assert_one_line_error(&["trace", "-d", "1", "--dev", "nosuchdev0"], "nosuchdev0");
     assert_one_line_error(&["trace", "-d", "1", "--pid", "4000000000"], "no process");
 }
@@ -127,15 +92,10 @@ fn json_lines_carry_the_documented_fields() {
     }
     let t = Arc::new(support::Topology::veth());
     let file = std::env::temp_dir().join(format!("dt-cli-{}.json", std::process::id()));
-    let (a, b) = (
-        t.a.inode().unwrap().to_string(),
-        t.b.inode().unwrap().to_string(),
-    );
+    let (a, b) = (t.a.inode().unwrap().to_string(), t.b.inode().unwrap().to_string());
     let mut child = support::Child::spawn(
         Command::new(BIN)
-            .args([
-                "trace", "-q", "-d", "4", "--netns", &a, "--netns", &b, "--json",
-            ])
+            .args(["trace", "-q", "-d", "4", "--netns", &a, "--netns", &b, "--json"])
             .arg(&file)
             .stdout(Stdio::piped()),
     );
@@ -143,35 +103,24 @@ fn json_lines_carry_the_documented_fields() {
     let report = t.echo(100);
     assert_eq!(report.messages, 100);
     let out = child.wait_output();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("lost: 0 "), "{summary}");
-    assert!(
-        summary.contains("dtva@") && summary.contains("net:net_dev_xmit"),
-        "{summary}"
-    );
+    assert!(summary.contains("dtva@") && summary.contains("net:net_dev_xmit"), "{summary}");
     let text = std::fs::read_to_string(&file).unwrap();
     let _ = std::fs::remove_file(&file);
     let mut n = 0;
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON line");
-        for key in [
-            "event", "dev", "ifindex", "netns", "len", "skbaddr", "ts_ns", "cpu", "comm", "stack",
-        ] {
+        for key in ["event", "dev", "ifindex", "netns", "len", "skbaddr", "ts_ns", "cpu", "comm", "stack"] {
             assert!(v.get(key).is_some(), "missing `{key}` in {line}");
         }
         let ns = v["netns"].to_string();
         assert!(ns == a || ns == b, "netns {ns} outside the filter");
         assert!(v["event"].as_str().unwrap().starts_with("net:"));
-        assert!(
-            v["stack"].as_array().is_some_and(
-                |s| !s.is_empty() && s.iter().all(|f| !f.as_str().unwrap().contains('+'))
-            )
-        );
+        assert!(v["stack"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|f| !f.as_str().unwrap().contains('+'))));
         n += 1;
     }
     assert!(n >= 600, "only {n} JSON lines for 100 echoes");
@@ -192,14 +141,6 @@ fn ctrl_c_ends_with_the_summary() {
     child.interrupt();
     let out = child.wait_output();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("dockertrace: ") && stdout.contains("lost: "),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("dockertrace: ") && stdout.contains("lost: "), "{stdout}");
 }

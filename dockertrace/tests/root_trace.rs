@@ -11,42 +11,22 @@ use support::{background_loopback, options, trace_while, Topology};
 const N: u64 = 200;
 
 fn netns_filter(t: &Topology) -> Filter {
-    Filter {
-        netns: t.netns().into_iter().collect(),
-        ..Default::default()
-    }
+    Filter { netns: t.netns().into_iter().collect(), ..Default::default() }
 }
 
 /// Checks shared by every topology; returns (a_netns, a_ifindex, b_netns, b_ifindex).
 /// `rx_on_endpoints`: receive events are raised on a's and b's own devices (not so for
 /// macvlan, whose frames are received on the parent device first).
-fn common_checks(
-    t: &Topology,
-    traced: &support::Traced,
-    rx_on_endpoints: bool,
-) -> (u32, u32, u32, u32) {
+fn common_checks(t: &Topology, traced: &support::Traced, rx_on_endpoints: bool) -> (u32, u32, u32, u32) {
     let allowed: BTreeSet<u32> = t.netns().into_iter().collect();
     let (an, ai) = (t.a.inode().unwrap(), t.a.ifindex(t.a_dev).unwrap());
     let (bn, bi) = (t.b.inode().unwrap(), t.b.ifindex(t.b_dev).unwrap());
     let r = &traced.report;
-    assert_eq!(
-        r.counters.lost(),
-        0,
-        "no event may be lost at this rate: {:?}",
-        r.counters
-    );
+    assert_eq!(r.counters.lost(), 0, "no event may be lost at this rate: {:?}", r.counters);
     assert_eq!(r.decode_errors, 0);
     assert!(!traced.events.is_empty(), "no events at all");
-    let strays: Vec<_> = traced
-        .events
-        .iter()
-        .filter(|e| !allowed.contains(&e.raw.netns))
-        .collect();
-    assert!(
-        strays.is_empty(),
-        "events outside the netns filter: {:?}",
-        strays.first()
-    );
+    let strays: Vec<_> = traced.events.iter().filter(|e| !allowed.contains(&e.raw.netns)).collect();
+    assert!(strays.is_empty(), "events outside the netns filter: {:?}", strays.first());
     assert!(
         r.counters.filtered > 0,
         "the concurrent loopback traffic should have been filtered in the kernel"
@@ -60,17 +40,10 @@ fn common_checks(
             xmit as u64 >= N && xmit as u64 <= 3 * N + 20,
             "{name}: {xmit} net_dev_xmit for {N} messages"
         );
-        assert_eq!(
-            xmit, start,
-            "{name}: every net_dev_xmit pairs with its net_dev_start_xmit"
-        );
-        assert_eq!(
-            xmit, queue,
-            "{name}: one net_dev_queue per transmitted packet"
-        );
+        assert_eq!(xmit, start, "{name}: every net_dev_xmit pairs with its net_dev_start_xmit");
+        assert_eq!(xmit, queue, "{name}: one net_dev_queue per transmitted packet");
         if rx_on_endpoints {
-            let rx = traced.count("net:netif_rx", ns, idx)
-                + traced.count("net:netif_receive_skb", ns, idx);
+            let rx = traced.count("net:netif_rx", ns, idx) + traced.count("net:netif_receive_skb", ns, idx);
             assert!(rx as u64 >= N, "{name}: only {rx} receive events");
         }
     }
@@ -80,10 +53,7 @@ fn common_checks(
         .iter()
         .filter(|e| &*e.name == "net:net_dev_xmit")
         .all(|e| e.raw.flags & EVENT_DEV_FROM_PAIR != 0);
-    assert!(
-        paired,
-        "net:net_dev_xmit events must take the device of their net_dev_start_xmit"
-    );
+    assert!(paired, "net:net_dev_xmit events must take the device of their net_dev_start_xmit");
     (an, ai, bn, bi)
 }
 
@@ -110,21 +80,13 @@ fn veth_pair_events_devices_and_stacks() {
     let traced = run_echo(&t, "net:*");
     let (an, ai, bn, bi) = common_checks(&t, &traced, true);
     // Names travel with the events.
-    assert!(traced
-        .on(an, ai)
-        .all(|e| dockertrace::decode::c_str(&e.raw.dev) == "dtva"));
-    assert!(traced
-        .on(bn, bi)
-        .all(|e| dockertrace::decode::c_str(&e.raw.dev) == "dtvb"));
+    assert!(traced.on(an, ai).all(|e| dockertrace::decode::c_str(&e.raw.dev) == "dtva"));
+    assert!(traced.on(bn, bi).all(|e| dockertrace::decode::c_str(&e.raw.dev) == "dtvb"));
     // veth_xmit forwards into the peer: netif_rx fires inside it, on the peer's device.
     let rx_in_veth = traced
         .on(bn, bi)
         .filter(|e| &*e.name == "net:netif_rx")
-        .all(|e| {
-            e.stack
-                .as_ref()
-                .is_some_and(|s| s.functions().any(|f| f == "veth_xmit"))
-        });
+        .all(|e| e.stack.as_ref().is_some_and(|s| s.functions().any(|f| f == "veth_xmit")));
     assert!(rx_in_veth, "netif_rx on dtvb must be called from veth_xmit");
     assert!(traced.report.has_function("veth_xmit"));
     assert!(!traced.stack_has("br_handle_frame") && !traced.stack_has("macvlan_start_xmit"));
@@ -143,8 +105,7 @@ fn bridge_path_shows_bridge_and_veth_frames() {
     // The bridge ports (in s) see the packets too, on their own devices.
     for port in ["dtpa", "dtpb"] {
         let idx = s.ifindex(port).unwrap();
-        let n = traced.count("net:net_dev_xmit", sn, idx)
-            + traced.count("net:netif_receive_skb", sn, idx);
+        let n = traced.count("net:net_dev_xmit", sn, idx) + traced.count("net:netif_receive_skb", sn, idx);
         assert!(n as u64 >= N, "bridge port {port}: {n} events");
     }
     assert!(
@@ -152,25 +113,15 @@ fn bridge_path_shows_bridge_and_veth_frames() {
         "no bridge frame in stacks"
     );
     // br_forward tail-calls __br_forward, which is what stacks show.
-    assert!(
-        traced.stack_has("__br_forward"),
-        "no __br_forward in stacks"
-    );
+    assert!(traced.stack_has("__br_forward"), "no __br_forward in stacks");
     assert!(traced.stack_has("veth_xmit"));
     // Forwarded packets leave the egress port from inside the bridge's rx handler.
     let egress = s.ifindex("dtpb").unwrap();
     let via_bridge = traced
         .on(sn, egress)
         .filter(|e| &*e.name == "net:net_dev_queue")
-        .any(|e| {
-            e.stack
-                .as_ref()
-                .is_some_and(|st| st.functions().any(|f| f == "br_handle_frame"))
-        });
-    assert!(
-        via_bridge,
-        "net_dev_queue on the egress port must run under br_handle_frame"
-    );
+        .any(|e| e.stack.as_ref().is_some_and(|st| st.functions().any(|f| f == "br_handle_frame")));
+    assert!(via_bridge, "net_dev_queue on the egress port must run under br_handle_frame");
 }
 
 #[test]
@@ -181,51 +132,31 @@ fn macvlan_path_shows_macvlan_frames() {
     let t = Arc::new(Topology::macvlan());
     let traced = run_echo(&t, "net:*");
     common_checks(&t, &traced, false);
-    assert!(
-        traced.stack_has("macvlan_start_xmit"),
-        "no macvlan_start_xmit in stacks"
-    );
+    assert!(traced.stack_has("macvlan_start_xmit"), "no macvlan_start_xmit in stacks");
     // Bridge-mode macvlans forward locally through the parent: dev_forward_skb(lowerdev) makes
     // the parent receive every packet inside the sender's macvlan_start_xmit, and its rx
     // handler passes it on to the destination macvlan.
     let p = &t.middle[0];
     let (pn, pi) = (p.inode().unwrap(), p.ifindex("dtmp0").unwrap());
     // IPv4 only: broadcasts (ARP) are delivered later from a workqueue.
-    let on_parent: Vec<_> = traced
-        .on(pn, pi)
-        .filter(|e| &*e.name == "net:netif_rx" && e.raw.protocol == 0x0800)
-        .collect();
+    let on_parent: Vec<_> =
+        traced.on(pn, pi).filter(|e| &*e.name == "net:netif_rx" && e.raw.protocol == 0x0800).collect();
+    assert!(on_parent.len() as u64 >= 2 * N, "{} netif_rx on the parent for {N} echoes", on_parent.len());
     assert!(
-        on_parent.len() as u64 >= 2 * N,
-        "{} netif_rx on the parent for {N} echoes",
-        on_parent.len()
-    );
-    assert!(
-        on_parent.iter().all(|e| e
-            .stack
-            .as_ref()
-            .is_some_and(|s| s.functions().any(|f| f == "macvlan_start_xmit"))),
+        on_parent
+            .iter()
+            .all(|e| e.stack.as_ref().is_some_and(|s| s.functions().any(|f| f == "macvlan_start_xmit"))),
         "netif_rx on the parent must run under macvlan_start_xmit"
     );
     let received = traced.count("net:netif_receive_skb", pn, pi) as u64;
-    assert!(
-        received >= 2 * N,
-        "the parent must receive both directions: {received} netif_receive_skb"
-    );
+    assert!(received >= 2 * N, "the parent must receive both directions: {received} netif_receive_skb");
     // Unicast between bridge-mode macvlans never leaves through the parent (broadcasts do).
     let crossed = traced
         .events
         .iter()
         .filter(|e| e.raw.protocol == 0x0800)
-        .any(|e| {
-            e.stack
-                .as_ref()
-                .is_some_and(|s| s.functions().any(|f| f == "veth_xmit"))
-        });
-    assert!(
-        !crossed,
-        "IPv4 between the macvlans must not cross the veth parent"
-    );
+        .any(|e| e.stack.as_ref().is_some_and(|s| s.functions().any(|f| f == "veth_xmit")));
+    assert!(!crossed, "IPv4 between the macvlans must not cross the veth parent");
 }
 
 #[test]
@@ -234,31 +165,13 @@ fn device_filter_keeps_one_device() {
         return;
     }
     let t = Arc::new(Topology::veth());
-    let key = DevKey {
-        netns: t.a.inode().unwrap(),
-        ifindex: t.a.ifindex("dtva").unwrap(),
-    };
-    let filter = Filter {
-        devs: [key].into_iter().collect(),
-        ..Default::default()
-    };
+    let key = DevKey { netns: t.a.inode().unwrap(), ifindex: t.a.ifindex("dtva").unwrap() };
+    let filter = Filter { devs: [key].into_iter().collect(), ..Default::default() };
     let topo = t.clone();
     let (traced, _) = trace_while(&options("net:*", filter), move || topo.echo(N));
-    assert!(
-        traced.events.len() as u64 >= 2 * N,
-        "only {} events",
-        traced.events.len()
-    );
-    let other = traced.events.iter().find(|e| {
-        DevKey {
-            netns: e.raw.netns,
-            ifindex: e.raw.ifindex,
-        } != key
-    });
-    assert!(
-        other.is_none(),
-        "event outside the device filter: {other:?}"
-    );
+    assert!(traced.events.len() as u64 >= 2 * N, "only {} events", traced.events.len());
+    let other = traced.events.iter().find(|e| DevKey { netns: e.raw.netns, ifindex: e.raw.ifindex } != key);
+    assert!(other.is_none(), "event outside the device filter: {other:?}");
     assert!(traced.report.counters.filtered > 0);
 }
 
@@ -270,16 +183,8 @@ fn event_globs_select_tracepoints() {
     let t = Arc::new(Topology::veth());
     let traced = run_echo(&t, "net:net_dev_*,!net:net_dev_queue");
     let names: BTreeSet<&str> = traced.events.iter().map(|e| &*e.name).collect();
-    assert!(
-        names.contains("net:net_dev_xmit") && names.contains("net:net_dev_start_xmit"),
-        "{names:?}"
-    );
-    assert!(
-        names
-            .iter()
-            .all(|n| n.starts_with("net:net_dev_") && *n != "net:net_dev_queue"),
-        "{names:?}"
-    );
+    assert!(names.contains("net:net_dev_xmit") && names.contains("net:net_dev_start_xmit"), "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("net:net_dev_") && *n != "net:net_dev_queue"), "{names:?}");
 }
 
 #[test]
@@ -293,10 +198,7 @@ fn no_stacks_mode_sends_no_stack_ids() {
     let topo = t.clone();
     let (traced, _) = trace_while(&opts, move || topo.echo(50));
     assert!(traced.events.len() >= 100, "{} events", traced.events.len());
-    assert!(traced
-        .events
-        .iter()
-        .all(|e| e.stack.is_none() && e.raw.stack_id < 0));
+    assert!(traced.events.iter().all(|e| e.stack.is_none() && e.raw.stack_id < 0));
     assert!(traced.report.functions.is_empty());
 }
 
@@ -308,11 +210,7 @@ fn counts_match_perf_running_alongside() {
     if skip!() {
         return;
     }
-    if std::process::Command::new("perf")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if std::process::Command::new("perf").arg("--version").output().is_err() {
         eprintln!("skipping: perf is not installed (apt-get install linux-perf)");
         return;
     }
@@ -334,18 +232,13 @@ fn counts_match_perf_running_alongside() {
         std::thread::sleep(std::time::Duration::from_millis(200));
         perf.interrupt_and_wait();
     });
-    let script = std::process::Command::new("perf")
-        .args(["script", "-i"])
-        .arg(&data)
-        .output()
-        .expect("perf script");
+    let script =
+        std::process::Command::new("perf").args(["script", "-i"]).arg(&data).output().expect("perf script");
     let _ = std::fs::remove_file(&data);
     let text = String::from_utf8_lossy(&script.stdout);
     let mut compared = 0;
-    for (dev, ns, ifindex) in [
-        ("dtva", &t.a, t.a.ifindex("dtva").unwrap()),
-        ("dtvb", &t.b, t.b.ifindex("dtvb").unwrap()),
-    ] {
+    for (dev, ns) in [(t.a_dev, &t.a), (t.b_dev, &t.b)] {
+        let ifindex = ns.ifindex(dev).unwrap();
         let netns = ns.inode().unwrap();
         for ev in [
             "net_dev_queue",
@@ -360,8 +253,7 @@ fn counts_match_perf_running_alongside() {
                 .lines()
                 .filter(|l| {
                     l.contains(&tag)
-                        && (l.contains(&format!("dev={dev} "))
-                            || l.contains(&format!("name={dev} ")))
+                        && (l.contains(&format!("dev={dev} ")) || l.contains(&format!("name={dev} ")))
                 })
                 .count();
             let ours = traced.count(&format!("net:{ev}"), netns, ifindex);
@@ -381,10 +273,7 @@ fn port_filter_keeps_one_loopback_flow() {
     }
     let kept = support::EchoServer::start_in(None, "127.0.0.1");
     let other = support::EchoServer::start_in(None, "127.0.0.1");
-    let filter = Filter {
-        port: Some(kept.addr.port()),
-        ..Default::default()
-    };
+    let filter = Filter { port: Some(kept.addr.port()), ..Default::default() };
     let (kept_port, other_port) = (kept.addr.port(), other.addr.port());
     let (traced, ()) = trace_while(&options("net:*", filter), move || {
         for port in [kept_port, other_port] {
@@ -394,24 +283,10 @@ fn port_filter_keeps_one_loopback_flow() {
             dockertrace::workload::run_client(&args).expect("loopback client");
         }
     });
-    let queue: Vec<_> = traced
-        .events
-        .iter()
-        .filter(|e| &*e.name == "net:net_dev_queue")
-        .collect();
+    let queue: Vec<_> = traced.events.iter().filter(|e| &*e.name == "net:net_dev_queue").collect();
     // One echo = request + reply (+ a few handshake, ACK and FIN segments), for one flow only.
-    assert!(
-        queue.len() as u64 >= 2 * N && (queue.len() as u64) < 3 * N,
-        "{} net_dev_queue",
-        queue.len()
-    );
-    assert!(traced
-        .events
-        .iter()
-        .all(|e| dockertrace::decode::c_str(&e.raw.dev) == "lo"));
-    assert!(
-        traced.report.counters.filtered as u64 >= 2 * N,
-        "the other flow must be filtered in the kernel"
-    );
+    assert!(queue.len() as u64 >= 2 * N && (queue.len() as u64) < 3 * N, "{} net_dev_queue", queue.len());
+    assert!(traced.events.iter().all(|e| dockertrace::decode::c_str(&e.raw.dev) == "lo"));
+    assert!(traced.report.counters.filtered as u64 >= 2 * N, "the other flow must be filtered in the kernel");
     assert!(traced.stack_has("loopback_xmit"));
 }

@@ -20,12 +20,7 @@ struct ServerGuard {
 
 impl ServerGuard {
     fn start() -> Self {
-        let args = ServerArgs {
-            listen: Ipv4Addr::LOCALHOST.into(),
-            port: 0,
-            duration: None,
-            quiet: true,
-        };
+        let args = ServerArgs { listen: Ipv4Addr::LOCALHOST.into(), port: 0, duration: None, quiet: true };
         let server = bind_server(&args).expect("bind the echo server on 127.0.0.1");
         let addr = server.local_addr().expect("server address");
         let stop = Arc::new(AtomicBool::new(false));
@@ -41,9 +36,7 @@ impl Drop for ServerGuard {
         if let Some(thread) = self.thread.take() {
             let outcome = thread.join();
             if !thread::panicking() {
-                outcome
-                    .expect("server thread panicked")
-                    .expect("server failed");
+                outcome.expect("server thread panicked").expect("server failed");
             }
         }
     }
@@ -60,9 +53,7 @@ impl Drop for ChildGuard {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(name)
 }
 
 fn have_python() -> bool {
@@ -89,9 +80,7 @@ fn python_server() -> (ChildGuard, u16) {
     let mut guard = ChildGuard(child);
     let stdout = guard.0.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read echo_server.py output");
+    BufReader::new(stdout).read_line(&mut line).expect("read echo_server.py output");
     let port = line
         .trim()
         .strip_prefix("PORT ")
@@ -126,10 +115,7 @@ fn echo_client_against_our_server_exact_count() {
     assert!(report.msgs_per_s > 0.0, "{report:?}");
     let rtt = report.rtt_us.as_ref().expect("echo pattern measures RTT");
     assert_eq!(rtt.samples, 500);
-    assert!(
-        rtt.p50 > 0.0 && rtt.p50 <= rtt.p99 && rtt.p99 <= rtt.max * 1.01,
-        "{rtt:?}"
-    );
+    assert!(rtt.p50 > 0.0 && rtt.p50 <= rtt.p99 && rtt.p99 <= rtt.max * 1.01, "{rtt:?}");
 }
 
 #[test]
@@ -144,14 +130,8 @@ fn echo_by_duration_with_warmup_and_connections() {
     let report = run_client(&args).expect("client run");
     assert_eq!(report.connections, 3);
     assert!(report.messages > 0, "{report:?}");
-    assert!(
-        report.duration_s >= 0.3 && report.duration_s < 2.0,
-        "{report:?}"
-    );
-    assert_eq!(
-        report.rtt_us.as_ref().map(|r| r.samples),
-        Some(report.messages)
-    );
+    assert!(report.duration_s >= 0.3 && report.duration_s < 2.0, "{report:?}");
+    assert_eq!(report.rtt_us.as_ref().map(|r| r.samples), Some(report.messages));
 }
 
 #[test]
@@ -216,10 +196,7 @@ fn python_client_against_our_server() {
     out.read_to_string(&mut stdout).expect("client stdout");
     err.read_to_string(&mut stderr).expect("client stderr");
     let status = guard.0.wait().expect("wait for echo_client.py");
-    assert!(
-        status.success(),
-        "echo_client.py failed: {status}\n{stdout}{stderr}"
-    );
+    assert!(status.success(), "echo_client.py failed: {status}\n{stdout}{stderr}");
     assert_eq!(stdout.trim(), "OK 200");
 }
 
@@ -241,12 +218,7 @@ fn stream_pattern_reports_throughput_only() {
 
 #[test]
 fn echo_over_ipv6_loopback() {
-    let args = ServerArgs {
-        listen: Ipv6Addr::LOCALHOST.into(),
-        port: 0,
-        duration: Some(30.0),
-        quiet: true,
-    };
+    let args = ServerArgs { listen: Ipv6Addr::LOCALHOST.into(), port: 0, duration: Some(30.0), quiet: true };
     let server = match bind_server(&args) {
         Ok(server) => server,
         Err(e) => {

@@ -72,9 +72,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Setup(s) => setup(s),
         Cmd::Build(s) => setup(s).and_then(|()| build_release()),
-        Cmd::Run { setup: s, args } => setup(s)
-            .and_then(|()| build_release())
-            .and_then(|()| run(&args)),
+        Cmd::Run { setup: s, args } => setup(s).and_then(|()| build_release()).and_then(|()| run(&args)),
         Cmd::Test { setup: s, args } => setup(s).and_then(|()| test(&args)),
     };
     if let Err(e) = result {
@@ -84,10 +82,7 @@ fn main() {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 fn is_root() -> bool {
@@ -119,9 +114,7 @@ fn step(what: &str) {
 
 fn status(mut cmd: Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let st = cmd
-        .status()
-        .with_context(|| format!("cannot run {shown}"))?;
+    let st = cmd.status().with_context(|| format!("cannot run {shown}"))?;
     if !st.success() {
         bail!("{shown} failed ({st})");
     }
@@ -129,10 +122,7 @@ fn status(mut cmd: Command) -> Result<()> {
 }
 
 fn quiet_ok(mut cmd: Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 fn setup(args: SetupArgs) -> Result<()> {
@@ -164,20 +154,12 @@ fn apt_packages(args: SetupArgs) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!(
-        "installing Debian packages: {}",
-        missing.join(" ")
-    ));
+    step(&format!("installing Debian packages: {}", missing.join(" ")));
     let mut update = privileged("apt-get");
     update.args(["update", "-q"]);
     status(update)?;
     let mut install = privileged("apt-get");
-    install.env("DEBIAN_FRONTEND", "noninteractive").args([
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-    ]);
+    install.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]);
     install.args(&missing);
     status(install)
 }
@@ -197,15 +179,10 @@ fn bpf_linker() -> Result<()> {
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if version
-        .as_deref()
-        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
-    {
+    if version.as_deref().is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
         return Ok(());
     }
-    step(&format!(
-        "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes, once)"
-    ));
+    step(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes, once)"));
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // /usr/bin/llvm-config is LLVM 14 on Debian 12: point bpf-linker at LLVM 22 explicitly.
     c.env("LLVM_PREFIX", "/usr/lib/llvm-22").args([

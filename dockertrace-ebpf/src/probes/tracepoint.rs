@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use dockertrace_common::{
-    counter, PairEntry, TpConfig, EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, NO_FIELD, PAIR_DEPTH,
-    PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, PAIR_SLOTS,
+    counter, PairEntry, TpConfig, EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, NO_FIELD, PAIR_DEPTH, PAIR_GET,
+    PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, PAIR_SLOTS,
 };
 
 use crate::{
@@ -35,10 +35,7 @@ fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
         Some(c) if c.kind != 0 => *c,
         _ => {
             if bump(counter::NO_CONFIG) == 0 {
-                warn!(
-                    ctx,
-                    "tracepoint program slot {} fired without configuration", slot
-                );
+                warn!(ctx, "tracepoint program slot {} fired without configuration", slot);
             }
             return Ok(());
         }
@@ -51,14 +48,7 @@ fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
         return Ok(());
     }
 
-    let mut f = Fields {
-        kind,
-        flags: 0,
-        skbaddr: 0,
-        len: 0,
-        protocol: 0,
-        pid_tgid,
-    };
+    let mut f = Fields { kind, flags: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid };
     let mut dev = DevInfo::UNKNOWN;
     let inherits = cfg.pair_role == PAIR_POP || cfg.pair_role == PAIR_GET;
     if cfg.skbaddr_off != NO_FIELD {
@@ -85,9 +75,8 @@ fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
     let skb = f.skbaddr as *const u8;
     let pass = match cfg.pair_role {
         PAIR_PUSH | PAIR_SET => {
-            let pass = pass_pid(&s, (pid_tgid >> 32) as u32)
-                && pass_dev(&s, &dev)
-                && pass_port(&s, skb, &layout());
+            let pass =
+                pass_pid(&s, (pid_tgid >> 32) as u32) && pass_dev(&s, &dev) && pass_port(&s, skb, &layout());
             remember(&cfg, &dev, pass);
             pass
         }
@@ -154,11 +143,7 @@ fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool) {
         flags: u32::from(dev.flags),
         dev: dev.name,
     };
-    let depth = if cfg.pair_role == PAIR_SET {
-        0
-    } else {
-        st.depth as usize
-    };
+    let depth = if cfg.pair_role == PAIR_SET { 0 } else { st.depth as usize };
     match st.entries.get_mut(depth) {
         Some(e) => *e = entry,
         None => {

@@ -9,12 +9,7 @@ pub mod trace;
 /// transmit functions (veth, bridge, macvlan, ipvlan, loopback), streams every event with its
 /// kernel stack, and summarizes which kernel functions each packet went through.
 #[derive(Parser, Debug)]
-#[command(
-    name = "dockertrace",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "dockertrace", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -113,20 +113,13 @@ pub async fn stop_signal(duration: Option<Duration>) {
 
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     if let Some(d) = args.duration {
-        anyhow::ensure!(
-            d > 0.0 && d.is_finite(),
-            "--duration must be a positive number of seconds"
-        );
+        anyhow::ensure!(d > 0.0 && d.is_finite(), "--duration must be a positive number of seconds");
     }
     crate::tracer::preflight()?;
     let opts = args.options()?;
     if let Ok(tracefs) = Tracefs::locate() {
         // Warn about patterns that matched nothing, unless nothing matched at all (an error).
-        if let Some(all) = tracefs
-            .events()
-            .ok()
-            .filter(|all| !opts.events.select(all).is_empty())
-        {
+        if let Some(all) = tracefs.events().ok().filter(|all| !opts.events.select(all).is_empty()) {
             for p in opts.events.unmatched_patterns(&all) {
                 eprintln!("dockertrace: warning: no tracepoint matches `{p}`");
             }
@@ -139,7 +132,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         err.dim(&format!(
             "dockertrace: attached {} tracepoints and {} datapath probes in {} ms{}; Ctrl-C to stop",
             tracer.tracepoints.len(),
-            tracer.probes.iter().filter(|p| matches!(p.state, ProbeState::Kprobe | ProbeState::Fentry)).count(),
+            tracer
+                .probes
+                .iter()
+                .filter(|p| matches!(p.state, ProbeState::Kprobe | ProbeState::Fentry))
+                .count(),
             tracer.attach_time.as_millis(),
             if opts.filter.is_empty() { String::new() } else { " (filtered in kernel)".into() },
         ))
@@ -170,23 +167,13 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     if let Some(l) = live.as_mut() {
         sinks.push(l);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = args.duration.map(Duration::from_secs_f64);
-    let report = runtime.block_on(pipeline::run(
-        &mut tracer,
-        &mut sinks,
-        stop_signal(duration),
-    ))?;
+    let report = runtime.block_on(pipeline::run(&mut tracer, &mut sinks, stop_signal(duration)))?;
     drop(sinks);
     drop(live);
     tracer.stop();
-    let summary_style = if json_stdout {
-        Style::for_stderr()
-    } else {
-        Style::for_stdout()
-    };
+    let summary_style = if json_stdout { Style::for_stderr() } else { Style::for_stdout() };
     let text = render_summary(&report, summary_style, args.top);
     if json_stdout {
         eprint!("\n{text}");

@@ -95,9 +95,7 @@ pub enum BtfError {
         path: String,
     },
     /// The member exists but does not have the size the eBPF programs read.
-    #[error(
-        "`{struct_name}.{path}` is {size} bytes in kernel BTF, dockertrace expects {expected}"
-    )]
+    #[error("`{struct_name}.{path}` is {size} bytes in kernel BTF, dockertrace expects {expected}")]
     UnexpectedSize {
         /// The struct searched.
         struct_name: String,
@@ -164,11 +162,7 @@ impl std::fmt::Debug for KernelBtf {
 
 fn read_u32(bytes: &[u8], at: usize, big_endian: bool) -> Option<u32> {
     let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    Some(if big_endian {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
-    })
+    Some(if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
 }
 
 /// Bytes of kind-specific data that follow a type record.
@@ -178,8 +172,8 @@ fn trailing_len(kind: u32, vlen: usize) -> Option<usize> {
         KIND_ARRAY => 12,
         KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => vlen * 12,
         KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
-        KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
-        | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+        KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
+        | KIND_FLOAT | KIND_TYPE_TAG => 0,
         _ => return None,
     })
 }
@@ -194,14 +188,9 @@ impl KernelBtf {
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
         let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                BtfError::NotFound {
-                    path: path.to_path_buf(),
-                }
+                BtfError::NotFound { path: path.to_path_buf() }
             } else {
-                BtfError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
+                BtfError::Io { path: path.to_path_buf(), source }
             }
         })?;
         Self::from_bytes(&bytes)
@@ -210,16 +199,13 @@ impl KernelBtf {
     /// Parses raw BTF: header, then the type and string sections it points to.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
         let bad = |what: &str| BtfError::Malformed(what.to_string());
-        let magic = bytes
-            .get(..2)
-            .ok_or_else(|| bad("shorter than its header"))?;
+        let magic = bytes.get(..2).ok_or_else(|| bad("shorter than its header"))?;
         let big_endian = match [magic[0], magic[1]] {
             m if u16::from_le_bytes(m) == MAGIC => false,
             m if u16::from_be_bytes(m) == MAGIC => true,
             _ => return Err(bad("bad magic (not a BTF blob)")),
         };
-        let word =
-            |at: usize| read_u32(bytes, at, big_endian).ok_or_else(|| bad("truncated header"));
+        let word = |at: usize| read_u32(bytes, at, big_endian).ok_or_else(|| bad("truncated header"));
         let hdr_len = word(4)? as usize;
         if hdr_len < HEADER_MIN {
             return Err(bad("header too short"));
@@ -238,29 +224,20 @@ impl KernelBtf {
         let mut starts = Vec::new();
         let mut at = 0usize;
         while at < types.len() {
-            let info =
-                read_u32(&types, at + 4, big_endian).ok_or_else(|| bad("truncated type record"))?;
+            let info = read_u32(&types, at + 4, big_endian).ok_or_else(|| bad("truncated type record"))?;
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
             let id = starts.len() + 1;
-            let extra = trailing_len(kind, vlen).ok_or_else(|| {
-                BtfError::Malformed(format!("unknown kind {kind} (type id {id})"))
-            })?;
+            let extra = trailing_len(kind, vlen)
+                .ok_or_else(|| BtfError::Malformed(format!("unknown kind {kind} (type id {id})")))?;
             let next = at + TYPE_HEADER + extra;
             if next > types.len() {
-                return Err(BtfError::Malformed(format!(
-                    "type id {id} runs past the type section"
-                )));
+                return Err(BtfError::Malformed(format!("type id {id} runs past the type section")));
             }
             starts.push(u32::try_from(at).map_err(|_| bad("type section too large"))?);
             at = next;
         }
-        Ok(KernelBtf {
-            types,
-            strings,
-            big_endian,
-            starts,
-        })
+        Ok(KernelBtf { types, strings, big_endian, starts })
     }
 
     /// Number of types (ids `1..=count`).
@@ -285,9 +262,7 @@ impl KernelBtf {
             vlen,
             kind_flag: info >> 31 == 1,
             size_or_type: self.u32_at(&self.types, at + 8),
-            extra: self
-                .types
-                .get(at + TYPE_HEADER..at + TYPE_HEADER + extra_len)?,
+            extra: self.types.get(at + TYPE_HEADER..at + TYPE_HEADER + extra_len)?,
         })
     }
 
@@ -321,8 +296,7 @@ impl KernelBtf {
     }
 
     fn is_composite(&self, id: u32) -> bool {
-        self.ty(id)
-            .is_some_and(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION))
+        self.ty(id).is_some_and(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION))
     }
 
     /// Size in bytes of a type (None for void, functions and forward declarations).
@@ -348,9 +322,7 @@ impl KernelBtf {
     /// The named struct (or union) with that name; a full definition wins over a forward one.
     fn find_struct(&self, name: &str) -> Result<u32, BtfError> {
         self.ids()
-            .find(|&id| {
-                self.is_composite(id) && self.ty(id).is_some_and(|t| self.name(t.name_off) == name)
-            })
+            .find(|&id| self.is_composite(id) && self.ty(id).is_some_and(|t| self.name(t.name_off) == name))
             .ok_or_else(|| BtfError::NoStruct(name.to_string()))
     }
 
@@ -365,27 +337,17 @@ impl KernelBtf {
             let m_name = self.name(self.u32_at(t.extra, i * 12));
             let m_type = self.u32_at(t.extra, i * 12 + 4);
             let m_off = self.u32_at(t.extra, i * 12 + 8);
-            let (bits, bitfield_size) = if t.kind_flag {
-                (m_off & 0xff_ffff, m_off >> 24)
-            } else {
-                (m_off, 0)
-            };
+            let (bits, bitfield_size) =
+                if t.kind_flag { (m_off & 0xff_ffff, m_off >> 24) } else { (m_off, 0) };
             if m_name == name {
                 let bitfield = bitfield_size != 0 || bits % 8 != 0 || self.is_int_bitfield(m_type);
-                return Some(Found {
-                    bits: bits.into(),
-                    type_id: m_type,
-                    bitfield,
-                });
+                return Some(Found { bits: bits.into(), type_id: m_type, bitfield });
             }
             if m_name.is_empty() {
                 let inner = self.strip(m_type);
                 if self.is_composite(inner) {
                     if let Some(found) = self.find_member(inner, name, depth + 1) {
-                        return Some(Found {
-                            bits: found.bits + u64::from(bits),
-                            ..found
-                        });
+                        return Some(Found { bits: found.bits + u64::from(bits), ..found });
                     }
                 }
             }
@@ -409,10 +371,8 @@ impl KernelBtf {
     /// `member("net_device", "nd_net.net")`. Anonymous struct/union members are searched
     /// recursively; typedefs and qualifiers are followed when descending into a named member.
     pub fn member(&self, struct_name: &str, path: &str) -> Result<MemberInfo, BtfError> {
-        let no_member = || BtfError::NoMember {
-            struct_name: struct_name.to_string(),
-            path: path.to_string(),
-        };
+        let no_member =
+            || BtfError::NoMember { struct_name: struct_name.to_string(), path: path.to_string() };
         let mut current = self.find_struct(struct_name)?;
         let mut bits = 0u64;
         let mut last = None;
@@ -456,9 +416,7 @@ impl KernelBtf {
     /// Whether a BTF `FUNC` of that name exists (a kernel function fentry/kprobes can name).
     /// Scans every type: call it a handful of times, not per event.
     pub fn has_function(&self, name: &str) -> bool {
-        self.ids()
-            .filter_map(|id| self.ty(id))
-            .any(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name)
+        self.ids().filter_map(|id| self.ty(id)).any(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name)
     }
 
     /// The offsets the eBPF programs need, with each member's size checked against what the
@@ -510,11 +468,7 @@ mod tests {
 
     impl Builder {
         fn new() -> Self {
-            Builder {
-                types: Vec::new(),
-                strings: vec![0],
-                next_id: 1,
-            }
+            Builder { types: Vec::new(), strings: vec![0], next_id: 1 }
         }
 
         fn str(&mut self, s: &str) -> u32 {
@@ -528,15 +482,7 @@ mod tests {
         }
 
         /// Adds a type; `extra` is its trailing data as u32 words. Returns its id.
-        fn ty(
-            &mut self,
-            kind: u32,
-            name: &str,
-            vlen: u32,
-            kflag: bool,
-            st: u32,
-            extra: &[u32],
-        ) -> u32 {
+        fn ty(&mut self, kind: u32, name: &str, vlen: u32, kflag: bool, st: u32, extra: &[u32]) -> u32 {
             let name_off = self.str(name);
             let info = (u32::from(kflag) << 31) | (kind << 24) | vlen;
             for w in [name_off, info, st].iter().chain(extra) {
@@ -612,13 +558,7 @@ mod tests {
         b.ty(KIND_VOLATILE, "", 0, false, int, &[]);
         let const_int = b.ty(KIND_CONST, "", 0, false, int, &[]);
         let ptr = b.ty(KIND_PTR, "", 0, false, int, &[]);
-        let anon_s = b.composite(
-            KIND_STRUCT,
-            "",
-            8,
-            false,
-            &[("a", int, 0), ("dev", const_int, 32)],
-        );
+        let anon_s = b.composite(KIND_STRUCT, "", 8, false, &[("a", int, 0), ("dev", const_int, 32)]);
         let anon_u = b.composite(KIND_UNION, "", 8, false, &[("x", int, 0), ("", anon_s, 0)]);
         let inner = b.composite(KIND_STRUCT, "inner", 8, false, &[("net", ptr, 0)]);
         let inner_t = b.ty(KIND_TYPEDEF, "inner_t", 0, false, inner, &[]);
@@ -650,35 +590,11 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "head").expect("head"), 0);
         assert_eq!(btf.member_offset("outer", "x").expect("x"), 8);
         assert_eq!(btf.member_offset("outer", "a").expect("a"), 8);
-        assert_eq!(
-            btf.member("outer", "dev").expect("dev"),
-            MemberInfo {
-                offset: 12,
-                size: 4
-            }
-        );
+        assert_eq!(btf.member("outer", "dev").expect("dev"), MemberInfo { offset: 12, size: 4 });
         assert_eq!(btf.member_offset("outer", "wrap").expect("wrap"), 16);
-        assert_eq!(
-            btf.member("outer", "wrap.net").expect("wrap.net"),
-            MemberInfo {
-                offset: 16,
-                size: 8
-            }
-        );
-        assert_eq!(
-            btf.member("outer", "ptr").expect("ptr"),
-            MemberInfo {
-                offset: 32,
-                size: 8
-            }
-        );
-        assert_eq!(
-            btf.member("outer", "name").expect("name"),
-            MemberInfo {
-                offset: 40,
-                size: 16
-            }
-        );
+        assert_eq!(btf.member("outer", "wrap.net").expect("wrap.net"), MemberInfo { offset: 16, size: 8 });
+        assert_eq!(btf.member("outer", "ptr").expect("ptr"), MemberInfo { offset: 32, size: 8 });
+        assert_eq!(btf.member("outer", "name").expect("name"), MemberInfo { offset: 40, size: 16 });
         assert_eq!(btf.member_offset("inner", "net").expect("inner.net"), 0);
         assert!(btf.has_function("netif_rx"));
         assert!(!btf.has_function("outer"));
@@ -688,31 +604,15 @@ mod tests {
     #[test]
     fn lookup_errors_name_struct_and_path() {
         let btf = KernelBtf::from_bytes(&sample()).expect("parse");
-        let e = btf
-            .member_offset("outer", "wrap.nope")
-            .expect_err("missing");
+        let e = btf.member_offset("outer", "wrap.nope").expect_err("missing");
         assert!(matches!(e, BtfError::NoMember { .. }), "{e:?}");
-        assert_eq!(
-            e.to_string(),
-            "`struct outer` has no member `wrap.nope` in kernel BTF"
-        );
+        assert_eq!(e.to_string(), "`struct outer` has no member `wrap.nope` in kernel BTF");
         let e = btf.member_offset("nostruct", "x").expect_err("no struct");
         assert_eq!(e.to_string(), "kernel BTF has no `struct nostruct`");
-        let e = btf
-            .member_offset("outer", "head.x")
-            .expect_err("not a struct");
-        assert!(
-            matches!(e, BtfError::NotAStruct { ref member, .. } if member == "head"),
-            "{e:?}"
-        );
+        let e = btf.member_offset("outer", "head.x").expect_err("not a struct");
+        assert!(matches!(e, BtfError::NotAStruct { ref member, .. } if member == "head"), "{e:?}");
         for path in ["", ".", "wrap.", ".head"] {
-            assert!(
-                matches!(
-                    btf.member_offset("outer", path),
-                    Err(BtfError::NoMember { .. })
-                ),
-                "{path:?}"
-            );
+            assert!(matches!(btf.member_offset("outer", path), Err(BtfError::NoMember { .. })), "{path:?}");
         }
         for (s, path) in [("outer", "flag"), ("outer", "other"), ("old", "bits")] {
             let e = btf.member_offset(s, path).expect_err("bitfield");
@@ -757,10 +657,7 @@ mod tests {
         b.ty(KIND_TYPEDEF, "loop", 0, false, 1, &[]);
         b.composite(KIND_STRUCT, "s", 4, false, &[("m", 1, 0), ("", 1, 0)]);
         let btf = KernelBtf::from_bytes(&b.finish()).expect("parse");
-        assert!(matches!(
-            btf.member_offset("s", "m.x"),
-            Err(BtfError::NotAStruct { .. })
-        ));
+        assert!(matches!(btf.member_offset("s", "m.x"), Err(BtfError::NotAStruct { .. })));
         assert_eq!(btf.member("s", "m").expect("m").size, 0);
     }
 
@@ -780,15 +677,7 @@ mod tests {
         assert!(btf.type_count() > 10_000, "only {} types", btf.type_count());
         let l = btf.kernel_layout().expect("kernel layout");
         eprintln!("{l:?}");
-        let all = [
-            l.skb_dev,
-            l.skb_len,
-            l.skb_protocol,
-            l.dev_ifindex,
-            l.dev_name,
-            l.dev_nd_net,
-            l.net_inum,
-        ];
+        let all = [l.skb_dev, l.skb_len, l.skb_protocol, l.dev_ifindex, l.dev_name, l.dev_nd_net, l.net_inum];
         assert!(all.iter().all(|&o| o < 4096), "{l:?}");
         assert_ne!(l.skb_dev, l.skb_len);
         assert_ne!(l.skb_len, l.skb_protocol);
@@ -811,14 +700,8 @@ mod tests {
         assert!(btf.has_function("__netif_receive_skb"));
         assert!(!btf.has_function("no_such_function_dockertrace"));
         assert!(btf.member_offset("sk_buff", "dev").is_ok());
-        assert!(matches!(
-            btf.member_offset("sk_buff", "nope"),
-            Err(BtfError::NoMember { .. })
-        ));
+        assert!(matches!(btf.member_offset("sk_buff", "nope"), Err(BtfError::NoMember { .. })));
         // `pkt_type` is a 3-bit field of sk_buff.
-        assert!(matches!(
-            btf.member_offset("sk_buff", "pkt_type"),
-            Err(BtfError::Bitfield { .. })
-        ));
+        assert!(matches!(btf.member_offset("sk_buff", "pkt_type"), Err(BtfError::Bitfield { .. })));
     }
 }

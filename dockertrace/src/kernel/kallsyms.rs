@@ -22,9 +22,7 @@ pub enum KallsymsError {
         source: std::io::Error,
     },
     /// Every address reads as 0.
-    #[error(
-        "kernel addresses are hidden in /proc/kallsyms (run as root, or lower kernel.kptr_restrict)"
-    )]
+    #[error("kernel addresses are hidden in /proc/kallsyms (run as root, or lower kernel.kptr_restrict)")]
     AddressesHidden,
     /// A line that is not `ADDRESS TYPE NAME [MODULE]`.
     #[error("malformed kallsyms line {line}: {reason}")]
@@ -107,10 +105,8 @@ impl Kallsyms {
 
     /// Reads and parses a kallsyms-format file.
     pub fn load_from(path: &Path) -> Result<Self, KallsymsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KallsymsError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| KallsymsError::Io { path: path.display().to_string(), source })?;
         Self::parse(&text)
     }
 
@@ -123,27 +119,21 @@ impl Kallsyms {
         let mut any_address = false;
         let mut lines = 0usize;
         for (i, line) in text.lines().enumerate() {
-            let malformed = |reason: String| KallsymsError::Malformed {
-                line: i + 1,
-                reason,
-            };
+            let malformed = |reason: String| KallsymsError::Malformed { line: i + 1, reason };
             let mut parts = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
                 if line.trim().is_empty() {
                     continue;
                 }
-                return Err(malformed(format!(
-                    "expected `ADDRESS TYPE NAME`, found `{line}`"
-                )));
+                return Err(malformed(format!("expected `ADDRESS TYPE NAME`, found `{line}`")));
             };
             let module = parts.next();
             if parts.next().is_some() {
                 return Err(malformed(format!("trailing text in `{line}`")));
             }
             lines += 1;
-            let addr = u64::from_str_radix(addr, 16)
-                .map_err(|_| malformed(format!("bad address `{addr}`")))?;
+            let addr =
+                u64::from_str_radix(addr, 16).map_err(|_| malformed(format!("bad address `{addr}`")))?;
             any_address |= addr != 0;
             let kind = match kind.as_bytes() {
                 [k] => *k,
@@ -168,20 +158,10 @@ impl Kallsyms {
                     }
                 }
             };
-            let name_len =
-                u16::try_from(name.len()).map_err(|_| malformed("symbol name too long".into()))?;
-            let name_off =
-                u32::try_from(names.len()).map_err(|_| malformed("too many symbols".into()))?;
+            let name_len = u16::try_from(name.len()).map_err(|_| malformed("symbol name too long".into()))?;
+            let name_off = u32::try_from(names.len()).map_err(|_| malformed("too many symbols".into()))?;
             names.push_str(name);
-            ranked.push((
-                Entry {
-                    addr,
-                    name_off,
-                    name_len,
-                    module,
-                },
-                rank,
-            ));
+            ranked.push((Entry { addr, name_off, name_len, module }, rank));
         }
         if lines > 0 && !any_address {
             return Err(KallsymsError::AddressesHidden);
@@ -195,11 +175,7 @@ impl Kallsyms {
         let entries = ranked.into_iter().map(|(e, _)| e).collect();
         // Names of dropped duplicates stay in the arena; they are few (a few hundred).
         names.shrink_to_fit();
-        Ok(Kallsyms {
-            entries,
-            names,
-            modules,
-        })
+        Ok(Kallsyms { entries, names, modules })
     }
 
     /// Number of distinct text symbol addresses.
@@ -215,10 +191,7 @@ impl Kallsyms {
     fn symbol(&self, e: &Entry, addr: u64) -> Symbol<'_> {
         let start = e.name_off as usize;
         Symbol {
-            name: self
-                .names
-                .get(start..start + usize::from(e.name_len))
-                .unwrap_or_default(),
+            name: self.names.get(start..start + usize::from(e.name_len)).unwrap_or_default(),
             offset: addr - e.addr,
             module: self.modules.get(usize::from(e.module)).map(|m| &**m),
         }
@@ -234,10 +207,7 @@ impl Kallsyms {
 
     /// Address of the text symbol called `name` (linear scan: for setup and tests).
     pub fn address_of(&self, name: &str) -> Option<u64> {
-        self.entries
-            .iter()
-            .find(|&e| self.symbol(e, e.addr).name == name)
-            .map(|e| e.addr)
+        self.entries.iter().find(|&e| self.symbol(e, e.addr).name == name).map(|e| e.addr)
     }
 }
 
@@ -266,33 +236,16 @@ ffffffffc0b00000 t br_dev_xmit\t[bridge]
         assert_eq!(k.len(), 8);
         assert!(!k.is_empty());
         let s = k.resolve(0xffffffff81e5f000).expect("netif_rx");
-        assert_eq!(
-            s,
-            Symbol {
-                name: "netif_rx",
-                offset: 0,
-                module: None
-            }
-        );
+        assert_eq!(s, Symbol { name: "netif_rx", offset: 0, module: None });
         let s = k.resolve(0xffffffff81e5f0a4).expect("netif_rx+0xa4");
         assert_eq!((s.name, s.offset), ("netif_rx", 0xa4));
         assert_eq!(s.to_string(), "netif_rx+0xa4");
-        assert_eq!(
-            k.resolve(0xffffffff81e5eff8).expect("pfx").name,
-            "__pfx_netif_rx"
-        );
+        assert_eq!(k.resolve(0xffffffff81e5eff8).expect("pfx").name, "__pfx_netif_rx");
         assert_eq!(k.resolve(0xffffffff81e5f210).expect("weak").name, "weak_fn");
         // Data symbols are not kept: the address resolves to the preceding text symbol.
         assert_eq!(k.resolve(0xffffffff81000104).expect("text").name, "_text");
         let s = k.resolve(0xffffffffc0a01010).expect("veth_xmit");
-        assert_eq!(
-            s,
-            Symbol {
-                name: "veth_xmit",
-                offset: 0x10,
-                module: Some("veth")
-            }
-        );
+        assert_eq!(s, Symbol { name: "veth_xmit", offset: 0x10, module: Some("veth") });
         assert_eq!(s.to_string(), "veth_xmit+0x10 [veth]");
         let s = k.resolve(0xffffffffc0a01400).expect("veth_open");
         assert_eq!((s.name, s.module), ("veth_open", Some("veth")));
@@ -316,8 +269,7 @@ ffffffffc0b00000 t br_dev_xmit\t[bridge]
         // wins over `local_alias` (t) listed before it.
         assert_eq!(k.resolve(0xffffffff81000000).expect("x").name, "_text");
         assert_eq!(k.resolve(0xffffffff81e5f000).expect("x").name, "netif_rx");
-        let k = Kallsyms::parse("1000 w weak_local\n1000 W weak_global\n1000 t local\n")
-            .expect("parse");
+        let k = Kallsyms::parse("1000 w weak_local\n1000 W weak_global\n1000 t local\n").expect("parse");
         assert_eq!(k.resolve(0x1000).expect("x").name, "weak_global");
         let k = Kallsyms::parse("1000 t first\n1000 t second\n").expect("parse");
         assert_eq!(k.resolve(0x1000).expect("x").name, "first");
@@ -331,14 +283,8 @@ ffffffffc0b00000 t br_dev_xmit\t[bridge]
         let e = Kallsyms::parse(hidden).expect_err("hidden");
         assert!(matches!(e, KallsymsError::AddressesHidden), "{e:?}");
         assert!(e.to_string().contains("kptr_restrict"));
-        assert!(matches!(
-            Kallsyms::parse(""),
-            Err(KallsymsError::NoTextSymbols)
-        ));
-        assert!(matches!(
-            Kallsyms::parse("1000 D data\n"),
-            Err(KallsymsError::NoTextSymbols)
-        ));
+        assert!(matches!(Kallsyms::parse(""), Err(KallsymsError::NoTextSymbols)));
+        assert!(matches!(Kallsyms::parse("1000 D data\n"), Err(KallsymsError::NoTextSymbols)));
         for bad in [
             "zzzz T x\n",
             "1000 T\n",
@@ -350,10 +296,7 @@ ffffffffc0b00000 t br_dev_xmit\t[bridge]
             "10000000000000000000 T x\n",
         ] {
             let e = Kallsyms::parse(bad).expect_err(bad);
-            assert!(
-                matches!(e, KallsymsError::Malformed { line: 1, .. }),
-                "{bad:?}: {e:?}"
-            );
+            assert!(matches!(e, KallsymsError::Malformed { line: 1, .. }), "{bad:?}: {e:?}");
             assert!(!e.to_string().contains('\n'));
         }
         // Blank lines are ignored.
@@ -374,9 +317,7 @@ ffffffffc0b00000 t br_dev_xmit\t[bridge]
                 return;
             }
         };
-        let addr = k
-            .address_of("netif_rx")
-            .expect("netif_rx in /proc/kallsyms");
+        let addr = k.address_of("netif_rx").expect("netif_rx in /proc/kallsyms");
         let s = k.resolve(addr).expect("resolve");
         assert_eq!((s.name, s.offset, s.module), ("netif_rx", 0, None));
         assert_eq!(k.resolve(addr + 4).expect("resolve+4").name, "netif_rx");

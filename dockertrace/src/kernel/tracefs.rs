@@ -57,14 +57,9 @@ pub enum TracefsError {
 impl TracefsError {
     fn io(path: &Path, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::PermissionDenied {
-            TracefsError::PermissionDenied {
-                path: path.to_path_buf(),
-            }
+            TracefsError::PermissionDenied { path: path.to_path_buf() }
         } else {
-            TracefsError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
+            TracefsError::Io { path: path.to_path_buf(), source }
         }
     }
 }
@@ -81,10 +76,7 @@ pub struct TracepointId {
 impl TracepointId {
     /// Builds an id from its two parts.
     pub fn new(category: impl Into<String>, name: impl Into<String>) -> Self {
-        TracepointId {
-            category: category.into(),
-            name: name.into(),
-        }
+        TracepointId { category: category.into(), name: name.into() }
     }
 }
 
@@ -153,11 +145,7 @@ impl Tracefs {
 
     /// Path of a tracepoint's `format` file.
     pub fn format_path(&self, tp: &TracepointId) -> PathBuf {
-        self.root
-            .join("events")
-            .join(&tp.category)
-            .join(&tp.name)
-            .join("format")
+        self.root.join("events").join(&tp.category).join(&tp.name).join("format")
     }
 
     /// Reads and parses `events/CATEGORY/NAME/format`.
@@ -166,19 +154,14 @@ impl Tracefs {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(TracefsError::UnknownTracepoint {
-                    tp: tp.clone(),
-                    path,
-                })
+                return Err(TracefsError::UnknownTracepoint { tp: tp.clone(), path })
             }
             Err(e) => return Err(TracefsError::io(&path, e)),
         };
         TpFormat::parse(&text).map_err(|e| match e {
-            TracefsError::Format { line, reason, .. } => TracefsError::Format {
-                what: path.display().to_string(),
-                line,
-                reason,
-            },
+            TracefsError::Format { line, reason, .. } => {
+                TracefsError::Format { what: path.display().to_string(), line, reason }
+            }
             other => other,
         })
     }
@@ -248,11 +231,8 @@ impl TpFormat {
     ///
     /// Parsing stops at `print fmt:` (which may span several lines).
     pub fn parse(text: &str) -> Result<TpFormat, TracefsError> {
-        let err = |line: usize, reason: String| TracefsError::Format {
-            what: "<text>".to_string(),
-            line,
-            reason,
-        };
+        let err =
+            |line: usize, reason: String| TracefsError::Format { what: "<text>".to_string(), line, reason };
         let mut id = None;
         let mut name = None;
         let mut fields = Vec::new();
@@ -264,10 +244,7 @@ impl TpFormat {
             }
             if let Some(v) = line.strip_prefix("ID:") {
                 let v = v.trim();
-                id = Some(
-                    v.parse::<u32>()
-                        .map_err(|_| err(lineno, format!("bad ID `{v}`")))?,
-                );
+                id = Some(v.parse::<u32>().map_err(|_| err(lineno, format!("bad ID `{v}`")))?);
             } else if let Some(v) = line.strip_prefix("name:") {
                 name = Some(v.trim().to_string());
             } else if line.starts_with("field:") || line.starts_with("field special:") {
@@ -294,23 +271,14 @@ impl TpFormat {
 fn parse_field(line: &str) -> Result<TpField, String> {
     let mut parts = line.split(';').map(str::trim).filter(|p| !p.is_empty());
     let decl = parts.next().unwrap_or_default();
-    let decl = decl
-        .split_once(':')
-        .map(|(_, d)| d.trim())
-        .unwrap_or_default();
-    let (c_type, name) =
-        split_decl(decl).ok_or_else(|| format!("bad field declaration `{decl}`"))?;
+    let decl = decl.split_once(':').map(|(_, d)| d.trim()).unwrap_or_default();
+    let (c_type, name) = split_decl(decl).ok_or_else(|| format!("bad field declaration `{decl}`"))?;
     let (mut offset, mut size, mut signed) = (None, None, false);
     for part in parts {
-        let (key, value) = part
-            .split_once(':')
-            .ok_or_else(|| format!("expected `key:value`, found `{part}`"))?;
+        let (key, value) =
+            part.split_once(':').ok_or_else(|| format!("expected `key:value`, found `{part}`"))?;
         let value = value.trim();
-        let number = || {
-            value
-                .parse::<u32>()
-                .map_err(|_| format!("bad {key} `{value}`"))
-        };
+        let number = || value.parse::<u32>().map_err(|_| format!("bad {key} `{value}`"));
         match key.trim() {
             "offset" => offset = Some(number()?),
             "size" => size = Some(number()?),
@@ -337,9 +305,7 @@ fn split_decl(decl: &str) -> Option<(String, String)> {
     }
     let suffix = decl[head.len()..].trim();
     let head = head.trim_end();
-    let start = head
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map_or(0, |i| i + 1);
+    let start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
     let name = &head[start..];
     let ty = head[..start].trim();
     if name.is_empty() || ty.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
@@ -352,43 +318,24 @@ fn split_decl(decl: &str) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
-    const NET_DEV_QUEUE: &str =
-        include_str!("../../tests/fixtures/kernel/net_net_dev_queue.format");
+    const NET_DEV_QUEUE: &str = include_str!("../../tests/fixtures/kernel/net_net_dev_queue.format");
     const NET_DEV_XMIT: &str = include_str!("../../tests/fixtures/kernel/net_net_dev_xmit.format");
-    const RX_ENTRY: &str =
-        include_str!("../../tests/fixtures/kernel/net_netif_receive_skb_entry.format");
-    const RX_EXIT: &str =
-        include_str!("../../tests/fixtures/kernel/net_netif_receive_skb_exit.format");
-    const START_XMIT: &str =
-        include_str!("../../tests/fixtures/kernel/net_net_dev_start_xmit.format");
+    const RX_ENTRY: &str = include_str!("../../tests/fixtures/kernel/net_netif_receive_skb_entry.format");
+    const RX_EXIT: &str = include_str!("../../tests/fixtures/kernel/net_netif_receive_skb_exit.format");
+    const START_XMIT: &str = include_str!("../../tests/fixtures/kernel/net_net_dev_start_xmit.format");
     const KFREE_SKB: &str = include_str!("../../tests/fixtures/kernel/skb_kfree_skb.format");
 
     fn field<'a>(f: &'a TpFormat, name: &str) -> &'a TpField {
-        f.field(name)
-            .unwrap_or_else(|| panic!("{} has no field {name}", f.name))
+        f.field(name).unwrap_or_else(|| panic!("{} has no field {name}", f.name))
     }
 
     fn check_common(f: &TpFormat) {
         let names: Vec<_> = f.fields.iter().take(4).map(|f| f.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "common_type",
-                "common_flags",
-                "common_preempt_count",
-                "common_pid"
-            ]
-        );
+        assert_eq!(names, ["common_type", "common_flags", "common_preempt_count", "common_pid"]);
         let ty = field(f, "common_type");
-        assert_eq!(
-            (ty.c_type.as_str(), ty.offset, ty.size, ty.signed),
-            ("unsigned short", 0, 2, false)
-        );
+        assert_eq!((ty.c_type.as_str(), ty.offset, ty.size, ty.signed), ("unsigned short", 0, 2, false));
         let pid = field(f, "common_pid");
-        assert_eq!(
-            (pid.c_type.as_str(), pid.offset, pid.size, pid.signed),
-            ("int", 4, 4, true)
-        );
+        assert_eq!((pid.c_type.as_str(), pid.offset, pid.size, pid.signed), ("int", 4, 4, true));
     }
 
     #[test]
@@ -399,20 +346,11 @@ mod tests {
         check_common(&f);
         assert_eq!(f.fields.len(), 7);
         let skb = field(&f, "skbaddr");
-        assert_eq!(
-            (skb.c_type.as_str(), skb.offset, skb.size),
-            ("void *", 8, 8)
-        );
+        assert_eq!((skb.c_type.as_str(), skb.offset, skb.size), ("void *", 8, 8));
         let len = field(&f, "len");
-        assert_eq!(
-            (len.c_type.as_str(), len.offset, len.size, len.signed),
-            ("unsigned int", 16, 4, false)
-        );
+        assert_eq!((len.c_type.as_str(), len.offset, len.size, len.signed), ("unsigned int", 16, 4, false));
         let name = field(&f, "name");
-        assert_eq!(
-            (name.c_type.as_str(), name.offset, name.size),
-            ("__data_loc char[]", 20, 4)
-        );
+        assert_eq!((name.c_type.as_str(), name.offset, name.size), ("__data_loc char[]", 20, 4));
         assert!(name.is_data_loc());
         assert!(!skb.is_data_loc());
     }
@@ -475,10 +413,7 @@ mod tests {
         let f = TpFormat::parse(text).expect("parse");
         assert_eq!(f.id, 7);
         let dest = field(&f, "dest");
-        assert_eq!(
-            (dest.c_type.as_str(), dest.offset, dest.size),
-            ("unsigned char[6]", 8, 6)
-        );
+        assert_eq!((dest.c_type.as_str(), dest.offset, dest.size), ("unsigned char[6]", 8, 6));
         assert_eq!(field(&f, "grid").c_type, "u32[2][3]");
         assert_eq!(field(&f, "args").c_type, "unsigned long[]");
         assert_eq!(field(&f, "p").c_type, "struct foo *");
@@ -552,26 +487,13 @@ mod tests {
         assert_eq!(fs.root(), root.as_path());
         let events = fs.events().expect("events");
         let shown: Vec<_> = events.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            shown,
-            ["net:net_dev_queue", "net:net_dev_xmit", "skb:kfree_skb"]
-        );
+        assert_eq!(shown, ["net:net_dev_queue", "net:net_dev_xmit", "skb:kfree_skb"]);
         assert_eq!(fs.format(&events[1]).expect("format").name, "net_dev_xmit");
-        let missing = fs
-            .format(&TracepointId::new("net", "nope"))
-            .expect_err("missing");
-        assert!(
-            matches!(missing, TracefsError::UnknownTracepoint { .. }),
-            "{missing:?}"
-        );
+        let missing = fs.format(&TracepointId::new("net", "nope")).expect_err("missing");
+        assert!(matches!(missing, TracefsError::UnknownTracepoint { .. }), "{missing:?}");
         write("events/net/bad/format", "name: bad\nID: x\n");
-        let bad = fs
-            .format(&TracepointId::new("net", "bad"))
-            .expect_err("bad");
-        assert!(
-            bad.to_string().contains("events/net/bad/format: line 2"),
-            "{bad}"
-        );
+        let bad = fs.format(&TracepointId::new("net", "bad")).expect_err("bad");
+        assert!(bad.to_string().contains("events/net/bad/format: line 2"), "{bad}");
         let _ = std::fs::remove_dir_all(&root);
         let gone = Tracefs::at(&root).events().expect_err("no tree");
         assert!(matches!(gone, TracefsError::Io { .. }), "{gone:?}");
@@ -594,17 +516,10 @@ mod tests {
             }
         };
         let xmit = TracepointId::new("net", "net_dev_xmit");
-        assert!(
-            events.contains(&xmit),
-            "no net:net_dev_xmit among {} events",
-            events.len()
-        );
+        assert!(events.contains(&xmit), "no net:net_dev_xmit among {} events", events.len());
         let f = fs.format(&xmit).expect("format of net:net_dev_xmit");
         assert!(f.field("skbaddr").is_some_and(|s| s.size == 8));
-        for tp in events
-            .iter()
-            .filter(|t| t.category == "net" || t.category == "skb")
-        {
+        for tp in events.iter().filter(|t| t.category == "net" || t.category == "skb") {
             fs.format(tp).unwrap_or_else(|e| panic!("{tp}: {e}"));
         }
     }

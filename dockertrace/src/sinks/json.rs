@@ -56,11 +56,7 @@ impl<W: Write> Sink for JsonSink<W> {
             skbaddr: format!("0x{:x}", r.skbaddr),
             protocol: r.protocol,
             stack_id: r.stack_id,
-            stack: ev
-                .stack
-                .as_ref()
-                .map(|s| s.functions().collect())
-                .unwrap_or_default(),
+            stack: ev.stack.as_ref().map(|s| s.functions().collect()).unwrap_or_default(),
         };
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")?;
@@ -112,12 +108,7 @@ mod tests {
             stack: Some(Arc::new(Stack {
                 frames: ["dev_hard_start_xmit", "__dev_queue_xmit"]
                     .iter()
-                    .map(|f| Frame {
-                        addr: 1,
-                        function: Arc::from(*f),
-                        offset: 4,
-                        module: None,
-                    })
+                    .map(|f| Frame { addr: 1, function: Arc::from(*f), offset: 4, module: None })
                     .collect(),
             })),
         };
@@ -126,9 +117,7 @@ mod tests {
         let text = String::from_utf8(sink.out).unwrap();
         assert!(text.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-        for key in [
-            "event", "dev", "ifindex", "netns", "len", "skbaddr", "ts_ns", "cpu", "comm", "stack",
-        ] {
+        for key in ["event", "dev", "ifindex", "netns", "len", "skbaddr", "ts_ns", "cpu", "comm", "stack"] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert_eq!(v["event"], "net:net_dev_xmit");

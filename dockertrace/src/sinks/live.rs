@@ -51,11 +51,7 @@ impl<W: Write> LiveSink<W> {
         } else {
             "-".to_owned()
         };
-        let func = ev
-            .stack
-            .as_ref()
-            .and_then(|s| s.innermost_datapath())
-            .unwrap_or("");
+        let func = ev.stack.as_ref().and_then(|s| s.innermost_datapath()).unwrap_or("");
         format!(
             "{} {} {:<15} {} {:<24} len={:<5} {}",
             self.style.dim(&format!("{t:>10.6}")),
@@ -101,24 +97,16 @@ impl<W: Write> Sink for LiveSink<W> {
             let total: u64 = self.suppressed.values().sum();
             let mut top: Vec<_> = self.suppressed.drain().collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let list: Vec<String> = top
-                .iter()
-                .take(4)
-                .map(|(n, c)| format!("{n} ×{c}"))
-                .collect();
+            let list: Vec<String> = top.iter().take(4).map(|(n, c)| format!("{n} ×{c}")).collect();
             let more = if top.len() > 4 { ", …" } else { "" };
-            let line = format!(
-                "  … {total} more events not shown ({}{more})",
-                list.join(", ")
-            );
+            let line = format!("  … {total} more events not shown ({}{more})", list.join(", "));
             writeln!(self.out, "{}", self.style.dim(&line))?;
         }
         let lost = p.counters.lost();
         let stack_errors = p.counters.stack_error + p.counters.stack_collision;
         if lost != self.last_lost || stack_errors != self.last_stack_errors {
-            let line = format!(
-                "  ! lost so far: {lost} events (ring buffer full); stack errors: {stack_errors}"
-            );
+            let line =
+                format!("  ! lost so far: {lost} events (ring buffer full); stack errors: {stack_errors}");
             writeln!(self.out, "{}", self.style.red(&line))?;
             self.last_lost = lost;
             self.last_stack_errors = stack_errors;
@@ -128,11 +116,7 @@ impl<W: Write> Sink for LiveSink<W> {
     }
 
     fn finish(&mut self, _r: &TraceReport) -> anyhow::Result<()> {
-        let p = Progress {
-            elapsed: Default::default(),
-            events: 0,
-            counters: Default::default(),
-        };
+        let p = Progress { elapsed: Default::default(), events: 0, counters: Default::default() };
         // Flush the last second's summary line, without repeating counters.
         let saved = (self.last_lost, self.last_stack_errors);
         self.last_lost = 0;
@@ -148,11 +132,7 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
     use std::fmt::Write as _;
     let mut s = String::new();
     let c = &r.counters;
-    let rate = if r.duration_s > 0.0 {
-        r.total_events as f64 / r.duration_s
-    } else {
-        0.0
-    };
+    let rate = if r.duration_s > 0.0 { r.total_events as f64 / r.duration_s } else { 0.0 };
     let _ = writeln!(
         s,
         "{}",
@@ -165,15 +145,7 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
         "lost: {} (ring buffer full)   stack errors: {} (+{} bucket collisions)   decode errors: {}   filtered in kernel: {}",
         c.ring_full, c.stack_error, c.stack_collision, r.decode_errors, c.filtered
     );
-    let _ = writeln!(
-        s,
-        "{}",
-        if c.lost() > 0 {
-            style.red(&lost_line)
-        } else {
-            style.green(&lost_line)
-        }
-    );
+    let _ = writeln!(s, "{}", if c.lost() > 0 { style.red(&lost_line) } else { style.green(&lost_line) });
     if !r.events.is_empty() {
         let _ = writeln!(s, "\n{}", style.bold("Events"));
         for (name, n) in &r.events {
@@ -191,19 +163,13 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
         let _ = writeln!(
             s,
             "\n{}",
-            style.bold(&format!(
-                "Kernel functions in stacks ({} distinct, by events)",
-                r.functions.len()
-            ))
+            style.bold(&format!("Kernel functions in stacks ({} distinct, by events)", r.functions.len()))
         );
         for (f, n) in r.functions.iter().take(max_functions) {
             let _ = writeln!(s, "  {f:<40} {n:>10}");
         }
         if r.functions.len() > max_functions {
-            let rest: Vec<&str> = r.functions[max_functions..]
-                .iter()
-                .map(|(f, _)| f.as_str())
-                .collect();
+            let rest: Vec<&str> = r.functions[max_functions..].iter().map(|(f, _)| f.as_str()).collect();
             let _ = writeln!(s, "  … and {}: {}", rest.len(), rest.join(" "));
         }
     }
@@ -255,21 +221,14 @@ mod tests {
         for i in 0..10 {
             sink.event(&ev(1_000_000_000 + i)).unwrap();
         }
-        let p = Progress {
-            elapsed: Default::default(),
-            events: 10,
-            counters: Counters::default(),
-        };
+        let p = Progress { elapsed: Default::default(), events: 10, counters: Counters::default() };
         sink.tick(&p).unwrap();
         let text = String::from_utf8(sink.out.clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 1 + 3 + 1, "{text}");
         assert!(lines[1].contains("eth0@99"));
         assert!(lines[1].trim_start().starts_with("0.000000"));
-        assert!(
-            lines[4].contains("7 more events not shown (net:netif_rx ×7)"),
-            "{text}"
-        );
+        assert!(lines[4].contains("7 more events not shown (net:netif_rx ×7)"), "{text}");
     }
 
     #[test]
@@ -277,18 +236,8 @@ mod tests {
         let mut sink = LiveSink::new(Vec::new(), Style::plain(), 0);
         let mut c = Counters::default();
         c.ring_full = 5;
-        sink.tick(&Progress {
-            elapsed: Default::default(),
-            events: 0,
-            counters: c,
-        })
-        .unwrap();
-        sink.tick(&Progress {
-            elapsed: Default::default(),
-            events: 0,
-            counters: c,
-        })
-        .unwrap();
+        sink.tick(&Progress { elapsed: Default::default(), events: 0, counters: c }).unwrap();
+        sink.tick(&Progress { elapsed: Default::default(), events: 0, counters: c }).unwrap();
         let text = String::from_utf8(sink.out).unwrap();
         assert_eq!(text.matches("lost so far: 5").count(), 1, "{text}");
     }

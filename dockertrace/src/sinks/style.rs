@@ -8,15 +8,11 @@ pub struct Style {
 
 impl Style {
     pub fn for_stdout() -> Self {
-        Style {
-            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        }
+        Style { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
     }
 
     pub fn for_stderr() -> Self {
-        Style {
-            color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        }
+        Style { color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
     }
 
     pub fn plain() -> Self {

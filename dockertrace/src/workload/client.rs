@@ -48,24 +48,16 @@ impl Plan {
     /// Checks the arguments a user can get wrong.
     fn from_args(args: &ClientArgs) -> Result<Self> {
         if args.size == 0 || args.size > MAX_MESSAGE_SIZE {
-            bail!(
-                "--size must be between 1 and {MAX_MESSAGE_SIZE} bytes, got {}",
-                args.size
-            );
+            bail!("--size must be between 1 and {MAX_MESSAGE_SIZE} bytes, got {}", args.size);
         }
         if args.connections == 0 || args.connections > MAX_CONNECTIONS {
-            bail!(
-                "--connections must be between 1 and {MAX_CONNECTIONS}, got {}",
-                args.connections
-            );
+            bail!("--connections must be between 1 and {MAX_CONNECTIONS}, got {}", args.connections);
         }
         if args.count == Some(0) {
             bail!("--count must be at least 1");
         }
         if let Some(count) = args.count {
-            count
-                .checked_mul(u64::from(args.size))
-                .context("--count times --size is too large")?;
+            count.checked_mul(u64::from(args.size)).context("--count times --size is too large")?;
         }
         let duration = seconds("--duration", args.duration)?;
         if args.count.is_none() && duration.is_zero() {
@@ -111,10 +103,8 @@ pub fn run_client(args: &ClientArgs) -> Result<WorkloadReport> {
         .collect::<Result<Vec<_>>>()?;
     let start = Instant::now();
     let measure_start = start + plan.warmup;
-    let schedule = Schedule {
-        measure_start,
-        end: plan.count.is_none().then(|| measure_start + plan.duration),
-    };
+    let schedule =
+        Schedule { measure_start, end: plan.count.is_none().then(|| measure_start + plan.duration) };
     let stats = run_connections(streams, &plan, schedule)?;
     Ok(build_report(&plan, schedule, &stats))
 }
@@ -145,11 +135,7 @@ fn try_connect(target: &Target, default_port: u16, deadline: Instant) -> io::Res
     for addr in target.resolve(default_port)? {
         let left = deadline.saturating_duration_since(Instant::now());
         // A zero connect timeout is invalid; `--connect-timeout 0` means one ordinary attempt.
-        let attempt = if left.is_zero() {
-            Duration::from_secs(1)
-        } else {
-            left
-        };
+        let attempt = if left.is_zero() { Duration::from_secs(1) } else { left };
         match TcpStream::connect_timeout(&addr, attempt) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = e,
@@ -161,21 +147,13 @@ fn try_connect(target: &Target, default_port: u16, deadline: Instant) -> io::Res
 /// TCP_NODELAY plus stall timeouts on a fresh connection.
 fn configure(stream: TcpStream) -> Result<TcpStream> {
     stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-    stream
-        .set_read_timeout(Some(STALL_TIMEOUT))
-        .context("setting the read timeout")?;
-    stream
-        .set_write_timeout(Some(STALL_TIMEOUT))
-        .context("setting the write timeout")?;
+    stream.set_read_timeout(Some(STALL_TIMEOUT)).context("setting the read timeout")?;
+    stream.set_write_timeout(Some(STALL_TIMEOUT)).context("setting the write timeout")?;
     Ok(stream)
 }
 
 /// Runs every connection on its own thread; the first failure stops the others.
-fn run_connections(
-    streams: Vec<TcpStream>,
-    plan: &Plan,
-    schedule: Schedule,
-) -> Result<Vec<ConnStats>> {
+fn run_connections(streams: Vec<TcpStream>, plan: &Plan, schedule: Schedule) -> Result<Vec<ConnStats>> {
     let abort = AtomicBool::new(false);
     let results: Vec<Result<ConnStats>> = thread::scope(|scope| {
         let handles: Vec<_> = streams
@@ -195,10 +173,7 @@ fn run_connections(
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a client connection thread panicked")))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a client connection thread panicked"))))
             .collect()
     });
     results.into_iter().collect()
@@ -219,13 +194,7 @@ fn run_connection(
     abort: &AtomicBool,
 ) -> Result<ConnStats> {
     let peer = stream.peer_addr().context("reading the server address")?;
-    let conn = Connection {
-        peer,
-        size: plan.size,
-        schedule,
-        quota,
-        abort,
-    };
+    let conn = Connection { peer, size: plan.size, schedule, quota, abort };
     match plan.pattern {
         Pattern::Echo => conn.echo(stream),
         Pattern::Stream => conn.stream(stream),
@@ -260,12 +229,8 @@ impl Connection<'_> {
                 break;
             }
             message[0] = SEQ_MARKS[(sent % SEQ_MARKS.len() as u64) as usize];
-            stream
-                .write_all(&message)
-                .map_err(|e| self.io_failure(e, sent))?;
-            stream
-                .read_exact(&mut echo)
-                .map_err(|e| self.io_failure(e, sent))?;
+            stream.write_all(&message).map_err(|e| self.io_failure(e, sent))?;
+            stream.read_exact(&mut echo).map_err(|e| self.io_failure(e, sent))?;
             let t1 = Instant::now();
             if echo != message {
                 bail!(self.mismatch(&echo, &message, sent));
@@ -304,9 +269,7 @@ impl Connection<'_> {
                 // Unblock the reader.
                 let _ = stream.shutdown(Shutdown::Both);
             }
-            let read = reader
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("the stream reader thread panicked")));
+            let read = reader.join().unwrap_or_else(|_| Err(anyhow!("the stream reader thread panicked")));
             (written, read)
         });
         // Whoever failed first shut the socket down under the other: report the cause.
@@ -316,9 +279,7 @@ impl Connection<'_> {
             (read, Ok(())) => read?,
         };
         if self.quota.is_some() {
-            stats.bytes = stats
-                .bytes
-                .saturating_sub(progress.warmup_bytes.load(Ordering::Acquire));
+            stats.bytes = stats.bytes.saturating_sub(progress.warmup_bytes.load(Ordering::Acquire));
         }
         stats.messages = stats.bytes / self.size as u64;
         Ok(stats)
@@ -329,8 +290,7 @@ impl Connection<'_> {
         let mut out = stream;
         let mut written = 0u64;
         let mut send = |chunk: &[u8]| -> Result<()> {
-            out.write_all(chunk)
-                .map_err(|e| self.io_failure(e, written / self.size as u64))?;
+            out.write_all(chunk).map_err(|e| self.io_failure(e, written / self.size as u64))?;
             written += chunk.len() as u64;
             progress.written.store(written, Ordering::Release);
             Ok(())
@@ -338,9 +298,7 @@ impl Connection<'_> {
         while Instant::now() < self.schedule.measure_start && !self.aborted() {
             send(batch)?;
         }
-        progress
-            .warmup_bytes
-            .store(progress.written.load(Ordering::Acquire), Ordering::Release);
+        progress.warmup_bytes.store(progress.written.load(Ordering::Acquire), Ordering::Release);
         match self.quota {
             Some(quota) => {
                 let mut left = quota * self.size as u64;
@@ -362,15 +320,8 @@ impl Connection<'_> {
     }
 
     /// Stream reader: verifies and counts the echo until everything written came back.
-    fn drain(
-        &self,
-        stream: &TcpStream,
-        pattern: &[u8],
-        progress: &StreamProgress,
-    ) -> Result<ConnStats> {
-        stream
-            .set_read_timeout(Some(STREAM_POLL))
-            .context("setting the read timeout")?;
+    fn drain(&self, stream: &TcpStream, pattern: &[u8], progress: &StreamProgress) -> Result<ConnStats> {
+        stream.set_read_timeout(Some(STREAM_POLL)).context("setting the read timeout")?;
         let mut input = stream;
         let mut buf = vec![0u8; STREAM_CHUNK];
         let mut total = 0u64;
@@ -379,17 +330,10 @@ impl Connection<'_> {
         loop {
             match input.read(&mut buf) {
                 Ok(0) if progress.complete(total) || self.aborted() => break,
-                Ok(0) => bail!(
-                    "server {} closed the connection after echoing {total} bytes",
-                    self.peer
-                ),
+                Ok(0) => bail!("server {} closed the connection after echoing {total} bytes", self.peer),
                 Ok(n) => {
                     if let Some(at) = first_difference(&buf[..n], pattern, total) {
-                        bail!(
-                            "echo mismatch from {}: stream byte {} differs",
-                            self.peer,
-                            total + at as u64
-                        );
+                        bail!("echo mismatch from {}: stream byte {} differs", self.peer, total + at as u64);
                     }
                     total += n as u64;
                     last_progress = Instant::now();
@@ -404,11 +348,7 @@ impl Connection<'_> {
                         break;
                     }
                     if last_progress.elapsed() >= STALL_TIMEOUT {
-                        bail!(
-                            "no echo from {} for {} s",
-                            self.peer,
-                            STALL_TIMEOUT.as_secs()
-                        );
+                        bail!("no echo from {} for {} s", self.peer, STALL_TIMEOUT.as_secs());
                     }
                 }
                 Err(e) => return Err(self.io_failure(e, total / self.size as u64)),
@@ -455,10 +395,7 @@ impl Connection<'_> {
     /// The error for an echo that differs from what was sent.
     fn mismatch(&self, got: &[u8], sent: &[u8], index: u64) -> anyhow::Error {
         let at = first_difference(got, sent, 0).unwrap_or(0);
-        anyhow!(
-            "echo mismatch from {}: message {index} came back different at byte {at}",
-            self.peer
-        )
+        anyhow!("echo mismatch from {}: message {index} came back different at byte {at}", self.peer)
     }
 }
 
@@ -502,11 +439,7 @@ fn first_difference(chunk: &[u8], pattern: &[u8], offset: u64) -> Option<usize> 
         let take = (pattern.len() - phase).min(chunk.len() - done);
         let (got, want) = (&chunk[done..done + take], &pattern[phase..phase + take]);
         if got != want {
-            return got
-                .iter()
-                .zip(want)
-                .position(|(a, b)| a != b)
-                .map(|i| done + i);
+            return got.iter().zip(want).position(|(a, b)| a != b).map(|i| done + i);
         }
         done += take;
         phase = 0;
@@ -522,30 +455,16 @@ fn build_report(plan: &Plan, schedule: Schedule, stats: &[ConnStats]) -> Workloa
         .iter()
         .filter_map(|s| s.window_end)
         .max()
-        .map_or(0.0, |end| {
-            end.saturating_duration_since(schedule.measure_start)
-                .as_secs_f64()
-        });
+        .map_or(0.0, |end| end.saturating_duration_since(schedule.measure_start).as_secs_f64());
     let rtt = match plan.pattern {
         Pattern::Echo => {
             let mut all = Histogram::new();
-            stats
-                .iter()
-                .filter_map(|s| s.rtt.as_ref())
-                .for_each(|h| all.merge(h));
+            stats.iter().filter_map(|s| s.rtt.as_ref()).for_each(|h| all.merge(h));
             RttSummary::from_nanos(&all)
         }
         Pattern::Stream => None,
     };
-    WorkloadReport::new(
-        plan.pattern,
-        plan.connections,
-        plan.size as u32,
-        messages,
-        bytes,
-        duration_s,
-        rtt,
-    )
+    WorkloadReport::new(plan.pattern, plan.connections, plan.size as u32, messages, bytes, duration_s, rtt)
 }
 
 #[cfg(test)]

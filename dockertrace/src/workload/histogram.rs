@@ -37,13 +37,7 @@ impl Default for Histogram {
 impl Histogram {
     /// An empty histogram (allocates its buckets once).
     pub(crate) fn new() -> Self {
-        Self {
-            counts: vec![0; BUCKETS].into_boxed_slice(),
-            total: 0,
-            min: u64::MAX,
-            max: 0,
-            sum: 0,
-        }
+        Self { counts: vec![0; BUCKETS].into_boxed_slice(), total: 0, min: u64::MAX, max: 0, sum: 0 }
     }
 
     /// Adds one value.
@@ -167,18 +161,7 @@ mod tests {
 
     #[test]
     fn bucket_index_and_midpoint_agree() {
-        for v in [
-            0,
-            1,
-            255,
-            256,
-            257,
-            511,
-            512,
-            1_000,
-            123_456_789,
-            MAX_TRACKED,
-        ] {
+        for v in [0, 1, 255, 256, 257, 511, 512, 1_000, 123_456_789, MAX_TRACKED] {
             let mid = bucket_midpoint(bucket_index(v));
             let error = (mid as f64 - v as f64).abs() / (v.max(1) as f64);
             assert!(error < 0.004, "value {v} -> midpoint {mid}");

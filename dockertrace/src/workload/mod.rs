@@ -146,12 +146,7 @@ impl ClientArgs {
 impl Default for ServerArgs {
     /// The command-line defaults.
     fn default() -> Self {
-        Self {
-            listen: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: DEFAULT_PORT,
-            duration: None,
-            quiet: false,
-        }
+        Self { listen: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: DEFAULT_PORT, duration: None, quiet: false }
     }
 }
 
@@ -217,10 +212,7 @@ mod tests {
         let WorkloadCommand::Server(parsed) = cli.cmd else {
             panic!("expected the server subcommand");
         };
-        assert_eq!(
-            format!("{parsed:?}"),
-            format!("{:?}", ServerArgs::default())
-        );
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", ServerArgs::default()));
     }
 
     #[test]

@@ -104,8 +104,7 @@ impl WorkloadReport {
             .rev()
             .find(|line| line.starts_with('{'))
             .with_context(|| format!("no JSON report in workload output {:?}", snippet(s)))?;
-        serde_json::from_str(line)
-            .map_err(|e| anyhow!("invalid workload report {:?}: {e}", snippet(line)))
+        serde_json::from_str(line).map_err(|e| anyhow!("invalid workload report {:?}: {e}", snippet(line)))
     }
 
     /// The report as one line of JSON (what `--json` prints).
@@ -158,13 +157,7 @@ mod tests {
             1000,
             42_000,
             2.0,
-            Some(RttSummary {
-                p50: 40.5,
-                p99: 80.3,
-                max: 412.0,
-                mean: 41.125,
-                samples: 1000,
-            }),
+            Some(RttSummary { p50: 40.5, p99: 80.3, max: 412.0, mean: 41.125, samples: 1000 }),
         )
     }
 

@@ -26,17 +26,10 @@ pub struct Server {
 
 /// Binds the listening socket described by `args`.
 pub fn bind_server(args: &ServerArgs) -> Result<Server> {
-    let duration = args
-        .duration
-        .map(|secs| seconds("--duration", secs))
-        .transpose()?;
+    let duration = args.duration.map(|secs| seconds("--duration", secs)).transpose()?;
     let addr = SocketAddr::new(args.listen, args.port);
     let listener = TcpListener::bind(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
-    Ok(Server {
-        listener,
-        duration,
-        quiet: args.quiet,
-    })
+    Ok(Server { listener, duration, quiet: args.quiet })
 }
 
 /// Binds and serves until `--duration` passes or `stop` is set (forever when neither).
@@ -58,9 +51,7 @@ impl StopCondition {
 
     /// Whether it is time to stop.
     fn reached(&self) -> bool {
-        self.flag
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
+        self.flag.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
             || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
@@ -75,18 +66,11 @@ impl Server {
     /// the connection threads (which notice the stop within a poll interval).
     pub fn serve(self, stop: Option<Arc<AtomicBool>>) -> Result<()> {
         let addr = self.local_addr().context("reading the listening address")?;
-        let condition = StopCondition {
-            flag: stop,
-            deadline: self.duration.map(|d| Instant::now() + d),
-        };
+        let condition = StopCondition { flag: stop, deadline: self.duration.map(|d| Instant::now() + d) };
         // Connection threads watch this flag only when the server can stop at all, so an
         // unbounded server never wakes up on timers (quieter kernel traces).
-        let stopping = condition
-            .is_active()
-            .then(|| Arc::new(AtomicBool::new(false)));
-        self.listener
-            .set_nonblocking(condition.is_active())
-            .context("configuring the listening socket")?;
+        let stopping = condition.is_active().then(|| Arc::new(AtomicBool::new(false)));
+        self.listener.set_nonblocking(condition.is_active()).context("configuring the listening socket")?;
         self.log(format_args!("listening on {addr}"));
         let mut workers: Vec<JoinHandle<()>> = Vec::new();
         let mut accepted = 0u64;
@@ -125,19 +109,17 @@ impl Server {
         workers: &mut Vec<JoinHandle<()>>,
     ) {
         let quiet = self.quiet;
-        let spawned = thread::Builder::new()
-            .name("echo-conn".into())
-            .spawn(move || {
-                let outcome = echo_until_eof(stream, stopping.as_deref());
-                if !quiet {
-                    match outcome {
-                        Ok(bytes) => {
-                            eprintln!("workload server: {peer} closed after {bytes} bytes")
-                        }
-                        Err(e) => eprintln!("workload server: {peer}: {e}"),
+        let spawned = thread::Builder::new().name("echo-conn".into()).spawn(move || {
+            let outcome = echo_until_eof(stream, stopping.as_deref());
+            if !quiet {
+                match outcome {
+                    Ok(bytes) => {
+                        eprintln!("workload server: {peer} closed after {bytes} bytes")
                     }
+                    Err(e) => eprintln!("workload server: {peer}: {e}"),
                 }
-            });
+            }
+        });
         match spawned {
             Ok(handle) => workers.push(handle),
             Err(e) => eprintln!("workload server: cannot start a thread for {peer}: {e}"),
@@ -154,10 +136,7 @@ impl Server {
 
 /// Accept errors caused by one client that should not disturb the loop.
 fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-    )
+    matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)
 }
 
 /// Whether an I/O error is a socket timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO` expiring).
@@ -198,11 +177,7 @@ fn echo_until_eof(mut stream: TcpStream, stopping: Option<&AtomicBool>) -> io::R
 }
 
 /// Writes all of `data`, retrying after write timeouts; `Ok(false)` when stopped first.
-fn write_fully(
-    stream: &mut TcpStream,
-    mut data: &[u8],
-    stopped: &dyn Fn() -> bool,
-) -> io::Result<bool> {
+fn write_fully(stream: &mut TcpStream, mut data: &[u8], stopped: &dyn Fn() -> bool) -> io::Result<bool> {
     while !data.is_empty() {
         match stream.write(data) {
             Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "peer stopped reading")),

@@ -29,10 +29,7 @@ impl Target {
         if host.is_empty() || host.chars().any(char::is_whitespace) {
             bail!("invalid target {input:?}: expected HOST, HOST:PORT or [IPV6]:PORT");
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
+        Ok(Self { host: host.to_owned(), port })
     }
 
     /// The port to use: the target's own, else `default_port`.
@@ -83,9 +80,7 @@ fn strip_prefix_length(text: &str) -> Result<&str> {
     match text.rsplit_once('/') {
         None => Ok(text),
         Some((address, prefix))
-            if !prefix.is_empty()
-                && prefix.len() <= 3
-                && prefix.bytes().all(|b| b.is_ascii_digit()) =>
+            if !prefix.is_empty() && prefix.len() <= 3 && prefix.bytes().all(|b| b.is_ascii_digit()) =>
         {
             Ok(address)
         }
@@ -97,15 +92,10 @@ fn strip_prefix_length(text: &str) -> Result<&str> {
 fn split_host_port(text: &str) -> Result<(&str, Option<u16>)> {
     if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']').context("missing ']'")?;
-        host.parse::<Ipv6Addr>()
-            .with_context(|| format!("{host:?} is not an IPv6 address"))?;
+        host.parse::<Ipv6Addr>().with_context(|| format!("{host:?} is not an IPv6 address"))?;
         let port = match after {
             "" => None,
-            _ => Some(parse_port(
-                after
-                    .strip_prefix(':')
-                    .context("expected ':PORT' after ']'")?,
-            )?),
+            _ => Some(parse_port(after.strip_prefix(':').context("expected ':PORT' after ']'")?)?),
         };
         return Ok((host, port));
     }
@@ -125,8 +115,7 @@ fn split_host_port(text: &str) -> Result<(&str, Option<u16>)> {
 
 /// Parses a TCP port number.
 fn parse_port(text: &str) -> Result<u16> {
-    text.parse::<u16>()
-        .map_err(|_| anyhow!("{text:?} is not a port number"))
+    text.parse::<u16>().map_err(|_| anyhow!("{text:?} is not a port number"))
 }
 
 #[cfg(test)]
@@ -198,9 +187,6 @@ mod tests {
         let t = Target::parse("127.0.0.1").unwrap();
         assert_eq!(t.display_with(10000), "127.0.0.1:10000");
         let addrs = t.resolve(10000).unwrap();
-        assert_eq!(
-            addrs,
-            vec!["127.0.0.1:10000".parse::<SocketAddr>().unwrap()]
-        );
+        assert_eq!(addrs, vec!["127.0.0.1:10000".parse::<SocketAddr>().unwrap()]);
     }
 }

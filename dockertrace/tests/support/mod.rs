@@ -28,9 +28,7 @@ pub fn skip_reason() -> Option<String> {
         return Some("root tests need root (run them with `cargo xtask test`)".into());
     }
     if !Path::new("/sys/kernel/tracing/events/net").is_dir() {
-        return Some(
-            "tracefs is not mounted or has no net:* events (run `cargo xtask setup`)".into(),
-        );
+        return Some("tracefs is not mounted or has no net:* events (run `cargo xtask setup`)".into());
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Some("kernel BTF (/sys/kernel/btf/vmlinux) is missing".into());
@@ -64,12 +62,7 @@ pub fn quiet_ns(tag: &str) -> Namespace {
 /// A namespace name unique to this test process and call.
 pub fn ns_name(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "dt-t{}-{}{}",
-        std::process::id(),
-        tag,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("dt-t{}-{}{}", std::process::id(), tag, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Two hosts `a` and `b` whose traffic crosses one kind of datapath.
@@ -92,35 +85,21 @@ impl Topology {
 
     /// a --veth-- b
     pub fn veth() -> Topology {
+        Self::veth_named("dtva", "dtvb")
+    }
+
+    /// a --veth-- b with the given device names (unique names let name-based tools like perf
+    /// tell this topology from those of tests running at the same time).
+    pub fn veth_named(a_dev: &'static str, b_dev: &'static str) -> Topology {
         let a = quiet_ns("va");
         let b = quiet_ns("vb");
-        a.ip(&[
-            "link",
-            "add",
-            "dtva",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "dtvb",
-            "netns",
-            b.name(),
-        ])
-        .unwrap();
-        a.ip(&["addr", "add", "10.201.1.1/24", "dev", "dtva"])
-            .unwrap();
-        b.ip(&["addr", "add", "10.201.1.2/24", "dev", "dtvb"])
-            .unwrap();
-        a.ip(&["link", "set", "dtva", "up"]).unwrap();
-        b.ip(&["link", "set", "dtvb", "up"]).unwrap();
-        Topology {
-            a,
-            b,
-            middle: vec![],
-            a_dev: "dtva",
-            b_dev: "dtvb",
-            b_ip: "10.201.1.2",
-        }
+        let peer = ["link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", b.name()];
+        a.ip(&peer).unwrap();
+        a.ip(&["addr", "add", "10.201.1.1/24", "dev", a_dev]).unwrap();
+        b.ip(&["addr", "add", "10.201.1.2/24", "dev", b_dev]).unwrap();
+        a.ip(&["link", "set", a_dev, "up"]).unwrap();
+        b.ip(&["link", "set", b_dev, "up"]).unwrap();
+        Topology { a, b, middle: vec![], a_dev, b_dev, b_ip: "10.201.1.2" }
     }
 
     /// a --veth-- [bridge in s] --veth-- b, like Docker's bridge mode (container side `eth0`).
@@ -131,32 +110,13 @@ impl Topology {
         s.ip(&["link", "add", "dtbr", "type", "bridge"]).unwrap();
         s.ip(&["link", "set", "dtbr", "up"]).unwrap();
         for (ns, port, ip) in [(&a, "dtpa", "10.201.2.1/24"), (&b, "dtpb", "10.201.2.2/24")] {
-            ns.ip(&[
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                s.name(),
-            ])
-            .unwrap();
+            ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", s.name()]).unwrap();
             ns.ip(&["addr", "add", ip, "dev", "eth0"]).unwrap();
             ns.ip(&["link", "set", "eth0", "up"]).unwrap();
             s.ip(&["link", "set", port, "master", "dtbr"]).unwrap();
             s.ip(&["link", "set", port, "up"]).unwrap();
         }
-        Topology {
-            a,
-            b,
-            middle: vec![s],
-            a_dev: "eth0",
-            b_dev: "eth0",
-            b_ip: "10.201.2.2",
-        }
+        Topology { a, b, middle: vec![s], a_dev: "eth0", b_dev: "eth0", b_ip: "10.201.2.2" }
     }
 
     /// Two macvlans (bridge mode) on a veth parent that lives in namespace p.
@@ -164,32 +124,17 @@ impl Topology {
         let a = quiet_ns("ma");
         let b = quiet_ns("mb");
         let p = quiet_ns("mp");
-        p.ip(&[
-            "link", "add", "dtmp0", "type", "veth", "peer", "name", "dtmp1",
-        ])
-        .unwrap();
+        p.ip(&["link", "add", "dtmp0", "type", "veth", "peer", "name", "dtmp1"]).unwrap();
         p.ip(&["link", "set", "dtmp0", "up"]).unwrap();
         p.ip(&["link", "set", "dtmp1", "up"]).unwrap();
-        for (ns, dev, ip) in [
-            (&a, "dtmva", "10.201.3.1/24"),
-            (&b, "dtmvb", "10.201.3.2/24"),
-        ] {
-            p.ip(&[
-                "link", "add", "link", "dtmp0", "name", dev, "type", "macvlan", "mode", "bridge",
-            ])
-            .unwrap();
+        for (ns, dev, ip) in [(&a, "dtmva", "10.201.3.1/24"), (&b, "dtmvb", "10.201.3.2/24")] {
+            p.ip(&["link", "add", "link", "dtmp0", "name", dev, "type", "macvlan", "mode", "bridge"])
+                .unwrap();
             p.ip(&["link", "set", dev, "netns", ns.name()]).unwrap();
             ns.ip(&["addr", "add", ip, "dev", dev]).unwrap();
             ns.ip(&["link", "set", dev, "up"]).unwrap();
         }
-        Topology {
-            a,
-            b,
-            middle: vec![p],
-            a_dev: "dtmva",
-            b_dev: "dtmvb",
-            b_ip: "10.201.3.2",
-        }
+        Topology { a, b, middle: vec![p], a_dev: "dtmva", b_dev: "dtmvb", b_ip: "10.201.3.2" }
     }
 
     /// Sends exactly `n` echo messages from a to b.
@@ -198,9 +143,7 @@ impl Topology {
         let mut args = ClientArgs::new(self.b_ip);
         args.port = server.addr.port();
         args.count = Some(n);
-        let report = netns::run_in(&self.a.path(), move || workload::run_client(&args))
-            .unwrap()
-            .unwrap();
+        let report = netns::run_in(&self.a.path(), move || workload::run_client(&args)).unwrap().unwrap();
         drop(server);
         report
     }
@@ -222,12 +165,7 @@ impl EchoServer {
         let st = stop.clone();
         let thread = std::thread::spawn(move || {
             let serve = move || {
-                let args = ServerArgs {
-                    listen,
-                    port: 0,
-                    duration: None,
-                    quiet: true,
-                };
+                let args = ServerArgs { listen, port: 0, duration: None, quiet: true };
                 let server = workload::bind_server(&args).expect("bind echo server");
                 tx.send(server.local_addr().unwrap()).unwrap();
                 server.serve(Some(st)).expect("echo server");
@@ -237,14 +175,8 @@ impl EchoServer {
                 None => serve(),
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("echo server started");
-        EchoServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("echo server started");
+        EchoServer { addr, stop, thread: Some(thread) }
     }
 }
 
@@ -289,10 +221,7 @@ pub fn trace_while<T: Send + 'static>(
     traffic: impl FnOnce() -> T + Send + 'static,
 ) -> (Traced, T) {
     let mut tracer = Tracer::start(opts).expect("tracer starts");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let worker = std::thread::spawn(move || {
         let out = traffic();
@@ -305,25 +234,15 @@ pub fn trace_while<T: Send + 'static>(
         // Let the last packets (FIN, ACK) through.
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    let report = rt
-        .block_on(pipeline::run(&mut tracer, &mut [&mut mem], stop))
-        .expect("pipeline");
+    let report = rt.block_on(pipeline::run(&mut tracer, &mut [&mut mem], stop)).expect("pipeline");
     let out = worker.join().expect("traffic thread");
-    (
-        Traced {
-            report,
-            events: mem.events,
-        },
-        out,
-    )
+    (Traced { report, events: mem.events }, out)
 }
 
 impl Traced {
     /// Events of one device.
     pub fn on(&self, netns: u32, ifindex: u32) -> impl Iterator<Item = &TracedEvent> {
-        self.events
-            .iter()
-            .filter(move |e| e.raw.netns == netns && e.raw.ifindex == ifindex)
+        self.events.iter().filter(move |e| e.raw.netns == netns && e.raw.ifindex == ifindex)
     }
 
     pub fn count(&self, name: &str, netns: u32, ifindex: u32) -> usize {
@@ -332,11 +251,7 @@ impl Traced {
 
     /// Whether some event's stack contains `function`.
     pub fn stack_has(&self, function: &str) -> bool {
-        self.events.iter().any(|e| {
-            e.stack
-                .as_ref()
-                .is_some_and(|s| s.functions().any(|f| f == function))
-        })
+        self.events.iter().any(|e| e.stack.as_ref().is_some_and(|s| s.functions().any(|f| f == function)))
     }
 }
 
@@ -366,11 +281,7 @@ impl Child {
 
     /// Waits for the child to exit and collects its piped output.
     pub fn wait_output(&mut self) -> std::process::Output {
-        self.0
-            .take()
-            .expect("child")
-            .wait_with_output()
-            .expect("wait for child")
+        self.0.take().expect("child").wait_with_output().expect("wait for child")
     }
 }
 
