@@ -202,10 +202,13 @@ mod tests {
             netns: vec![NetnsSpec::Path("/proc/self/ns/net".into())],
             devs: vec!["lo".into()],
             pids: vec![std::process::id()],
+            port: Some(10000),
         };
         let f = spec.resolve().expect("resolves");
         assert!(f.netns.contains(&own));
         assert!(f.devs.contains(&DevKey { netns: own, ifindex: 1 }));
+        assert_eq!(f.port, Some(10000));
+        assert_eq!(f.flags(), FILTER_NETNS | FILTER_DEV | FILTER_PID | FILTER_PORT);
         let bad = FilterSpec { pids: vec![u32::MAX - 1], ..Default::default() };
         assert!(bad.resolve().unwrap_err().to_string().contains("no process"));
     }

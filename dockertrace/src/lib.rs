@@ -11,13 +11,17 @@
 pub mod cli;
 pub mod datapath;
 pub mod decode;
+pub mod docker;
 pub mod filter;
 pub mod kernel;
+pub mod modes;
 pub mod netns;
 pub mod pipeline;
 pub mod report;
 pub mod select;
 pub mod sinks;
 pub mod stacks;
+pub mod teardown;
 pub mod tracer;
+pub mod ui;
 pub mod workload;

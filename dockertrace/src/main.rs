@@ -5,8 +5,10 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Trace(args) => dockertrace::cli::trace::run(args),
-        Command::Workload(cmd) => dockertrace::workload::run(cmd),
+        None => dockertrace::cli::run::run(cli.run),
+        Some(Command::Trace(args)) => dockertrace::cli::trace::run(args),
+        Some(Command::Workload(cmd)) => dockertrace::workload::run(cmd),
+        Some(Command::Cleanup) => dockertrace::cli::cleanup::run(),
     };
     if let Err(e) = result {
         eprintln!("dockertrace: error: {e:#}");

@@ -45,7 +45,9 @@ pub struct TraceOptions {
 /// Errors a user can cause or meet on a kernel that lacks something. Each prints as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("dockertrace needs root to load eBPF programs: run it with sudo")]
+    #[error(
+        "dockertrace needs root (to load eBPF programs and create namespaces and links): run it with sudo"
+    )]
     NotRoot,
     #[error("this dockertrace binary was built without its eBPF programs (AYA_BUILD_SKIP=1); rebuild it with `cargo xtask build`")]
     NoObject,
@@ -275,6 +277,11 @@ pub fn preflight() -> Result<(), TraceError> {
     if EBPF_OBJECT.is_empty() {
         return Err(TraceError::NoObject);
     }
+    preflight_root()
+}
+
+/// Root is needed to load programs and to create namespaces, links and containers.
+pub fn preflight_root() -> Result<(), TraceError> {
     // SAFETY: trivial libc call.
     if unsafe { libc::geteuid() } != 0 {
         return Err(TraceError::NotRoot);

@@ -269,9 +269,11 @@ fn run(args: &[OsString]) -> Result<()> {
 }
 
 fn test(args: &[OsString]) -> Result<()> {
-    step("running all tests (host unit tests and root integration tests)");
+    step("running all tests (host unit tests and root integration tests), release build");
     let mut c = cargo();
-    c.args(["test", "--workspace", "--exclude", "dockertrace-ebpf"]);
+    // Release: the tests drive the workload at full speed through the binary users run; an
+    // unoptimized consumer cannot keep up with the event rate and would (visibly) lose events.
+    c.args(["test", "--release", "--workspace", "--exclude", "dockertrace-ebpf"]);
     if !is_root() {
         // Root tests load eBPF programs: run the test binaries through sudo.
         c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");

@@ -1,6 +1,8 @@
 //! Command-line interface: one file per subcommand.
 use clap::{Parser, Subcommand};
 
+pub mod cleanup;
+pub mod run;
 pub mod trace;
 
 /// Trace how Docker's networking modes move packets through the Linux kernel.
@@ -8,11 +10,24 @@ pub mod trace;
 /// dockertrace attaches eBPF programs to the kernel's `net:*` tracepoints and to the datapath
 /// transmit functions (veth, bridge, macvlan, ipvlan, loopback), streams every event with its
 /// kernel stack, and summarizes which kernel functions each packet went through.
+///
+/// The main job, `dockertrace --mode MODE`, launches a TCP echo workload on that networking mode
+/// (normal, host, bridge, bridge-user, macvlan, ipvlan-l2, ipvlan-l3), traces only its packets,
+/// reports, and removes everything it created.
 #[derive(Parser, Debug)]
-#[command(name = "dockertrace", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "dockertrace",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    #[command(flatten)]
+    pub run: run::RunArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -22,4 +37,6 @@ pub enum Command {
     /// The TCP echo traffic generator that dockertrace runs inside containers.
     #[command(subcommand)]
     Workload(crate::workload::WorkloadCommand),
+    /// Remove containers, networks, links and namespaces left behind by crashed runs.
+    Cleanup,
 }

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    filter::{FilterSpec, NetnsSpec},
+    filter::{Filter, FilterSpec, NetnsSpec},
     kernel::tracefs::Tracefs,
     pipeline::{self, Sink},
     select::{EventSelector, DEFAULT_EVENTS},
@@ -13,29 +13,13 @@ use crate::{
     tracer::{ProbeState, TraceOptions, Tracer},
 };
 
+/// How to trace and what to show: shared by `dockertrace trace` and `dockertrace --mode`.
 #[derive(Args, Debug, Clone)]
-pub struct TraceArgs {
-    /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(short, long, value_name = "SECS")]
-    pub duration: Option<f64>,
+pub struct TracingArgs {
     /// Tracepoints to trace: comma-separated perf-style globs (`net:*`, `skb:kfree_skb`,
     /// `net:net_dev_*`); a leading `!` excludes (`net:*,!net:napi_*`).
     #[arg(short, long, value_name = "GLOBS", default_value = DEFAULT_EVENTS)]
     pub events: String,
-    /// Keep only events of this network namespace: an inode number, a path
-    /// (`/proc/PID/ns/net`) or an `ip netns` name. Repeatable.
-    #[arg(long, value_name = "INODE|PATH")]
-    pub netns: Vec<NetnsSpec>,
-    /// Keep only events of this device (looked up in the --netns namespaces, else in
-    /// dockertrace's own). Repeatable.
-    #[arg(long, value_name = "NAME")]
-    pub dev: Vec<String>,
-    /// Keep only events raised by this process (tgid). Repeatable.
-    #[arg(long, value_name = "PID")]
-    pub pid: Vec<u32>,
-    /// Keep only TCP packets from or to this port (IPv4 and IPv6).
-    #[arg(long, value_name = "PORT")]
-    pub port: Option<u16>,
     /// Also write every event as a JSON line to FILE (`-` for stdout; the live stream is then
     /// turned off). Schema: docs/json-schema.md.
     #[arg(long, value_name = "FILE")]
@@ -60,6 +44,29 @@ pub struct TraceArgs {
     pub ring_mib: u32,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(short, long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Keep only events of this network namespace: an inode number, a path
+    /// (`/proc/PID/ns/net`) or an `ip netns` name. Repeatable.
+    #[arg(long, value_name = "INODE|PATH")]
+    pub netns: Vec<NetnsSpec>,
+    /// Keep only events of this device (looked up in the --netns namespaces, else in
+    /// dockertrace's own). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub dev: Vec<String>,
+    /// Keep only events raised by this process (tgid). Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Keep only TCP packets from or to this port (IPv4 and IPv6).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if v == 0 || !v.is_power_of_two() || v > 1024 {
@@ -68,10 +75,22 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
+impl TracingArgs {
+    /// Tracer options for a resolved filter.
+    pub fn options(&self, filter: Filter) -> anyhow::Result<TraceOptions> {
+        Ok(TraceOptions {
+            events: EventSelector::parse(&self.events)?,
+            filter,
+            stacks: !self.no_stacks,
+            datapath: !self.no_datapath,
+            ring_bytes: Some(self.ring_mib << 20),
+        })
+    }
+}
+
 impl TraceArgs {
     /// Resolves the arguments into tracer options (fails before anything is loaded).
     pub fn options(&self) -> anyhow::Result<TraceOptions> {
-        let events = EventSelector::parse(&self.events)?;
         let filter = FilterSpec {
             netns: self.netns.clone(),
             devs: self.dev.clone(),
@@ -79,13 +98,7 @@ impl TraceArgs {
             port: self.port,
         }
         .resolve()?;
-        Ok(TraceOptions {
-            events,
-            filter,
-            stacks: !self.no_stacks,
-            datapath: !self.no_datapath,
-            ring_bytes: Some(self.ring_mib << 20),
-        })
+        self.tracing.options(filter)
     }
 }
 
@@ -111,34 +124,18 @@ pub async fn stop_signal(duration: Option<Duration>) {
     }
 }
 
-pub fn run(args: TraceArgs) -> anyhow::Result<()> {
-    if let Some(d) = args.duration {
-        anyhow::ensure!(d > 0.0 && d.is_finite(), "--duration must be a positive number of seconds");
-    }
-    crate::tracer::preflight()?;
-    let opts = args.options()?;
-    if let Ok(tracefs) = Tracefs::locate() {
-        // Warn about patterns that matched nothing, unless nothing matched at all (an error).
-        if let Some(all) = tracefs.events().ok().filter(|all| !opts.events.select(all).is_empty()) {
-            for p in opts.events.unmatched_patterns(&all) {
-                eprintln!("dockertrace: warning: no tracepoint matches `{p}`");
-            }
-        }
-    }
+/// Prints what was attached and what could not be (one line per missing probe).
+pub fn print_attached(tracer: &Tracer, filtered: bool) {
     let err = Style::for_stderr();
-    let mut tracer = Tracer::start(&opts)?;
+    let probes =
+        tracer.probes.iter().filter(|p| matches!(p.state, ProbeState::Kprobe | ProbeState::Fentry)).count();
     eprintln!(
         "{}",
         err.dim(&format!(
-            "dockertrace: attached {} tracepoints and {} datapath probes in {} ms{}; Ctrl-C to stop",
+            "dockertrace: attached {} tracepoints and {probes} datapath probes in {} ms{}; Ctrl-C to stop",
             tracer.tracepoints.len(),
-            tracer
-                .probes
-                .iter()
-                .filter(|p| matches!(p.state, ProbeState::Kprobe | ProbeState::Fentry))
-                .count(),
             tracer.attach_time.as_millis(),
-            if opts.filter.is_empty() { String::new() } else { " (filtered in kernel)".into() },
+            if filtered { " (filtered in kernel)" } else { "" },
         ))
     );
     for (tp, e) in &tracer.tracepoint_errors {
@@ -149,36 +146,87 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             eprintln!("dockertrace: datapath probe {p}");
         }
     }
+}
 
-    let json_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    let mut json: Option<JsonSink<Box<dyn std::io::Write>>> = match &args.json {
-        None => None,
-        Some(p) if json_stdout => Some(JsonSink::new(Box::new(BufWriter::new(std::io::stdout())))),
-        Some(p) => Some(JsonSink::new(Box::new(BufWriter::new(
-            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )))),
-    };
-    let mut live = (!args.quiet && !json_stdout)
-        .then(|| LiveSink::new(std::io::stdout().lock(), Style::for_stdout(), args.rate));
-    let mut sinks: Vec<&mut dyn Sink> = Vec::new();
-    if let Some(j) = json.as_mut() {
-        sinks.push(j);
+/// The sinks the tracing options ask for.
+pub struct Outputs {
+    json: Option<JsonSink<Box<dyn std::io::Write>>>,
+    live: Option<LiveSink<std::io::StdoutLock<'static>>>,
+    /// JSON goes to stdout: human text moves to stderr.
+    pub json_stdout: bool,
+}
+
+impl Outputs {
+    pub fn new(t: &TracingArgs) -> anyhow::Result<Outputs> {
+        let json_stdout = t.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+        let json: Option<JsonSink<Box<dyn std::io::Write>>> = match &t.json {
+            None => None,
+            Some(_) if json_stdout => Some(JsonSink::new(Box::new(BufWriter::new(std::io::stdout())))),
+            Some(p) => Some(JsonSink::new(Box::new(BufWriter::new(
+                File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            )))),
+        };
+        let live = (!t.quiet && !json_stdout)
+            .then(|| LiveSink::new(std::io::stdout().lock(), Style::for_stdout(), t.rate));
+        Ok(Outputs { json, live, json_stdout })
     }
-    if let Some(l) = live.as_mut() {
-        sinks.push(l);
+
+    pub fn sinks(&mut self) -> Vec<&mut dyn Sink> {
+        let mut v: Vec<&mut dyn Sink> = Vec::new();
+        if let Some(j) = self.json.as_mut() {
+            v.push(j);
+        }
+        if let Some(l) = self.live.as_mut() {
+            v.push(l);
+        }
+        v
     }
+
+    /// Prints human text where it belongs (stdout, or stderr when JSON owns stdout).
+    pub fn print(&self, text: &str) {
+        if self.json_stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+
+    pub fn style(&self) -> Style {
+        if self.json_stdout {
+            Style::for_stderr()
+        } else {
+            Style::for_stdout()
+        }
+    }
+}
+
+pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+    if let Some(d) = args.duration {
+        anyhow::ensure!(d > 0.0 && d.is_finite(), "--duration must be a positive number of seconds");
+    }
+    crate::tracer::preflight()?;
+    let opts = args.options()?;
+    warn_unmatched(&opts.events);
+    let mut tracer = Tracer::start(&opts)?;
+    print_attached(&tracer, !opts.filter.is_empty());
+    let mut outputs = Outputs::new(&args.tracing)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = args.duration.map(Duration::from_secs_f64);
-    let report = runtime.block_on(pipeline::run(&mut tracer, &mut sinks, stop_signal(duration)))?;
-    drop(sinks);
-    drop(live);
+    let report = runtime.block_on(pipeline::run(&mut tracer, &mut outputs.sinks(), stop_signal(duration)))?;
     tracer.stop();
-    let summary_style = if json_stdout { Style::for_stderr() } else { Style::for_stdout() };
-    let text = render_summary(&report, summary_style, args.top);
-    if json_stdout {
-        eprint!("\n{text}");
-    } else {
-        print!("\n{text}");
-    }
+    let text = render_summary(&report, outputs.style(), args.tracing.top);
+    drop(outputs.live.take());
+    outputs.print(&format!("\n{text}"));
     Ok(())
+}
+
+/// Warns about patterns that matched nothing, unless nothing matched at all (then the tracer
+/// reports the error).
+pub fn warn_unmatched(events: &EventSelector) {
+    let Ok(tracefs) = Tracefs::locate() else { return };
+    if let Some(all) = tracefs.events().ok().filter(|all| !events.select(all).is_empty()) {
+        for p in events.unmatched_patterns(&all) {
+            eprintln!("dockertrace: warning: no tracepoint matches `{p}`");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! `--json FILE`: one JSON object per event (schema: docs/json-schema.md).
-use std::io::Write;
+use std::{collections::HashMap, io::Write};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::{
     decode::c_str,
@@ -25,23 +26,38 @@ struct Line<'a> {
     skbaddr: String,
     protocol: u16,
     stack_id: i32,
-    stack: Vec<&'a str>,
+    stack: &'a RawValue,
 }
 
 /// Writes events as JSON lines.
 pub struct JsonSink<W: Write> {
     out: W,
+    /// Each stack's JSON array, rendered once per stack id (stacks repeat a lot).
+    stacks: HashMap<i32, Box<RawValue>>,
+    empty: Box<RawValue>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> Self {
-        JsonSink { out }
+        let empty = RawValue::from_string("[]".into()).expect("valid JSON");
+        JsonSink { out, stacks: HashMap::new(), empty }
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
         let r = &ev.raw;
+        let stack: &RawValue = match &ev.stack {
+            None => &self.empty,
+            Some(st) => {
+                if !self.stacks.contains_key(&r.stack_id) {
+                    let names: Vec<&str> = st.functions().collect();
+                    let rendered = RawValue::from_string(serde_json::to_string(&names)?)?;
+                    self.stacks.insert(r.stack_id, rendered);
+                }
+                &self.stacks[&r.stack_id]
+            }
+        };
         let line = Line {
             event: &ev.name,
             ts_ns: r.ts_ns,
@@ -56,7 +72,7 @@ impl<W: Write> Sink for JsonSink<W> {
             skbaddr: format!("0x{:x}", r.skbaddr),
             protocol: r.protocol,
             stack_id: r.stack_id,
-            stack: ev.stack.as_ref().map(|s| s.functions().collect()).unwrap_or_default(),
+            stack,
         };
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")?;

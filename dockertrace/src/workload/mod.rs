@@ -37,6 +37,9 @@ pub enum WorkloadCommand {
     Server(ServerArgs),
     /// Run the client against an echo server and print what it measured.
     Client(ClientArgs),
+    /// Sleep until killed (keeps a container alive for `docker exec`).
+    #[command(hide = true)]
+    Idle,
 }
 
 /// Options of `dockertrace workload server`.
@@ -155,6 +158,9 @@ impl Default for ServerArgs {
 pub fn run(cmd: WorkloadCommand) -> Result<()> {
     match cmd {
         WorkloadCommand::Server(args) => run_server(&args, None),
+        WorkloadCommand::Idle => loop {
+            std::thread::park();
+        },
         WorkloadCommand::Client(args) => {
             let report = run_client(&args)?;
             if args.json {
@@ -189,7 +195,7 @@ mod tests {
         let argv = std::iter::once("dockertrace").chain(argv.iter().copied());
         match Cli::try_parse_from(argv)?.cmd {
             WorkloadCommand::Client(args) => Ok(args),
-            WorkloadCommand::Server(_) => panic!("expected the client subcommand"),
+            WorkloadCommand::Server(_) | WorkloadCommand::Idle => panic!("expected the client subcommand"),
         }
     }
 

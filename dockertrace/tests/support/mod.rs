@@ -279,6 +279,23 @@ impl Child {
         }
     }
 
+    /// The child's piped stderr.
+    pub fn take_stderr(&mut self) -> std::process::ChildStderr {
+        self.0.as_mut().and_then(|c| c.stderr.take()).expect("piped stderr")
+    }
+
+    /// SIGKILL (a crash, as far as the child can tell).
+    pub fn kill(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+        }
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.take().expect("child").wait().expect("wait for child")
+    }
+
     /// Waits for the child to exit and collects its piped output.
     pub fn wait_output(&mut self) -> std::process::Output {
         self.0.take().expect("child").wait_with_output().expect("wait for child")

@@ -1,0 +1,293 @@
+//! `dockertrace --mode MODE`: the main job. Launches the workload on one networking mode,
+//! traces only its packets, streams them live, reports, and removes everything it created.
+use std::{future::Future, time::Duration};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+
+use super::trace::{print_attached, stop_signal, warn_unmatched, Outputs, TracingArgs};
+use crate::{
+    docker::Docker,
+    modes::{self, docker::DeployRequest, links, Deployment, LanSpec, Mode},
+    pipeline,
+    report::TraceReport,
+    sinks::{live::render_summary, style::Style},
+    teardown::Teardown,
+    tracer::Tracer,
+    ui::Ui,
+    workload::{Pattern, WorkloadReport, DEFAULT_MESSAGE_SIZE, DEFAULT_PORT},
+};
+
+/// Options of the main job.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Networking mode: normal (host processes over loopback), host, bridge, bridge-user,
+    /// macvlan, ipvlan-l2, ipvlan-l3.
+    #[arg(short, long, value_name = "MODE", required = true)]
+    pub mode: Option<Mode>,
+    /// How long the workload runs, in seconds.
+    #[arg(short, long, value_name = "SECS", default_value_t = 5.0)]
+    pub duration: f64,
+    /// Workload message size in bytes (the study's is 42).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MESSAGE_SIZE)]
+    pub size: u32,
+    /// Parallel TCP connections of the workload.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: u32,
+    /// Workload pattern: echo (one message outstanding, RTTs measured) or stream (bulk).
+    #[arg(long, value_enum, default_value_t = Pattern::Echo)]
+    pub pattern: Pattern,
+    /// TCP port of the echo server.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Use this local image for the containers instead of building dockertrace's own
+    /// (it must contain /dockertrace; dockertrace never pulls).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// macvlan/ipvlan: parent link (default: an isolated veth pair that dockertrace creates,
+    /// so no traffic reaches your LAN).
+    #[arg(long, value_name = "IFACE")]
+    pub parent: Option<String>,
+    /// macvlan/ipvlan: subnet in CIDR form (default: a free /24 in 10.213.0.0/16).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// macvlan/ipvlan: gateway address inside --subnet.
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+    /// macvlan/ipvlan: the server container's address (default: assigned by Docker).
+    #[arg(long, value_name = "IP")]
+    pub ip_server: Option<String>,
+    /// macvlan/ipvlan: the client container's address (default: assigned by Docker).
+    #[arg(long, value_name = "IP")]
+    pub ip_client: Option<String>,
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
+impl RunArgs {
+    fn lan(&self) -> LanSpec {
+        LanSpec {
+            parent: self.parent.clone(),
+            subnet: self.subnet.clone(),
+            gateway: self.gateway.clone(),
+            ip_server: self.ip_server.clone(),
+            ip_client: self.ip_client.clone(),
+        }
+    }
+
+    /// The client's command line (after the binary).
+    fn client_args(&self, server: &std::net::IpAddr) -> Vec<String> {
+        let mut v: Vec<String> = vec!["workload".into(), "client".into(), server.to_string()];
+        for (k, val) in [
+            ("--port", self.port.to_string()),
+            ("--duration", self.duration.to_string()),
+            ("--size", self.size.to_string()),
+            ("--connections", self.connections.to_string()),
+            ("--pattern", self.pattern.as_str().to_owned()),
+            ("--connect-timeout", "10".to_owned()),
+        ] {
+            v.push(k.into());
+            v.push(val);
+        }
+        v.push("--json".into());
+        v
+    }
+}
+
+/// Set by Ctrl-C or SIGTERM.
+#[derive(Clone)]
+struct Cancel(tokio::sync::watch::Receiver<bool>);
+
+impl Cancel {
+    fn install() -> Cancel {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            stop_signal(None).await;
+            let _ = tx.send(true);
+        });
+        Cancel(rx)
+    }
+
+    async fn cancelled(&mut self) {
+        let _ = self.0.wait_for(|c| *c).await;
+    }
+
+    fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Runs `f` unless cancelled first.
+    async fn guard<T>(&mut self, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+        tokio::select! {
+            r = f => r,
+            _ = self.cancelled() => bail!("interrupted during setup; nothing is left behind"),
+        }
+    }
+}
+
+/// Exit code of a run cut short by Ctrl-C/SIGTERM.
+const EXIT_INTERRUPTED: i32 = 130;
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mode = args.mode.context("--mode is required")?;
+    // Everything the user can get wrong is checked before anything is created.
+    let addressing = args.lan().validate(mode)?;
+    anyhow::ensure!(
+        args.duration > 0.0 && args.duration.is_finite(),
+        "--duration must be a positive number of seconds"
+    );
+    anyhow::ensure!(args.size > 0, "--size must be at least 1 byte");
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    crate::tracer::preflight()?;
+    let opts = args.tracing.options(Default::default())?;
+    warn_unmatched(&opts.events);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let code = runtime.block_on(run_async(&args, mode, addressing))?;
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+async fn run_async(args: &RunArgs, mode: Mode, addressing: Option<modes::Addressing>) -> anyhow::Result<i32> {
+    let mut cancel = Cancel::install();
+    let mut ui = Ui::new();
+    let mut teardown = Teardown::new();
+    let docker = if mode.uses_docker() {
+        ui.step("connecting to the Docker engine");
+        Some(Docker::connect().await?)
+    } else {
+        None
+    };
+    let result = session(args, mode, addressing, docker.as_ref(), &mut teardown, &mut cancel, &ui).await;
+    ui.resume();
+    if !teardown.is_empty() {
+        ui.step(&format!("removing what this run created ({} objects)", teardown.len()));
+    }
+    let errors = teardown.run(docker.as_ref()).await;
+    ui.clear();
+    for e in &errors {
+        eprintln!("dockertrace: cleanup: {e}");
+    }
+    if !errors.is_empty() {
+        eprintln!("dockertrace: some objects could not be removed; `sudo dockertrace cleanup` retries");
+    }
+    let interrupted = cancel.is_cancelled();
+    result.map(|()| if interrupted { EXIT_INTERRUPTED } else { 0 })
+}
+
+async fn session(
+    args: &RunArgs,
+    mode: Mode,
+    addressing: Option<modes::Addressing>,
+    docker: Option<&Docker>,
+    teardown: &mut Teardown,
+    cancel: &mut Cancel,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let run_id = run_id();
+    if let Some(kind) = mode.link_kind().filter(|k| *k != "bridge") {
+        ui.step(&format!("checking that the kernel supports {kind}"));
+        links::kernel_supports(kind)?;
+    }
+
+    // Deploy.
+    let (deployment, client_id): (Deployment, Option<String>) = match docker {
+        None => (modes::host::deploy_normal(args.port, teardown)?, None),
+        Some(d) => {
+            let image = match &args.image {
+                Some(img) => {
+                    if !cancel.guard(async { Ok(d.image_exists(img).await?) }).await? {
+                        bail!("image `{img}` is not available locally (dockertrace never pulls; build or load it first)");
+                    }
+                    img.clone()
+                }
+                None => {
+                    let step = |m: &str| ui.step(m);
+                    cancel.guard(async { Ok(d.ensure_workload_image(&step).await?) }).await?
+                }
+            };
+            let req = DeployRequest {
+                mode,
+                run_id: &run_id,
+                image: &image,
+                port: args.port,
+                lan: &args.lan(),
+                addressing,
+            };
+            let step = |m: &str| ui.step(m);
+            let dep = cancel.guard(modes::docker::deploy(d, &req, teardown, &step)).await?;
+            (dep.deployment, Some(dep.client_id))
+        }
+    };
+
+    // Trace.
+    ui.step("loading and attaching the eBPF programs");
+    let opts = args.tracing.options(deployment.filter.clone())?;
+    let mut tracer = Tracer::start(&opts)?;
+    ui.clear();
+    for n in &deployment.notes {
+        eprintln!("dockertrace: {n}");
+    }
+    print_attached(&tracer, true);
+    eprintln!("dockertrace: {mode}: running the workload for {} s ({})", args.duration, mode.describe());
+
+    let client_args = args.client_args(&deployment.server_ip);
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<anyhow::Result<WorkloadReport>>();
+    let mut c2 = cancel.clone();
+    let client = async {
+        let r = match (docker, &client_id) {
+            (Some(d), Some(id)) => modes::docker::run_client(d, id, &client_args).await,
+            _ => modes::host::run_client(&client_args).await,
+        };
+        let _ = tx.send(r);
+        // The last packets (FIN, ACK) are still on their way.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let stop = async move {
+        tokio::select! {
+            _ = client => {}
+            _ = c2.cancelled() => {}
+        }
+    };
+    let mut outputs = Outputs::new(&args.tracing)?;
+    let report = pipeline::run(&mut tracer, &mut outputs.sinks(), stop).await?;
+    tracer.stop();
+    let workload = rx.try_recv().ok();
+    let style = outputs.style();
+    let mut text = format!("\n{}", render_summary(&report, style, args.tracing.top));
+    match &workload {
+        Some(Ok(w)) => text.push_str(&render_workload(mode, w, &report, style)),
+        Some(Err(e)) => bail!("{e:#}"),
+        None => text.push_str(&style.red("\nWorkload interrupted: no figures.\n")),
+    }
+    outputs.print(&text);
+    Ok(())
+}
+
+/// The workload's figures and what the kernel did per message.
+pub fn render_workload(mode: Mode, w: &WorkloadReport, r: &TraceReport, style: Style) -> String {
+    let mut s = format!("\n{}\n", style.bold(&format!("Workload ({mode}: {})", mode.describe())));
+    s.push_str(&format!("  {}\n", w.human().trim_end().replace('\n', "\n  ")));
+    if w.messages > 0 {
+        s.push_str(&format!(
+            "  kernel events per message: {:.1} ({} events / {} messages)\n",
+            r.total_events as f64 / w.messages as f64,
+            r.total_events,
+            w.messages
+        ));
+    }
+    s
+}
+
+/// A short random id for the names of this run's objects.
+fn run_id() -> String {
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        b = std::process::id().to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,328 @@
+//! Networking modes: what each one deploys, and the options that shape it.
+//!
+//! A mode is deployed by a runtime (Docker today) into a [`Deployment`]: where the client must
+//! connect and which packets belong to the workload (the in-kernel filter).
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
+
+use crate::filter::Filter;
+
+pub mod docker;
+pub mod host;
+pub mod links;
+
+/// A networking mode of the study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// No Docker: server and client are host processes talking over 127.0.0.1.
+    Normal,
+    /// Both containers with `--network host` (loopback between them).
+    Host,
+    /// Docker's default bridge (docker0).
+    Bridge,
+    /// A user-defined bridge network.
+    BridgeUser,
+    /// A macvlan network (bridge mode) on a parent link.
+    Macvlan,
+    /// An ipvlan network in L2 mode.
+    IpvlanL2,
+    /// An ipvlan network in L3 mode.
+    IpvlanL3,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 7] = [
+        Mode::Normal,
+        Mode::Host,
+        Mode::Bridge,
+        Mode::BridgeUser,
+        Mode::Macvlan,
+        Mode::IpvlanL2,
+        Mode::IpvlanL3,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Host => "host",
+            Mode::Bridge => "bridge",
+            Mode::BridgeUser => "bridge-user",
+            Mode::Macvlan => "macvlan",
+            Mode::IpvlanL2 => "ipvlan-l2",
+            Mode::IpvlanL3 => "ipvlan-l3",
+        }
+    }
+
+    /// One line for help and reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Normal => "host processes over 127.0.0.1 (loopback), no Docker",
+            Mode::Host => "two containers with --network host, over 127.0.0.1",
+            Mode::Bridge => "two containers on Docker's default bridge (docker0)",
+            Mode::BridgeUser => "two containers on a user-defined bridge network",
+            Mode::Macvlan => "two containers on a macvlan network (bridge mode)",
+            Mode::IpvlanL2 => "two containers on an ipvlan network, L2 mode",
+            Mode::IpvlanL3 => "two containers on an ipvlan network, L3 mode",
+        }
+    }
+
+    /// Uses Docker at all.
+    pub fn uses_docker(self) -> bool {
+        self != Mode::Normal
+    }
+
+    /// Sits on a parent link (macvlan, ipvlan).
+    pub fn needs_parent(self) -> bool {
+        matches!(self, Mode::Macvlan | Mode::IpvlanL2 | Mode::IpvlanL3)
+    }
+
+    /// Traffic crosses loopback, so the workload is told apart by its TCP port.
+    pub fn over_loopback(self) -> bool {
+        matches!(self, Mode::Normal | Mode::Host)
+    }
+
+    /// The Docker network driver and its options.
+    pub fn driver(self) -> Option<(&'static str, &'static [(&'static str, &'static str)])> {
+        match self {
+            Mode::BridgeUser => Some(("bridge", &[])),
+            Mode::Macvlan => Some(("macvlan", &[("macvlan_mode", "bridge")])),
+            Mode::IpvlanL2 => Some(("ipvlan", &[("ipvlan_mode", "l2")])),
+            Mode::IpvlanL3 => Some(("ipvlan", &[("ipvlan_mode", "l3")])),
+            _ => None,
+        }
+    }
+
+    /// The kernel link type the mode needs (checked before anything is created).
+    pub fn link_kind(self) -> Option<&'static str> {
+        match self {
+            Mode::Macvlan => Some("macvlan"),
+            Mode::IpvlanL2 | Mode::IpvlanL3 => Some("ipvlan"),
+            Mode::Bridge | Mode::BridgeUser => Some("bridge"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Mode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Mode::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown mode `{s}` (modes: {})", names.join(", "))
+        })
+    }
+}
+
+/// The user's choice of parent link and addresses for macvlan/ipvlan (the study's LAN setup).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LanSpec {
+    pub parent: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_server: Option<String>,
+    pub ip_client: Option<String>,
+}
+
+/// Validated addresses for a macvlan/ipvlan network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressing {
+    pub subnet: IpNet,
+    pub gateway: IpAddr,
+    pub server: Option<IpAddr>,
+    pub client: Option<IpAddr>,
+}
+
+/// A user mistake in the mode's options, found before anything is created.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("`{0}` is not a subnet in CIDR form (like 192.168.8.0/24)")]
+    BadSubnet(String),
+    #[error("`{value}` given to {option} is not an IP address")]
+    BadIp { option: &'static str, value: String },
+    #[error("{option} {ip} is outside the subnet {subnet}")]
+    Outside { option: &'static str, ip: IpAddr, subnet: IpNet },
+    #[error("{option} {ip} is the subnet's network or broadcast address")]
+    Reserved { option: &'static str, ip: IpAddr },
+    #[error("{a} and {b} must be different addresses ({ip})")]
+    Same { a: &'static str, b: &'static str, ip: IpAddr },
+    #[error("--subnet and --gateway go together (the study's LAN setup needs both)")]
+    Incomplete,
+    #[error("{0} only applies to the macvlan and ipvlan modes")]
+    NotApplicable(&'static str),
+    #[error("parent link `{0}` does not exist")]
+    NoParent(String),
+}
+
+fn parse_ip(option: &'static str, v: &str) -> Result<IpAddr, SpecError> {
+    v.parse().map_err(|_| SpecError::BadIp { option, value: v.to_owned() })
+}
+
+fn check_inside(option: &'static str, ip: IpAddr, subnet: IpNet) -> Result<IpAddr, SpecError> {
+    if !subnet.contains(&ip) {
+        return Err(SpecError::Outside { option, ip, subnet });
+    }
+    if let IpNet::V4(n) = subnet {
+        if n.prefix_len() < 31 && (ip == IpAddr::V4(n.network()) || ip == IpAddr::V4(n.broadcast())) {
+            return Err(SpecError::Reserved { option, ip });
+        }
+    }
+    Ok(ip)
+}
+
+impl LanSpec {
+    /// Whether the user asked for the explicit LAN setup.
+    pub fn is_explicit(&self) -> bool {
+        self.parent.is_some() || self.subnet.is_some() || self.gateway.is_some()
+    }
+
+    /// Checks every option against `mode` without touching the system (except for looking
+    /// the parent link up). `None`: the tool picks a private subnet itself.
+    pub fn validate(&self, mode: Mode) -> Result<Option<Addressing>, SpecError> {
+        if !mode.needs_parent() {
+            for (set, name) in [
+                (self.parent.is_some(), "--parent"),
+                (self.subnet.is_some(), "--subnet"),
+                (self.gateway.is_some(), "--gateway"),
+                (self.ip_server.is_some(), "--ip-server"),
+                (self.ip_client.is_some(), "--ip-client"),
+            ] {
+                if set {
+                    return Err(SpecError::NotApplicable(name));
+                }
+            }
+            return Ok(None);
+        }
+        if let Some(p) = &self.parent {
+            if crate::netns::ifindex(None, p).is_err() {
+                return Err(SpecError::NoParent(p.clone()));
+            }
+        }
+        let (subnet, gateway) = match (&self.subnet, &self.gateway) {
+            (None, None) => {
+                if self.ip_server.is_some() || self.ip_client.is_some() {
+                    return Err(SpecError::Incomplete);
+                }
+                return Ok(None);
+            }
+            (Some(s), Some(g)) => {
+                let subnet: IpNet = s.parse().map_err(|_| SpecError::BadSubnet(s.clone()))?;
+                (subnet, check_inside("--gateway", parse_ip("--gateway", g)?, subnet)?)
+            }
+            _ => return Err(SpecError::Incomplete),
+        };
+        let server = match &self.ip_server {
+            Some(v) => Some(check_inside("--ip-server", parse_ip("--ip-server", v)?, subnet)?),
+            None => None,
+        };
+        let client = match &self.ip_client {
+            Some(v) => Some(check_inside("--ip-client", parse_ip("--ip-client", v)?, subnet)?),
+            None => None,
+        };
+        for (a, ia, b, ib) in [
+            ("--ip-server", server, "--gateway", Some(gateway)),
+            ("--ip-client", client, "--gateway", Some(gateway)),
+            ("--ip-server", server, "--ip-client", client),
+        ] {
+            if let (Some(x), Some(y)) = (ia, ib) {
+                if x == y {
+                    return Err(SpecError::Same { a, b, ip: x });
+                }
+            }
+        }
+        Ok(Some(Addressing { subnet, gateway, server, client }))
+    }
+}
+
+/// What a runtime deployed for one mode.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub mode: Mode,
+    /// Where the client connects.
+    pub server_ip: IpAddr,
+    /// The packets that belong to the workload.
+    pub filter: Filter,
+    /// Human lines describing what was set up (containers, addresses, devices).
+    pub notes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lan(
+        parent: Option<&str>,
+        subnet: Option<&str>,
+        gw: Option<&str>,
+        s: Option<&str>,
+        c: Option<&str>,
+    ) -> LanSpec {
+        LanSpec {
+            parent: parent.map(Into::into),
+            subnet: subnet.map(Into::into),
+            gateway: gw.map(Into::into),
+            ip_server: s.map(Into::into),
+            ip_client: c.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for m in Mode::ALL {
+            assert_eq!(m.name().parse::<Mode>(), Ok(m));
+        }
+        let err = "ipvlan".parse::<Mode>().unwrap_err();
+        assert!(err.contains("ipvlan-l2") && err.contains("normal"), "{err}");
+        assert!(Mode::Macvlan.needs_parent() && !Mode::Bridge.needs_parent());
+        assert!(Mode::Normal.over_loopback() && Mode::Host.over_loopback() && !Mode::Bridge.over_loopback());
+        assert_eq!(Mode::IpvlanL3.driver().unwrap().1, &[("ipvlan_mode", "l3")]);
+    }
+
+    #[test]
+    fn default_addressing_is_chosen_by_the_tool() {
+        assert_eq!(LanSpec::default().validate(Mode::Macvlan), Ok(None));
+        assert_eq!(LanSpec::default().validate(Mode::Bridge), Ok(None));
+    }
+
+    #[test]
+    fn the_studys_lan_setup_validates() {
+        let a = lan(
+            Some("lo"),
+            Some("192.168.8.0/24"),
+            Some("192.168.8.1"),
+            Some("192.168.8.245"),
+            Some("192.168.8.246"),
+        )
+        .validate(Mode::Macvlan)
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.subnet.to_string(), "192.168.8.0/24");
+        assert_eq!(a.server, Some("192.168.8.245".parse().unwrap()));
+    }
+
+    #[test]
+    fn mistakes_are_caught_before_anything_is_created() {
+        let m = Mode::IpvlanL2;
+        let e = |l: LanSpec| l.validate(m).unwrap_err().to_string();
+        assert!(e(lan(None, Some("10.0.0.0/33"), Some("10.0.0.1"), None, None)).contains("CIDR"));
+        assert!(e(lan(None, Some("10.0.0.0/24"), Some("10.0.1.1"), None, None)).contains("outside"));
+        assert!(
+            e(lan(None, Some("10.0.0.0/24"), Some("10.0.0.1"), Some("10.0.0.1"), None)).contains("different")
+        );
+        assert!(e(lan(None, Some("10.0.0.0/24"), Some("10.0.0.1"), Some("10.0.0.255"), None))
+            .contains("broadcast"));
+        assert!(e(lan(None, Some("10.0.0.0/24"), Some("10.0.0.1"), Some("nope"), None)).contains("not an IP"));
+        assert!(e(lan(None, Some("10.0.0.0/24"), None, None, None)).contains("go together"));
+        assert!(e(lan(None, None, None, Some("10.0.0.5"), None)).contains("go together"));
+        assert!(e(lan(Some("no-such-parent9"), None, None, None, None)).contains("does not exist"));
+        let err = lan(Some("eth0"), None, None, None, None).validate(Mode::Bridge).unwrap_err();
+        assert_eq!(err, SpecError::NotApplicable("--parent"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Everything a run creates is registered here *before* it is created, and removed in reverse
+//! order on every way out: normal end, error, Ctrl-C/SIGTERM (explicit async teardown) and
+//! panics (the `Drop` guard, which tears down on a thread of its own).
+use std::path::PathBuf;
+
+use crate::{docker::Docker, modes::links};
+
+/// A thing a run created.
+#[derive(Debug)]
+pub enum Resource {
+    /// A Docker container, by name (known before it exists) or id.
+    Container(String),
+    /// A Docker network, by name or id.
+    Network(String),
+    /// A link in the host namespace (veth peers go with it).
+    Link(String),
+    /// A process we started.
+    Child(std::process::Child),
+    /// A temporary file.
+    File(PathBuf),
+}
+
+impl Resource {
+    fn describe(&self) -> String {
+        match self {
+            Resource::Container(c) => format!("container {c}"),
+            Resource::Network(n) => format!("network {n}"),
+            Resource::Link(l) => format!("link {l}"),
+            Resource::Child(c) => format!("process {}", c.id()),
+            Resource::File(f) => format!("file {}", f.display()),
+        }
+    }
+}
+
+/// The run's resources, removed in reverse order of registration.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    items: Vec<Resource>,
+}
+
+impl Teardown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a resource (call before creating it: removal tolerates "not found").
+    pub fn push(&mut self, r: Resource) {
+        self.items.push(r);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Removes everything; returns one line per failure (it goes on after a failure).
+    pub async fn run(&mut self, docker: Option<&Docker>) -> Vec<String> {
+        let mut errors = Vec::new();
+        while let Some(r) = self.items.pop() {
+            let what = r.describe();
+            let result: Result<(), String> = match r {
+                Resource::Container(c) => match docker {
+                    Some(d) => d.remove_container(&c).await.map_err(|e| e.to_string()),
+                    None => Err("no connection to the Docker engine".into()),
+                },
+                Resource::Network(n) => match docker {
+                    Some(d) => d.remove_network(&n).await.map_err(|e| e.to_string()),
+                    None => Err("no connection to the Docker engine".into()),
+                },
+                Resource::Link(l) => links::delete_link(&l).map_err(|e| e.to_string()),
+                Resource::Child(mut c) => {
+                    // Our own child, by pid: ask politely, then insist.
+                    // SAFETY: plain syscall on our child's pid.
+                    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    loop {
+                        match c.try_wait() {
+                            Ok(Some(_)) => break Ok(()),
+                            Ok(None) if std::time::Instant::now() < deadline => {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                            }
+                            _ => {
+                                let _ = c.kill();
+                                break c.wait().map(|_| ()).map_err(|e| e.to_string());
+                            }
+                        }
+                    }
+                }
+                Resource::File(f) => match std::fs::remove_file(&f) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                errors.push(format!("could not remove {what}: {e}"));
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Teardown {
+    /// The last resort (panics, early returns): tear down on a fresh runtime in a thread of its
+    /// own, since a runtime may already be running on this one.
+    fn drop(&mut self) {
+        if self.items.is_empty() {
+            return;
+        }
+        let mut rest = Teardown { items: std::mem::take(&mut self.items) };
+        let needs_docker =
+            rest.items.iter().any(|r| matches!(r, Resource::Container(_) | Resource::Network(_)));
+        let joined = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            Some(rt.block_on(async move {
+                let docker = if needs_docker { Docker::connect().await.ok() } else { None };
+                rest.run(docker.as_ref()).await
+            }))
+        })
+        .join();
+        match joined {
+            Ok(Some(errors)) => errors.iter().for_each(|e| eprintln!("dockertrace: cleanup: {e}")),
+            _ => eprintln!("dockertrace: cleanup failed; run `sudo dockertrace cleanup`"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_files_and_children_in_reverse_order_also_on_drop() {
+        let dir = std::env::temp_dir().join(format!("dt-teardown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a");
+        std::fs::write(&f, b"x").unwrap();
+        let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        {
+            let mut t = Teardown::new();
+            t.push(Resource::File(f.clone()));
+            t.push(Resource::Child(child));
+            t.push(Resource::File(dir.join("never-created")));
+            assert_eq!(t.len(), 3);
+        } // dropped without run(): the guard cleans up
+        assert!(!f.exists());
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} still running");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

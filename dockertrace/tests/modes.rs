@@ -1,0 +1,273 @@
+//! End-to-end: `dockertrace --mode MODE` through the real binary, Docker engine included.
+//! Each supported mode must exit 0 with workload figures, events only from the workload's
+//! devices, and the mode's signature frames; ipvlan passes or skips with the kernel's reason.
+//! Interrupted and crashed runs must leave nothing behind.
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dockertrace");
+
+/// Skips unless root tests can run and the Docker engine answers.
+fn docker_skip() -> Option<String> {
+    if let Some(r) = support::skip_reason() {
+        return Some(r);
+    }
+    let ok = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+    match ok {
+        Ok(o) if o.status.success() => None,
+        _ => Some("the Docker engine is not reachable (run `cargo xtask setup`)".into()),
+    }
+}
+
+macro_rules! docker_skip {
+    () => {
+        match docker_skip() {
+            Some(r) => {
+                eprintln!("skipping: {r}");
+                return;
+            }
+            None => {}
+        }
+    };
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    events: Vec<serde_json::Value>,
+}
+
+fn run_mode(mode: &str, extra: &[&str]) -> Run {
+    let json = std::env::temp_dir().join(format!("dt-mode-{mode}-{}.jsonl", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["--mode", mode, "--duration", "2", "-q", "--json"])
+        .arg(&json)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dockertrace");
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        events: text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect(),
+    }
+}
+
+impl Run {
+    fn assert_ok(&self) {
+        assert_eq!(self.code, 0, "exit {}\nstderr:\n{}\nstdout:\n{}", self.code, self.stderr, self.stdout);
+    }
+
+    /// Messages the workload reported (from the summary's workload section).
+    fn messages(&self) -> u64 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.trim().split_once(" messages, ").and_then(|(n, _)| n.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no workload figures in:\n{}", self.stdout))
+    }
+
+    fn stack_has(&self, f: &str) -> bool {
+        self.events.iter().any(|e| e["stack"].as_array().is_some_and(|s| s.iter().any(|x| x == f)))
+    }
+
+    /// Network namespaces the run reported for its containers.
+    fn container_netns(&self) -> BTreeSet<u64> {
+        self.stderr
+            .lines()
+            .filter_map(|l| l.split(" netns ").nth(1))
+            .filter_map(|n| n.trim().parse().ok())
+            .collect()
+    }
+
+    fn devices(&self) -> BTreeSet<(u64, String)> {
+        self.events
+            .iter()
+            .map(|e| (e["netns"].as_u64().unwrap(), e["dev"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+}
+
+fn host_netns() -> u64 {
+    u64::from(dockertrace::netns::current_inode().unwrap())
+}
+
+/// Every event is on a device of the workload: a container's eth0, or in the host namespace a
+/// device of the mode's path.
+fn assert_workload_devices(r: &Run, host_devices: &[&str]) {
+    let containers = r.container_netns();
+    assert_eq!(containers.len(), 2, "two container namespaces expected in:\n{}", r.stderr);
+    for (netns, dev) in r.devices() {
+        if containers.contains(&netns) {
+            assert_eq!(dev, "eth0", "container device");
+        } else {
+            assert_eq!(netns, host_netns(), "event in a foreign namespace {netns} ({dev})");
+            assert!(host_devices.iter().any(|p| dev.starts_with(p)), "host device {dev} is not on the path");
+        }
+    }
+}
+
+fn assert_common(r: &Run) {
+    r.assert_ok();
+    assert!(r.messages() > 0);
+    assert!(r.stdout.contains("lost: 0 "), "{}", r.stdout);
+    assert!(!r.events.is_empty(), "no events");
+    assert_nothing_left();
+}
+
+/// No container, network or link of ours remains.
+fn assert_nothing_left() {
+    let ps = Command::new("docker").args(["ps", "-aq", "--filter", "label=dockertrace"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.trim().is_empty(), "containers left: {ps}");
+    let nets = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", "label=dockertrace"])
+        .output()
+        .unwrap();
+    let nets = String::from_utf8_lossy(&nets.stdout);
+    assert!(nets.trim().is_empty(), "networks left: {nets}");
+    let links = dockertrace::modes::links::tagged_links();
+    assert!(links.is_empty(), "links left: {links:?}");
+}
+
+#[test]
+fn normal_mode_traces_the_loopback_flow() {
+    if let Some(r) = support::skip_reason() {
+        eprintln!("skipping: {r}");
+        return;
+    }
+    let r = run_mode("normal", &["--port", "10031"]);
+    assert_common(&r);
+    assert!(r.devices().iter().all(|(ns, d)| *ns == host_netns() && d == "lo"), "{:?}", r.devices());
+    assert!(r.stack_has("loopback_xmit"));
+}
+
+#[test]
+fn host_mode_traces_the_loopback_flow_between_containers() {
+    docker_skip!();
+    let r = run_mode("host", &["--port", "10032"]);
+    assert_common(&r);
+    assert!(r.devices().iter().all(|(ns, d)| *ns == host_netns() && d == "lo"), "{:?}", r.devices());
+    assert!(r.stack_has("loopback_xmit"));
+}
+
+#[test]
+fn bridge_mode_crosses_docker0_and_veth() {
+    docker_skip!();
+    let r = run_mode("bridge", &[]);
+    assert_common(&r);
+    assert_workload_devices(&r, &["docker0", "veth"]);
+    assert!(r.stack_has("br_handle_frame") || r.stack_has("br_dev_xmit"));
+    assert!(r.stack_has("__br_forward") && r.stack_has("veth_xmit"));
+}
+
+#[test]
+fn bridge_user_mode_crosses_its_own_bridge() {
+    docker_skip!();
+    let r = run_mode("bridge-user", &[]);
+    assert_common(&r);
+    assert_workload_devices(&r, &["br-", "veth"]);
+    assert!(r.stack_has("br_handle_frame") && r.stack_has("veth_xmit"));
+}
+
+#[test]
+fn macvlan_mode_on_an_isolated_parent() {
+    docker_skip!();
+    let r = run_mode("macvlan", &[]);
+    assert_common(&r);
+    assert_workload_devices(&r, &["dt"]);
+    assert!(r.stack_has("macvlan_start_xmit"));
+    assert!(r.stderr.contains("parent link dt"), "{}", r.stderr);
+}
+
+#[test]
+fn ipvlan_modes_run_or_name_the_missing_kernel_feature() {
+    docker_skip!();
+    for mode in ["ipvlan-l2", "ipvlan-l3"] {
+        let r = run_mode(mode, &[]);
+        if r.code != 0 {
+            assert_eq!(r.code, 1, "{}", r.stderr);
+            let line = r.stderr.lines().last().unwrap_or_default();
+            assert!(line.contains("ipvlan") && line.contains("CONFIG_IPVLAN"), "{}", r.stderr);
+            assert_nothing_left();
+            eprintln!("skipping: {mode}: {line}");
+            continue;
+        }
+        assert_common(&r);
+        assert!(r.stack_has("ipvlan_start_xmit") || r.stack_has("ipvlan_queue_xmit"));
+    }
+}
+
+#[test]
+fn bad_lan_options_fail_before_anything_is_created() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--mode", "macvlan", "--subnet", "10.9.0.0/40", "--gateway", "10.9.0.1"], "CIDR"),
+        (&["--mode", "macvlan", "--subnet", "10.9.0.0/24", "--gateway", "10.9.1.1"], "outside"),
+        (&["--mode", "macvlan", "--parent", "nosuchparent0"], "does not exist"),
+        (&["--mode", "bridge", "--parent", "eth0"], "only applies"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(BIN).args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.trim().lines().count() == 1 && err.contains(needle), "{args:?}: {err}");
+    }
+    let out = Command::new(BIN).args(["--mode", "overlay"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ipvlan-l3"));
+}
+
+/// Starts a long run and waits until its workload runs.
+fn start_long_run(mode: &str) -> support::Child {
+    let mut child = support::Child::spawn(
+        Command::new(BIN)
+            .args(["--mode", mode, "--duration", "60", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let stderr = child.take_stderr();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap_or_default();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("running the workload") {
+            std::thread::sleep(Duration::from_millis(1500));
+            return child;
+        }
+        assert!(Instant::now() < deadline, "the run did not start:\n{seen}");
+    }
+    panic!("the run ended before its workload started:\n{seen}");
+}
+
+#[test]
+fn sigint_mid_run_leaves_nothing_behind() {
+    docker_skip!();
+    let mut child = start_long_run("macvlan");
+    child.interrupt();
+    let status = child.wait();
+    assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+    assert_nothing_left();
+}
+
+#[test]
+fn cleanup_removes_what_a_killed_run_left() {
+    docker_skip!();
+    let mut child = start_long_run("bridge-user");
+    child.kill(); // SIGKILL: no chance to clean up
+    let _ = child.wait();
+    let out = Command::new(BIN).arg("cleanup").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    assert_nothing_left();
+}
