@@ -13,6 +13,14 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_dockertrace");
 
+/// Runs share machine-wide state (the engine, the leftover checks, `dockertrace cleanup`
+/// removes every dockertrace object): one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Skips unless root tests can run and the Docker engine answers.
 fn docker_skip() -> Option<String> {
     if let Some(r) = support::skip_reason() {
@@ -32,7 +40,7 @@ macro_rules! docker_skip {
                 eprintln!("skipping: {r}");
                 return;
             }
-            None => {}
+            None => serial(),
         }
     };
 }
@@ -145,6 +153,7 @@ fn normal_mode_traces_the_loopback_flow() {
         eprintln!("skipping: {r}");
         return;
     }
+    let _serial = serial();
     let r = run_mode("normal", &["--port", "10031"]);
     assert_common(&r);
     assert!(r.devices().iter().all(|(ns, d)| *ns == host_netns() && d == "lo"), "{:?}", r.devices());
@@ -153,7 +162,7 @@ fn normal_mode_traces_the_loopback_flow() {
 
 #[test]
 fn host_mode_traces_the_loopback_flow_between_containers() {
-    docker_skip!();
+    let _serial = docker_skip!();
     let r = run_mode("host", &["--port", "10032"]);
     assert_common(&r);
     assert!(r.devices().iter().all(|(ns, d)| *ns == host_netns() && d == "lo"), "{:?}", r.devices());
@@ -162,7 +171,7 @@ fn host_mode_traces_the_loopback_flow_between_containers() {
 
 #[test]
 fn bridge_mode_crosses_docker0_and_veth() {
-    docker_skip!();
+    let _serial = docker_skip!();
     let r = run_mode("bridge", &[]);
     assert_common(&r);
     assert_workload_devices(&r, &["docker0", "veth"]);
@@ -172,7 +181,7 @@ fn bridge_mode_crosses_docker0_and_veth() {
 
 #[test]
 fn bridge_user_mode_crosses_its_own_bridge() {
-    docker_skip!();
+    let _serial = docker_skip!();
     let r = run_mode("bridge-user", &[]);
     assert_common(&r);
     assert_workload_devices(&r, &["br-", "veth"]);
@@ -181,7 +190,7 @@ fn bridge_user_mode_crosses_its_own_bridge() {
 
 #[test]
 fn macvlan_mode_on_an_isolated_parent() {
-    docker_skip!();
+    let _serial = docker_skip!();
     let r = run_mode("macvlan", &[]);
     assert_common(&r);
     assert_workload_devices(&r, &["dt"]);
@@ -191,7 +200,7 @@ fn macvlan_mode_on_an_isolated_parent() {
 
 #[test]
 fn ipvlan_modes_run_or_name_the_missing_kernel_feature() {
-    docker_skip!();
+    let _serial = docker_skip!();
     for mode in ["ipvlan-l2", "ipvlan-l3"] {
         let r = run_mode(mode, &[]);
         if r.code != 0 {
@@ -237,11 +246,14 @@ fn start_long_run(mode: &str) -> support::Child {
     let stderr = child.take_stderr();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = String::new();
-    for line in BufReader::new(stderr).lines() {
+    let mut stderr_lines = BufReader::new(stderr).lines();
+    while let Some(line) = stderr_lines.next() {
         let line = line.unwrap_or_default();
         seen.push_str(&line);
         seen.push('\n');
         if line.contains("running the workload") {
+            // Keep draining stderr: a closed pipe would make the run's own messages fail.
+            std::thread::spawn(move || stderr_lines.for_each(drop));
             std::thread::sleep(Duration::from_millis(1500));
             return child;
         }
@@ -252,7 +264,7 @@ fn start_long_run(mode: &str) -> support::Child {
 
 #[test]
 fn sigint_mid_run_leaves_nothing_behind() {
-    docker_skip!();
+    let _serial = docker_skip!();
     let mut child = start_long_run("macvlan");
     child.interrupt();
     let status = child.wait();
@@ -262,12 +274,34 @@ fn sigint_mid_run_leaves_nothing_behind() {
 
 #[test]
 fn cleanup_removes_what_a_killed_run_left() {
-    docker_skip!();
+    let _serial = docker_skip!();
     let mut child = start_long_run("bridge-user");
     child.kill(); // SIGKILL: no chance to clean up
     let _ = child.wait();
     let out = Command::new(BIN).arg("cleanup").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    assert_nothing_left();
+}
+
+#[test]
+fn docker_mistakes_get_one_clear_line_and_leave_nothing() {
+    let _serial = docker_skip!();
+    let out = Command::new(BIN)
+        .args(["--mode", "bridge", "--duration", "1"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("/nonexistent/docker.sock") && last.contains("start it"), "{err}");
+    let out = Command::new(BIN)
+        .args(["--mode", "bridge", "--image", "dockertrace-no-such-image:1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.lines().last().unwrap_or_default().contains("never pulls"), "{err}");
     assert_nothing_left();
 }
