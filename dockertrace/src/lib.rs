@@ -9,14 +9,19 @@
 //! - [`workload`] is the TCP traffic generator that runs inside the containers.
 
 pub mod cli;
+pub mod compare;
 pub mod datapath;
 pub mod decode;
 pub mod docker;
 pub mod filter;
+pub mod flame;
+pub mod html;
+pub mod import;
 pub mod kernel;
 pub mod modes;
 pub mod netns;
 pub mod pipeline;
+pub mod recording;
 pub mod report;
 pub mod select;
 pub mod sinks;

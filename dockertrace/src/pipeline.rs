@@ -61,6 +61,14 @@ impl Sink for MemorySink {
     }
 }
 
+/// What a pipeline run produced.
+pub struct Outcome {
+    /// The end-of-run summary.
+    pub report: TraceReport,
+    /// The counts behind it, for recordings and reports.
+    pub aggregate: Aggregate,
+}
+
 /// Reads the tracer's events until `stop` resolves, then drains what is left and returns the
 /// report. Sinks see every event in order.
 pub async fn run(
@@ -68,6 +76,15 @@ pub async fn run(
     sinks: &mut [&mut dyn Sink],
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<TraceReport> {
+    Ok(run_full(tracer, sinks, stop).await?.report)
+}
+
+/// [`run`], also returning the aggregate.
+pub async fn run_full(
+    tracer: &mut Tracer,
+    sinks: &mut [&mut dyn Sink],
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
     let ring = tracer.take_ring().ok_or_else(|| anyhow::anyhow!("the ring buffer was already taken"))?;
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
@@ -110,7 +127,7 @@ pub async fn run(
     for s in sinks.iter_mut() {
         s.finish(&report)?;
     }
-    Ok(report)
+    Ok(Outcome { report, aggregate: agg })
 }
 
 struct Ctx<'a> {

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     decode::c_str,
     pipeline::TracedEvent,
+    recording::{ModeRun, RunBuilder},
     stacks::Stack,
     tracer::{Counters, ProbeStatus},
+    workload::WorkloadReport,
 };
 
 /// Events of one device.
@@ -47,15 +49,23 @@ impl TraceReport {
     }
 }
 
-/// Accumulates a [`TraceReport`] from the event stream.
+/// One cell of the aggregate: events of one kind, on one device, with one stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    name: Arc<str>,
+    netns: u32,
+    ifindex: u32,
+    stack_id: i32,
+}
+
+/// Accumulates the event stream into counts per (event, device, stack) — the same shape as a
+/// recording's count table — from which the summary ([`TraceReport`]) and the recording
+/// ([`ModeRun`]) are both derived.
 #[derive(Default)]
 pub struct Aggregate {
-    per_event: HashMap<Arc<str>, u64>,
-    per_dev: HashMap<(u32, u32), (String, u64)>,
-    /// Events per stack id.
-    per_stack: HashMap<i32, (Arc<Stack>, u64)>,
-    first_ts: Option<u64>,
-    last_ts: u64,
+    counts: HashMap<Key, u64>,
+    dev_names: HashMap<(u32, u32), String>,
+    stacks: HashMap<i32, Arc<Stack>>,
     total: u64,
 }
 
@@ -63,43 +73,54 @@ impl Aggregate {
     pub fn add(&mut self, ev: &TracedEvent) {
         let raw: &Event = &ev.raw;
         self.total += 1;
-        self.first_ts.get_or_insert(raw.ts_ns);
-        self.last_ts = self.last_ts.max(raw.ts_ns);
-        match self.per_event.get_mut(&ev.name) {
-            Some(c) => *c += 1,
-            None => {
-                self.per_event.insert(ev.name.clone(), 1);
+        let has_dev = raw.flags & EVENT_HAS_DEV != 0;
+        let (netns, ifindex) = if has_dev { (raw.netns, raw.ifindex) } else { (0, 0) };
+        if has_dev && !self.dev_names.contains_key(&(netns, ifindex)) {
+            self.dev_names.insert((netns, ifindex), c_str(&raw.dev).to_owned());
+        }
+        let stack_id = match &ev.stack {
+            Some(st) => {
+                self.stacks.entry(raw.stack_id).or_insert_with(|| st.clone());
+                raw.stack_id
             }
-        }
-        if raw.flags & EVENT_HAS_DEV != 0 {
-            self.per_dev
-                .entry((raw.netns, raw.ifindex))
-                .or_insert_with(|| (c_str(&raw.dev).to_owned(), 0))
-                .1 += 1;
-        }
-        if let Some(st) = &ev.stack {
-            self.per_stack.entry(raw.stack_id).or_insert_with(|| (st.clone(), 0)).1 += 1;
-        }
+            None => -1,
+        };
+        *self.counts.entry(Key { name: ev.name.clone(), netns, ifindex, stack_id }).or_default() += 1;
     }
 
     pub fn total(&self) -> u64 {
         self.total
     }
 
-    /// Builds the report. `duration_s` is the wall-clock length of the run.
+    /// The end-of-run summary. `duration_s` is the wall-clock length of the run.
     pub fn report(&self, duration_s: f64, counters: Counters) -> TraceReport {
-        let mut events: Vec<(String, u64)> =
-            self.per_event.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let mut per_event: HashMap<&str, u64> = HashMap::new();
+        let mut per_dev: HashMap<(u32, u32), u64> = HashMap::new();
+        let mut per_stack: HashMap<i32, u64> = HashMap::new();
+        for (k, &n) in &self.counts {
+            *per_event.entry(&k.name).or_default() += n;
+            if self.dev_names.contains_key(&(k.netns, k.ifindex)) {
+                *per_dev.entry((k.netns, k.ifindex)).or_default() += n;
+            }
+            if k.stack_id >= 0 {
+                *per_stack.entry(k.stack_id).or_default() += n;
+            }
+        }
+        let mut events: Vec<(String, u64)> = per_event.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         events.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut devices: Vec<DeviceCount> = self
-            .per_dev
-            .iter()
-            .map(|(&(netns, ifindex), (dev, n))| DeviceCount { dev: dev.clone(), ifindex, netns, events: *n })
+        let mut devices: Vec<DeviceCount> = per_dev
+            .into_iter()
+            .map(|((netns, ifindex), n)| DeviceCount {
+                dev: self.dev_names[&(netns, ifindex)].clone(),
+                ifindex,
+                netns,
+                events: n,
+            })
             .collect();
         devices.sort_by(|a, b| b.events.cmp(&a.events).then(a.dev.cmp(&b.dev)));
         let mut funcs: HashMap<&str, u64> = HashMap::new();
-        for (stack, n) in self.per_stack.values() {
-            let mut seen: Vec<&str> = stack.functions().collect();
+        for (id, n) in per_stack {
+            let mut seen: Vec<&str> = self.stacks[&id].functions().collect();
             seen.sort_unstable();
             seen.dedup();
             for f in seen {
@@ -117,6 +138,28 @@ impl Aggregate {
             counters,
             ..Default::default()
         }
+    }
+
+    /// The run as a recording entry.
+    pub fn to_run(
+        &self,
+        mode: &str,
+        duration_s: f64,
+        workload: Option<WorkloadReport>,
+        counters: Counters,
+    ) -> ModeRun {
+        let mut b = RunBuilder::default();
+        let mut index: HashMap<i32, u32> = HashMap::new();
+        for (k, &n) in &self.counts {
+            let stack = (k.stack_id >= 0).then(|| {
+                *index.entry(k.stack_id).or_insert_with(|| {
+                    b.stack(self.stacks[&k.stack_id].functions().map(str::to_owned).collect())
+                })
+            });
+            let dev = self.dev_names.get(&(k.netns, k.ifindex)).map_or("", String::as_str);
+            b.add(&k.name, dev, k.netns, k.ifindex, stack, n);
+        }
+        b.finish(mode, duration_s, workload, counters)
     }
 }
 
@@ -183,5 +226,12 @@ mod tests {
         assert!(r.functions.contains(&("veth_xmit".into(), 2)));
         assert!(r.has_function("br_dev_xmit"));
         assert!(!r.has_function("macvlan_start_xmit"));
+        // The recording entry carries the same information.
+        let run = a.to_run("bridge", 1.0, None, Counters::default());
+        assert_eq!(run.stacks.len(), 2);
+        assert_eq!(run.counts.iter().map(|c| c.count).sum::<u64>(), 4);
+        let m = crate::compare::ModeReport::from_run(&run, 5);
+        assert_eq!(m.functions.iter().find(|f| f.name == "veth_xmit").map(|f| f.count), Some(2));
+        assert_eq!(m.devices.len(), 2);
     }
 }

@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     // perf: the tests' oracle (counts must match), and the benchmark's baseline.
     "linux-perf",
+    // chromium: the HTML report is tested by loading it headless.
+    "chromium",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";

@@ -2,3 +2,4 @@
 pub mod json;
 pub mod live;
 pub mod style;
+pub mod tables;
