@@ -9,6 +9,13 @@ fn main() {
         Some(Command::Trace(args)) => dockertrace::cli::trace::run(args),
         Some(Command::Workload(cmd)) => dockertrace::workload::run(cmd),
         Some(Command::Cleanup) => dockertrace::cli::cleanup::run(),
+        Some(Command::Report(args)) => dockertrace::cli::report::report(args),
+        Some(Command::Import(args)) => dockertrace::cli::report::import(args),
+        Some(Command::Diff(args)) => match dockertrace::cli::report::diff(args) {
+            Ok(0) => Ok(()),
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("dockertrace: error: {e:#}");

@@ -144,3 +144,27 @@ fn ctrl_c_ends_with_the_summary() {
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("dockertrace: ") && stdout.contains("lost: "), "{stdout}");
 }
+
+#[test]
+fn perf_captures_import_and_report_offline() {
+    let dir = std::env::temp_dir().join(format!("dt-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/perf/loopback.txt");
+    let rec = dir.join("perf.json");
+    let out = Command::new(BIN)
+        .args(["import", fixture, "--label", "perf-normal", "-o"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Mode perf-normal"));
+    let out = Command::new(BIN).arg("report").arg(&rec).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("loopback_xmit"));
+    // Broken inputs: one line with the position, exit 1.
+    let text = std::fs::read_to_string(&rec).unwrap();
+    let cut = dir.join("cut.json");
+    std::fs::write(&cut, &text[..text.len() / 3]).unwrap();
+    assert_one_line_error(&["report", cut.to_str().unwrap()], "line 1, column");
+    assert_one_line_error(&["import", "/nonexistent/perf.txt"], "/nonexistent/perf.txt");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -305,3 +305,74 @@ fn docker_mistakes_get_one_clear_line_and_leave_nothing() {
     assert!(err.lines().last().unwrap_or_default().contains("never pulls"), "{err}");
     assert_nothing_left();
 }
+
+/// `--mode all`: every mode the kernel supports runs, the rest is skipped with its reason; the
+/// comparison, the recording, the flame graphs and the HTML page come out, and the recording
+/// rebuilds the report offline and guards against changes with `diff --fail-on`.
+#[test]
+fn mode_all_compares_records_and_diffs() {
+    let _serial = docker_skip!();
+    let dir = std::env::temp_dir().join(format!("dt-all-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rec, html, svg) = (dir.join("all.json"), dir.join("all.html"), dir.join("svg"));
+    let out = Command::new(BIN)
+        .args(["--mode", "all", "--duration", "1", "-q", "--port", "10033", "--record"])
+        .arg(&rec)
+        .arg("--html")
+        .arg(&html)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("Comparison") && stdout.contains("bridge vs normal"), "{stdout}");
+    assert_nothing_left();
+    let recording = dockertrace::recording::Recording::load(&rec).expect("recording loads");
+    let ran: Vec<&str> = recording.runs.iter().map(|r| r.mode.as_str()).collect();
+    for m in ["normal", "host", "bridge", "bridge-user", "macvlan"] {
+        assert!(ran.contains(&m), "{m} missing from {ran:?}");
+    }
+    for m in ["ipvlan-l2", "ipvlan-l3"] {
+        assert!(
+            ran.contains(&m) || stdout.contains(&format!("{m} ")) && stdout.contains("skipped:"),
+            "{m}: {stdout}"
+        );
+    }
+    assert!(recording.runs.iter().all(|r| r.workload.as_ref().is_some_and(|w| w.messages > 0)));
+    assert!(!recording.kernel.is_empty() && !recording.tool_version.is_empty());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(ran.iter().all(|m| page.contains(&format!("id=\"mode-{m}\""))));
+    assert!(svg.join("bridge.svg").exists() && svg.join("diff-normal-vs-macvlan.svg").exists());
+
+    // Offline report, and diffs.
+    let out = Command::new(BIN).arg("report").arg(&rec).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Comparison"));
+    let same = Command::new(BIN)
+        .arg("diff")
+        .arg(&rec)
+        .arg(&rec)
+        .args(["--fail-on", "functions,events-per-msg"])
+        .output();
+    assert_eq!(same.unwrap().status.code(), Some(0));
+    // A recording whose bridge run lost its veth frames must trip the guard.
+    let mut changed = recording.clone();
+    for r in &mut changed.runs {
+        for s in &mut r.stacks {
+            s.retain(|f| f != "veth_xmit");
+        }
+    }
+    let changed_path = dir.join("changed.json");
+    changed.save(&changed_path).unwrap();
+    let out = Command::new(BIN)
+        .arg("diff")
+        .arg(&rec)
+        .arg(&changed_path)
+        .args(["--fail-on", "functions"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("functions vanished: veth_xmit"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

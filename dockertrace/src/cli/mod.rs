@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod cleanup;
+pub mod report;
 pub mod run;
 pub mod trace;
 
@@ -39,4 +40,10 @@ pub enum Command {
     Workload(crate::workload::WorkloadCommand),
     /// Remove containers, networks, links and namespaces left behind by crashed runs.
     Cleanup,
+    /// Rebuild the per-mode reports and the comparison from recordings (`--record`, `import`).
+    Report(report::ReportArgs),
+    /// Compare two recordings; with --fail-on, exit 3 when the datapath changed.
+    Diff(report::DiffArgs),
+    /// Turn `perf script` text (perf record -e 'net:*' --call-graph fp) into a recording.
+    Import(report::ImportArgs),
 }

@@ -5,11 +5,15 @@ use std::{future::Future, time::Duration};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use super::trace::{print_attached, stop_signal, warn_unmatched, Outputs, TracingArgs};
+use super::{
+    report::{present, OutputArgs},
+    trace::{print_attached, stop_signal, warn_unmatched, Outputs, TracingArgs},
+};
 use crate::{
     docker::Docker,
     modes::{self, docker::DeployRequest, links, Deployment, LanSpec, Mode},
     pipeline,
+    recording::{ModeRun, Recording},
     report::TraceReport,
     sinks::{live::render_summary, style::Style},
     teardown::Teardown,
@@ -22,9 +26,16 @@ use crate::{
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Networking mode: normal (host processes over loopback), host, bridge, bridge-user,
-    /// macvlan, ipvlan-l2, ipvlan-l3.
-    #[arg(short, long, value_name = "MODE", required = true)]
-    pub mode: Option<Mode>,
+    /// macvlan, ipvlan-l2, ipvlan-l3; several comma-separated, or `all`, run one after another
+    /// with the same workload and are compared.
+    #[arg(short, long, value_name = "MODE[,MODE...]|all", required = true, value_parser = parse_modes)]
+    pub mode: Option<ModeList>,
+    /// Save everything the reports need (counts, stacks, workload figures, versions) to FILE,
+    /// for `dockertrace report` and `dockertrace diff`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
     /// How long the workload runs, in seconds.
     #[arg(short, long, value_name = "SECS", default_value_t = 5.0)]
     pub duration: f64,
@@ -128,10 +139,33 @@ impl Cancel {
 /// Exit code of a run cut short by Ctrl-C/SIGTERM.
 const EXIT_INTERRUPTED: i32 = 130;
 
+/// The modes of one invocation, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeList(pub Vec<Mode>);
+
+/// Parses `bridge,macvlan,normal` or `all`.
+pub fn parse_modes(s: &str) -> Result<ModeList, String> {
+    if s == "all" {
+        return Ok(ModeList(Mode::ALL.to_vec()));
+    }
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let m: Mode = part.parse()?;
+        if v.contains(&m) {
+            return Err(format!("mode `{m}` is listed twice"));
+        }
+        v.push(m);
+    }
+    Ok(ModeList(v))
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mode = args.mode.context("--mode is required")?;
+    let modes = args.mode.clone().context("--mode is required")?.0;
     // Everything the user can get wrong is checked before anything is created.
-    let addressing = args.lan().validate(mode)?;
+    let mut addressing = Vec::new();
+    for &m in &modes {
+        addressing.push(if modes.len() > 1 && !m.needs_parent() { None } else { args.lan().validate(m)? });
+    }
     anyhow::ensure!(
         args.duration > 0.0 && args.duration.is_finite(),
         "--duration must be a positive number of seconds"
@@ -142,14 +176,50 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let opts = args.tracing.options(Default::default())?;
     warn_unmatched(&opts.events);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let code = runtime.block_on(run_async(&args, mode, addressing))?;
-    if code != 0 {
-        std::process::exit(code);
+    let mut runs: Vec<ModeRun> = Vec::new();
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut interrupted = false;
+    for (&mode, addr) in modes.iter().zip(addressing) {
+        if modes.len() > 1 {
+            eprintln!("\ndockertrace: ── mode {mode} ──");
+        }
+        match runtime.block_on(run_async(&args, mode, addr)) {
+            Ok((run, cut_short)) => {
+                runs.extend(run);
+                if cut_short {
+                    interrupted = true;
+                    break;
+                }
+            }
+            // One mode: its failure is the command's. Several: skip it and go on.
+            Err(e) if modes.len() > 1 => {
+                eprintln!("dockertrace: {mode}: skipped: {e:#}");
+                skipped.push((mode.to_string(), format!("{e:#}")));
+            }
+            Err(e) => return Err(e),
+        }
     }
+    if let Some(path) = &args.record {
+        Recording::new("dockertrace", runs.clone()).save(path)?;
+        eprintln!("dockertrace: recorded {} runs in {}", runs.len(), path.display());
+    }
+    if modes.len() > 1 || args.out.svg.is_some() || args.out.html.is_some() {
+        present(&runs, skipped, &args.out, Style::for_stdout())?;
+    }
+    if interrupted {
+        std::process::exit(EXIT_INTERRUPTED);
+    }
+    anyhow::ensure!(!runs.is_empty(), "no mode could run here");
     Ok(())
 }
 
-async fn run_async(args: &RunArgs, mode: Mode, addressing: Option<modes::Addressing>) -> anyhow::Result<i32> {
+/// Runs one mode; returns its recording entry (None when interrupted before the workload
+/// ended) and whether the user interrupted.
+async fn run_async(
+    args: &RunArgs,
+    mode: Mode,
+    addressing: Option<modes::Addressing>,
+) -> anyhow::Result<(Option<ModeRun>, bool)> {
     let mut cancel = Cancel::install();
     let mut ui = Ui::new();
     let mut teardown = Teardown::new();
@@ -173,7 +243,7 @@ async fn run_async(args: &RunArgs, mode: Mode, addressing: Option<modes::Address
         eprintln!("dockertrace: some objects could not be removed; `sudo dockertrace cleanup` retries");
     }
     let interrupted = cancel.is_cancelled();
-    result.map(|()| if interrupted { EXIT_INTERRUPTED } else { 0 })
+    result.map(|run| (run, interrupted))
 }
 
 async fn session(
@@ -184,7 +254,7 @@ async fn session(
     teardown: &mut Teardown,
     cancel: &mut Cancel,
     ui: &Ui,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<ModeRun>> {
     let run_id = run_id();
     if let Some(kind) = mode.link_kind().filter(|k| *k != "bridge") {
         ui.step(&format!("checking that the kernel supports {kind}"));
@@ -251,18 +321,31 @@ async fn session(
         }
     };
     let mut outputs = Outputs::new(&args.tracing)?;
-    let report = pipeline::run(&mut tracer, &mut outputs.sinks(), stop).await?;
+    let outcome = pipeline::run_full(&mut tracer, &mut outputs.sinks(), stop).await?;
     tracer.stop();
+    let report = &outcome.report;
     let workload = rx.try_recv().ok();
     let style = outputs.style();
-    let mut text = format!("\n{}", render_summary(&report, style, args.tracing.top));
-    match &workload {
-        Some(Ok(w)) => text.push_str(&render_workload(mode, w, &report, style)),
+    let mut text = format!("\n{}", render_summary(report, style, args.tracing.top));
+    let figures = match workload {
+        Some(Ok(w)) => {
+            text.push_str(&render_workload(mode, &w, report, style));
+            Some(w)
+        }
         Some(Err(e)) => bail!("{e:#}"),
-        None => text.push_str(&style.red("\nWorkload interrupted: no figures.\n")),
+        None => {
+            text.push_str(&style.red("\nWorkload interrupted: no figures.\n"));
+            None
+        }
+    };
+    let run = outcome.aggregate.to_run(mode.name(), report.duration_s, figures, report.counters);
+    // The per-mode report (a single mode's; several modes get theirs with the comparison).
+    if args.mode.as_ref().is_some_and(|m| m.0.len() == 1) && args.out.svg.is_none() && args.out.html.is_none() {
+        let m = crate::compare::ModeReport::from_run(&run, args.out.paths);
+        text.push_str(&crate::sinks::tables::render_mode(&m, style, args.out.functions));
     }
     outputs.print(&text);
-    Ok(())
+    Ok(Some(run))
 }
 
 /// The workload's figures and what the kernel did per message.
