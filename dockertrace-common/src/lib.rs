@@ -170,7 +170,9 @@ pub struct Settings {
     pub stacks: u32,
     /// TCP port for `FILTER_PORT`.
     pub port: u16,
-    pub _pad: [u8; 6],
+    /// 1: count events in the `AGG` map instead of sending them through the ring buffer.
+    pub aggregate: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Key of the `FILTER_DEVS` map: a device is only unique within its network namespace.
@@ -179,6 +181,19 @@ pub struct Settings {
 pub struct DevKey {
     pub netns: u32,
     pub ifindex: u32,
+}
+
+/// Key of the `AGG` map (aggregate mode): events of one kind, on one device, with one stack.
+/// Events without a known device have `netns` and `ifindex` 0; `stack_id` is as in
+/// [`Event::stack_id`] (negative: no stack).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    /// Tracepoint id or `PROBE_BASE + datapath index`.
+    pub kind: u32,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub stack_id: i32,
 }
 
 /// One entry of a pairing stack.
@@ -224,8 +239,10 @@ pub mod counter {
     pub const READ_ERROR: u32 = 7;
     /// Pairing stack deeper than `PAIR_DEPTH`, or popped while empty.
     pub const PAIR_MISS: u32 = 8;
+    /// Aggregate mode: events not counted because the `AGG` map was full.
+    pub const AGG_FULL: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 #[cfg(feature = "user")]
@@ -237,6 +254,7 @@ mod pod {
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::DevKey {}
+    unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::PairEntry {}
     unsafe impl aya::Pod for super::PairStack {}
 }
@@ -252,6 +270,7 @@ mod tests {
         assert_eq!(size_of::<TpConfig>(), 16);
         assert_eq!(size_of::<KernelLayout>(), 40);
         assert_eq!(size_of::<Settings>(), 16);
+        assert_eq!(size_of::<AggKey>(), 16);
         assert_eq!(size_of::<PairEntry>(), 32);
         assert_eq!(size_of::<PairStack>(), 8 + 32 * PAIR_DEPTH);
     }

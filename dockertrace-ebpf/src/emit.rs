@@ -1,5 +1,7 @@
-//! The path every program shares: read the device, filter, reserve, fill, stack id, submit.
+//! The path every program shares: read the device, filter, reserve, fill, stack id, submit
+//! (or, in aggregate mode, count the event in the `AGG` map).
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf,
@@ -7,15 +9,17 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use dockertrace_common::{
-    counter, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS, FILTER_PID,
-    FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE,
+    counter, AggKey, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS,
+    FILTER_PID, FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE,
 };
 use network_types::{
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
 };
 
-use crate::maps::{bump, settings, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS, STACKS};
+use crate::maps::{
+    bump, settings, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS, STACKS,
+};
 
 const EEXIST: i32 = 17;
 
@@ -183,25 +187,19 @@ pub struct Fields {
     pub pid_tgid: u64,
 }
 
-/// Sends one event to userspace (already filtered).
+/// Sends one event to userspace (already filtered), or counts it in aggregate mode.
 #[inline(always)]
 pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo) {
     let s = settings();
+    if s.aggregate != 0 {
+        count(ctx, &s, f, dev);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(counter::RING_FULL);
         return;
     };
-    let stack_id = if s.stacks != 0 {
-        match ctx.get_stackid(&STACKS, 0) {
-            Ok(id) => id as i32,
-            Err(e) => {
-                bump(if e == -EEXIST { counter::STACK_COLLISION } else { counter::STACK_ERROR });
-                e
-            }
-        }
-    } else {
-        STACK_NONE
-    };
+    let stack_id = stack_id(ctx, &s);
     entry.write(Event {
         record: RECORD_EVENT,
         flags: f.flags | dev.flags,
@@ -223,4 +221,73 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo) {
     });
     entry.submit(0);
     bump(counter::SENT);
+}
+
+/// The kernel stack id of the current event (`STACK_NONE` when stacks are off, a negative errno
+/// when `bpf_get_stackid` failed; failures are counted).
+#[inline(always)]
+fn stack_id<C: StackIdContext>(ctx: &C, s: &Settings) -> i32 {
+    if s.stacks == 0 {
+        return STACK_NONE;
+    }
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            bump(if e == -EEXIST { counter::STACK_COLLISION } else { counter::STACK_ERROR });
+            e
+        }
+    }
+}
+
+/// Aggregate mode: adds one to `AGG[(kind, device, stack)]` and remembers the device's name.
+/// No ring-buffer work at all. Counted events count as sent; events the full map cannot take
+/// count as `AGG_FULL`.
+#[inline(always)]
+fn count<C: StackIdContext>(ctx: &C, s: &Settings, f: &Fields, dev: &DevInfo) {
+    let stack_id = stack_id(ctx, s);
+    let (netns, ifindex) = if dev.known() { (dev.netns, dev.ifindex) } else { (0, 0) };
+    if dev.known() {
+        // The first writer wins; later ones get -EEXIST, which is fine (same name).
+        let _ = DEV_NAMES.insert(DevKey { netns, ifindex }, dev.name, u64::from(BPF_NOEXIST));
+    }
+    let key = AggKey { kind: f.kind, netns, ifindex, stack_id };
+    if add_one(&key) {
+        bump(counter::SENT);
+    } else {
+        bump(counter::AGG_FULL);
+    }
+}
+
+/// Adds one to this CPU's `AGG[key]`, creating the entry if needed. False when the map refused
+/// the entry (full).
+#[inline(always)]
+fn add_one(key: &AggKey) -> bool {
+    if increment(key) {
+        return true;
+    }
+    match AGG.insert(key, 1u64, u64::from(BPF_NOEXIST)) {
+        Ok(()) => true,
+        // Exists after all (a program on another CPU created it between our lookup and insert:
+        // the kernel then holds this CPU's zero-filled slot too): add to it.
+        Err(e) if e == -EEXIST => increment(key),
+        Err(_) => false,
+    }
+}
+
+/// Adds one to this CPU's slot of an existing `AGG[key]`; false when there is no such entry.
+///
+/// No atomic is needed (the BPF target of this rustc has no atomic read-modify-write): the map is
+/// per-CPU, and tracepoint and kprobe programs do not nest on one CPU (the kernel's
+/// `bpf_prog_active` guard skips a program that would run inside another).
+#[inline(always)]
+fn increment(key: &AggKey) -> bool {
+    match AGG.get_ptr_mut(key) {
+        Some(p) => {
+            // SAFETY: `p` points at this CPU's live, aligned u64 slot; entries are never deleted
+            // while programs run.
+            unsafe { *p += 1 };
+            true
+        }
+        None => false,
+    }
 }

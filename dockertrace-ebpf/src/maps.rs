@@ -1,15 +1,15 @@
 //! Maps and read-only globals shared by all programs.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use dockertrace_common::{
-    counter, DevKey, KernelLayout, PairStack, Settings, TpConfig, PAIR_SLOTS, TP_SLOTS,
+    counter, AggKey, DevKey, KernelLayout, PairStack, Settings, TpConfig, NAME_LEN, PAIR_SLOTS, TP_SLOTS,
 };
 
 /// Run-time settings (`EbpfLoader::override_global`).
 #[no_mangle]
-static SETTINGS: Settings = Settings { filters: 0, stacks: 1, port: 0, _pad: [0; 6] };
+static SETTINGS: Settings = Settings { filters: 0, stacks: 1, port: 0, aggregate: 0, _pad: [0; 5] };
 
 /// Struct offsets from the running kernel's BTF (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -53,6 +53,15 @@ pub static FILTER_DEVS: HashMap<DevKey, u8> = HashMap::with_max_entries(1024, 0)
 /// Processes to keep (key: tgid).
 #[map]
 pub static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Aggregate mode: event counts per (kind, device, stack id), one count per CPU (summed by
+/// userspace, which reads the map at the end).
+#[map]
+pub static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Aggregate mode: the name of each device seen (`IFNAMSIZ` bytes, NUL-padded).
+#[map]
+pub static DEV_NAMES: HashMap<DevKey, [u8; NAME_LEN]> = HashMap::with_max_entries(4096, 0);
 
 /// Per-CPU entry/exit pairing stacks (see `dockertrace_common::PAIR_*`).
 #[map]

@@ -1,5 +1,9 @@
 //! The event pipeline: ring buffer → decode → enrich (name, stack) → aggregate → sinks.
 //!
+//! In aggregate mode ([`crate::tracer::TraceOptions::aggregate`]) the kernel counts the events
+//! itself: nothing is streamed, sinks only get ticks, and the counts are read once at the end
+//! into the same [`Aggregate`].
+//!
 //! New outputs (a TUI, per-packet journeys) plug in as [`Sink`]s; new probe kinds add record
 //! types to `decode`.
 use std::{
@@ -70,7 +74,7 @@ pub struct Outcome {
 }
 
 /// Reads the tracer's events until `stop` resolves, then drains what is left and returns the
-/// report. Sinks see every event in order.
+/// report. Sinks see every event in order (in aggregate mode: none, only ticks).
 pub async fn run(
     tracer: &mut Tracer,
     sinks: &mut [&mut dyn Sink],
@@ -85,6 +89,9 @@ pub async fn run_full(
     sinks: &mut [&mut dyn Sink],
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
+    if tracer.aggregate {
+        return run_aggregated(tracer, sinks, stop).await;
+    }
     let ring = tracer.take_ring().ok_or_else(|| anyhow::anyhow!("the ring buffer was already taken"))?;
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
@@ -128,6 +135,62 @@ pub async fn run_full(
         s.finish(&report)?;
     }
     Ok(Outcome { report, aggregate: agg })
+}
+
+/// [`run_full`] in aggregate mode: ticks until `stop` resolves, then reads the kernel's counts
+/// (`AGG`, `DEV_NAMES`) into an [`Aggregate`], symbolizing each stack id once.
+async fn run_aggregated(
+    tracer: &mut Tracer,
+    sinks: &mut [&mut dyn Sink],
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
+    let mut stacks = StackCache::new(tracer.take_stacks(), tracer.kallsyms.clone());
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                tracer.flush_logs();
+                let counters = tracer.counters();
+                // Counted events are "sent" in this mode.
+                let p = Progress { elapsed: started.elapsed(), events: counters.sent, counters };
+                for s in sinks.iter_mut() {
+                    s.tick(&p)?;
+                }
+            }
+        }
+    }
+    tracer.flush_logs();
+    let agg = collect_aggregated(tracer, &mut stacks)?;
+    // After the counts: `sent` then covers at least every counted event.
+    let counters = tracer.counters();
+    let mut report = agg.report(started.elapsed().as_secs_f64(), counters);
+    report.stack_misses = stacks.misses;
+    report.probes = tracer.probes.clone();
+    for s in sinks.iter_mut() {
+        s.finish(&report)?;
+    }
+    Ok(Outcome { report, aggregate: agg })
+}
+
+/// Reads the in-kernel counts into an [`Aggregate`]. Keys with netns and ifindex 0 are events
+/// whose device was unknown, as in streaming mode.
+fn collect_aggregated(tracer: &Tracer, stacks: &mut StackCache) -> anyhow::Result<Aggregate> {
+    let counts = tracer.aggregated()?;
+    let names = tracer.aggregated_dev_names()?;
+    let mut agg = Aggregate::default();
+    for (k, n) in counts {
+        let known = (k.netns, k.ifindex) != (0, 0) || names.contains_key(&(k.netns, k.ifindex));
+        // A device without a name: DEV_NAMES was full when it was first seen.
+        let dev = known.then(|| names.get(&(k.netns, k.ifindex)).map_or("", String::as_str));
+        let stack = stacks.get(k.stack_id);
+        agg.add_counted(tracer.catalog.name(k.kind), k.netns, k.ifindex, dev, stack, k.stack_id, n);
+    }
+    Ok(agg)
 }
 
 struct Ctx<'a> {

@@ -70,22 +70,47 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// Counts one streamed event.
     pub fn add(&mut self, ev: &TracedEvent) {
         let raw: &Event = &ev.raw;
-        self.total += 1;
         let has_dev = raw.flags & EVENT_HAS_DEV != 0;
         let (netns, ifindex) = if has_dev { (raw.netns, raw.ifindex) } else { (0, 0) };
-        if has_dev && !self.dev_names.contains_key(&(netns, ifindex)) {
-            self.dev_names.insert((netns, ifindex), c_str(&raw.dev).to_owned());
-        }
-        let stack_id = match &ev.stack {
+        let dev_name = has_dev.then(|| c_str(&raw.dev));
+        self.add_counted(ev.name.clone(), netns, ifindex, dev_name, ev.stack.clone(), raw.stack_id, 1);
+    }
+
+    /// Counts `n` events of kind `name` on one device with one stack: the one path behind both
+    /// the streaming mode ([`Aggregate::add`]) and the in-kernel aggregate mode.
+    /// `dev_name` is None when the device is unknown (then `netns` and `ifindex` are ignored and
+    /// recorded as 0); `stack` is the symbolized `stack_id` (None: no usable stack). The first
+    /// name given for a device is kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_counted(
+        &mut self,
+        name: Arc<str>,
+        netns: u32,
+        ifindex: u32,
+        dev_name: Option<&str>,
+        stack: Option<Arc<Stack>>,
+        stack_id: i32,
+        n: u64,
+    ) {
+        self.total += n;
+        let (netns, ifindex) = match dev_name {
+            Some(dev) => {
+                self.dev_names.entry((netns, ifindex)).or_insert_with(|| dev.to_owned());
+                (netns, ifindex)
+            }
+            None => (0, 0),
+        };
+        let stack_id = match stack {
             Some(st) => {
-                self.stacks.entry(raw.stack_id).or_insert_with(|| st.clone());
-                raw.stack_id
+                self.stacks.entry(stack_id).or_insert(st);
+                stack_id
             }
             None => -1,
         };
-        *self.counts.entry(Key { name: ev.name.clone(), netns, ifindex, stack_id }).or_default() += 1;
+        *self.counts.entry(Key { name, netns, ifindex, stack_id }).or_default() += n;
     }
 
     pub fn total(&self) -> u64 {

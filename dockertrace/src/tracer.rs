@@ -7,13 +7,13 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{FEntry, KProbe, ProgramError, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use dockertrace_common::{
-    counter, DevKey, Settings, TpConfig, DATAPATH_FUNCS, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH,
-    PAIR_SET, PROBE_BASE, TP_SLOTS,
+    counter, AggKey, DevKey, Settings, TpConfig, DATAPATH_FUNCS, NAME_LEN, NO_FIELD, PAIR_GET, PAIR_NONE,
+    PAIR_POP, PAIR_PUSH, PAIR_SET, PROBE_BASE, TP_SLOTS,
 };
 
 use crate::{
@@ -40,6 +40,9 @@ pub struct TraceOptions {
     pub datapath: bool,
     /// Ring buffer size in bytes (a power of two multiple of the page size); None: built-in 8 MiB.
     pub ring_bytes: Option<u32>,
+    /// Count events in the kernel (`AGG` map) instead of sending each through the ring buffer;
+    /// read them with [`Tracer::aggregated`] at the end.
+    pub aggregate: bool,
 }
 
 /// Errors a user can cause or meet on a kernel that lacks something. Each prints as one line.
@@ -140,12 +143,17 @@ pub struct Counters {
     pub no_config: u64,
     pub read_error: u64,
     pub pair_miss: u64,
+    /// Aggregate mode: events not counted because the in-kernel aggregation map was full.
+    /// (Absent from recordings made before aggregate mode existed.)
+    #[serde(default)]
+    pub agg_full: u64,
 }
 
 impl Counters {
-    /// Events that were meant for userspace and never arrived.
+    /// Events that were meant for userspace and never arrived (ring buffer full, or, in
+    /// aggregate mode, aggregation map full).
     pub fn lost(&self) -> u64 {
-        self.ring_full
+        self.ring_full + self.agg_full
     }
 
     fn from_slots(v: &[u64]) -> Self {
@@ -160,6 +168,7 @@ impl Counters {
             no_config: g(counter::NO_CONFIG),
             read_error: g(counter::READ_ERROR),
             pair_miss: g(counter::PAIR_MISS),
+            agg_full: g(counter::AGG_FULL),
         }
     }
 }
@@ -269,6 +278,12 @@ pub struct Tracer {
     ring: Option<RingBuf<MapData>>,
     stacks: Option<StackTraceMap<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    /// Aggregate mode: counts per (kind, device, stack id), per CPU.
+    agg: PerCpuHashMap<MapData, AggKey, u64>,
+    /// Aggregate mode: device names.
+    dev_names: BpfHashMap<MapData, DevKey, [u8; NAME_LEN]>,
+    /// Whether the programs run in aggregate mode.
+    pub aggregate: bool,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -287,6 +302,13 @@ pub fn preflight_root() -> Result<(), TraceError> {
         return Err(TraceError::NotRoot);
     }
     Ok(())
+}
+
+/// The system page size (the smallest ring buffer the kernel accepts).
+fn page_size() -> u32 {
+    // SAFETY: trivial libc call.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n).ok().filter(|n| n.is_power_of_two()).unwrap_or(4096)
 }
 
 fn raise_memlock() {
@@ -355,11 +377,15 @@ impl Tracer {
             filters: opts.filter.flags(),
             stacks: u32::from(opts.stacks),
             port: opts.filter.port.unwrap_or(0),
-            _pad: [0; 6],
+            aggregate: u8::from(opts.aggregate),
+            _pad: [0; 5],
         };
         let mut loader = EbpfLoader::new();
         loader.override_global("SETTINGS", &settings, true).override_global("LAYOUT", &layout, true);
-        if let Some(bytes) = opts.ring_bytes {
+        if opts.aggregate {
+            // Nothing goes through the ring buffer: keep it as small as the kernel allows.
+            loader.map_max_entries("EVENTS", page_size());
+        } else if let Some(bytes) = opts.ring_bytes {
             loader.map_max_entries("EVENTS", bytes);
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))?;
@@ -391,6 +417,9 @@ impl Tracer {
             StackTraceMap::try_from(ebpf.take_map("STACKS").ok_or(TraceError::MissingMap("STACKS"))?)?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(TraceError::MissingMap("COUNTERS"))?)?;
+        let agg = PerCpuHashMap::try_from(ebpf.take_map("AGG").ok_or(TraceError::MissingMap("AGG"))?)?;
+        let dev_names =
+            BpfHashMap::try_from(ebpf.take_map("DEV_NAMES").ok_or(TraceError::MissingMap("DEV_NAMES"))?)?;
         Ok(Tracer {
             ebpf,
             catalog,
@@ -402,6 +431,9 @@ impl Tracer {
             ring: Some(ring),
             stacks: Some(stacks),
             counters,
+            agg,
+            dev_names,
+            aggregate: opts.aggregate,
             logger,
         })
     }
@@ -425,6 +457,28 @@ impl Tracer {
             }
         }
         Counters::from_slots(&sums)
+    }
+
+    /// Aggregate mode: the in-kernel counts per (kind, device, stack id), summed over the CPUs.
+    /// Can be read while the programs run (entries are only ever added to).
+    pub fn aggregated(&self) -> Result<Vec<(AggKey, u64)>, TraceError> {
+        let mut out = Vec::new();
+        for item in self.agg.iter() {
+            let (k, per_cpu) = item?;
+            out.push((k, per_cpu.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    /// Aggregate mode: the names of the devices the counted events were seen on, by
+    /// (netns, ifindex).
+    pub fn aggregated_dev_names(&self) -> Result<HashMap<(u32, u32), String>, TraceError> {
+        let mut out = HashMap::new();
+        for item in self.dev_names.iter() {
+            let (k, name) = item?;
+            out.insert((k.netns, k.ifindex), crate::decode::c_str(&name).to_owned());
+        }
+        Ok(out)
     }
 
     /// Forwards pending eBPF log lines to the `log` crate.

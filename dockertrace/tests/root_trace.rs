@@ -290,3 +290,40 @@ fn port_filter_keeps_one_loopback_flow() {
     assert!(traced.report.counters.filtered as u64 >= 2 * N, "the other flow must be filtered in the kernel");
     assert!(traced.stack_has("loopback_xmit"));
 }
+
+/// Aggregate mode counts in the kernel exactly what streaming mode counts in userspace: two
+/// tracers on the same traffic, one of each, must agree per event, per device and on the
+/// kernel functions seen.
+#[test]
+fn aggregate_counts_equal_streaming_counts() {
+    if skip!() {
+        return;
+    }
+    let t = Arc::new(Topology::veth());
+    let streaming = options("net:*", netns_filter(&t));
+    let mut aggregate = streaming.clone();
+    aggregate.aggregate = true;
+    // B (aggregate) is attached first, so it is attached for the whole of A's run.
+    let mut b = dockertrace::tracer::Tracer::start(&aggregate).expect("aggregate tracer starts");
+    let topo = t.clone();
+    let (a, report) = trace_while(&streaming, move || topo.echo(N));
+    assert_eq!(report.messages, N);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let b_report = rt.block_on(dockertrace::pipeline::run(&mut b, &mut [], async {})).expect("aggregate run");
+    b.stop();
+    let a_report = &a.report;
+
+    assert_eq!(a_report.counters.lost(), 0, "streaming lost events: {:?}", a_report.counters);
+    assert_eq!(b_report.counters.lost(), 0, "aggregate lost events: {:?}", b_report.counters);
+    assert_eq!(b_report.counters.agg_full, 0);
+    assert!(a_report.total_events >= 4 * N, "only {} events streamed", a_report.total_events);
+    assert_eq!(b_report.total_events, a_report.total_events, "total events");
+    assert_eq!(b_report.counters.sent, b_report.total_events, "every counted event is `sent`");
+    assert_eq!(b_report.events, a_report.events, "per-event counts");
+    assert_eq!(b_report.devices, a_report.devices, "per-device counts");
+    let funcs = |r: &dockertrace::report::TraceReport| -> BTreeSet<String> {
+        r.functions.iter().map(|(f, _)| f.clone()).collect()
+    };
+    assert!(!funcs(a_report).is_empty(), "no stacks symbolized");
+    assert_eq!(funcs(&b_report), funcs(a_report), "kernel functions seen");
+}

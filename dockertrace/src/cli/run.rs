@@ -340,7 +340,8 @@ async fn session(
     };
     let run = outcome.aggregate.to_run(mode.name(), report.duration_s, figures, report.counters);
     // The per-mode report (a single mode's; several modes get theirs with the comparison).
-    if args.mode.as_ref().is_some_and(|m| m.0.len() == 1) && args.out.svg.is_none() && args.out.html.is_none() {
+    if args.mode.as_ref().is_some_and(|m| m.0.len() == 1) && args.out.svg.is_none() && args.out.html.is_none()
+    {
         let m = crate::compare::ModeReport::from_run(&run, args.out.paths);
         text.push_str(&crate::sinks::tables::render_mode(&m, style, args.out.functions));
     }

@@ -42,6 +42,10 @@ pub struct TracingArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
+    /// Count events in the kernel instead of streaming each one (cheaper; no live stream, no
+    /// JSON lines): the summary and recordings are the same.
+    #[arg(long)]
+    pub aggregate: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -78,12 +82,17 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
 impl TracingArgs {
     /// Tracer options for a resolved filter.
     pub fn options(&self, filter: Filter) -> anyhow::Result<TraceOptions> {
+        anyhow::ensure!(
+            !(self.aggregate && self.json.is_some()),
+            "--aggregate counts events in the kernel, so there are no events to write with --json: use one or the other"
+        );
         Ok(TraceOptions {
             events: EventSelector::parse(&self.events)?,
             filter,
             stacks: !self.no_stacks,
             datapath: !self.no_datapath,
             ring_bytes: Some(self.ring_mib << 20),
+            aggregate: self.aggregate,
         })
     }
 }

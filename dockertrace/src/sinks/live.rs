@@ -105,8 +105,12 @@ impl<W: Write> Sink for LiveSink<W> {
         let lost = p.counters.lost();
         let stack_errors = p.counters.stack_error + p.counters.stack_collision;
         if lost != self.last_lost || stack_errors != self.last_stack_errors {
-            let line =
-                format!("  ! lost so far: {lost} events (ring buffer full); stack errors: {stack_errors}");
+            let why = if p.counters.agg_full > 0 {
+                "ring buffer or aggregation map full"
+            } else {
+                "ring buffer full"
+            };
+            let line = format!("  ! lost so far: {lost} events ({why}); stack errors: {stack_errors}");
             writeln!(self.out, "{}", self.style.red(&line))?;
             self.last_lost = lost;
             self.last_stack_errors = stack_errors;
@@ -145,6 +149,10 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
         "lost: {} (ring buffer full)   stack errors: {} (+{} bucket collisions)   decode errors: {}   filtered in kernel: {}",
         c.ring_full, c.stack_error, c.stack_collision, r.decode_errors, c.filtered
     );
+    let mut lost_line = lost_line;
+    if c.agg_full > 0 {
+        lost_line.push_str(&format!("   aggregation map full: {}", c.agg_full));
+    }
     let _ = writeln!(s, "{}", if c.lost() > 0 { style.red(&lost_line) } else { style.green(&lost_line) });
     if !r.events.is_empty() {
         let _ = writeln!(s, "\n{}", style.bold("Events"));
@@ -257,5 +265,9 @@ mod tests {
         assert!(text.contains("net:netif_rx"));
         assert!(text.contains("2 distinct"));
         assert!(text.contains("… and 1: netif_rx"));
+        assert!(!text.contains("aggregation map full"));
+        let mut r = r;
+        r.counters.agg_full = 3;
+        assert!(render_summary(&r, Style::plain(), 1).contains("aggregation map full: 3"));
     }
 }

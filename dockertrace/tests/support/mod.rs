@@ -212,6 +212,7 @@ pub fn options(events: &str, filter: Filter) -> TraceOptions {
         stacks: true,
         datapath: true,
         ring_bytes: None,
+        aggregate: false,
     }
 }
 
