@@ -337,16 +337,7 @@ fn short(e: &ProgramError) -> String {
             let last = last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
             format!("load failed: {io_error}{}{last}", if last.is_empty() { "" } else { ": " })
         }
-        other => {
-            let mut s = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(e) = src {
-                s.push_str(": ");
-                s.push_str(&e.to_string());
-                src = e.source();
-            }
-            s
-        }
+        other => chain(other),
     }
 }
 
@@ -643,34 +634,9 @@ mod tests {
     use super::*;
     use crate::kernel::tracefs::TpFormat;
 
-    const NET_DEV_XMIT: &str = "name: net_dev_xmit
-ID: 1543
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:unsigned int len;\toffset:16;\tsize:4;\tsigned:0;
-\tfield:int rc;\toffset:20;\tsize:4;\tsigned:1;
-\tfield:__data_loc char[] name;\toffset:24;\tsize:4;\tsigned:0;
-
-print fmt: \"dev=%s skbaddr=%p len=%u rc=%d\", __get_str(name), REC->skbaddr, REC->len, REC->rc
-";
-
-    const RX_EXIT: &str = "name: netif_receive_skb_exit
-ID: 1530
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:int ret;\toffset:8;\tsize:4;\tsigned:1;
-
-print fmt: \"ret=%d\", REC->ret
-";
+    // Real format files of this project's development kernel.
+    const NET_DEV_XMIT: &str = include_str!("../tests/fixtures/kernel/net_net_dev_xmit.format");
+    const RX_EXIT: &str = include_str!("../tests/fixtures/kernel/net_netif_receive_skb_exit.format");
 
     #[test]
     fn config_from_format() {
