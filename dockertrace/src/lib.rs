@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod cost;
 pub mod datapath;
 pub mod decode;
 pub mod docker;

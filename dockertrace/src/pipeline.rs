@@ -127,10 +127,12 @@ pub async fn run_full(
         }
     };
     let probes = ctx.tracer.probes.clone();
+    let cost = ctx.tracer.cost();
     let mut report = agg.report(started.elapsed().as_secs_f64(), counters);
     report.decode_errors = decode_errors;
     report.stack_misses = stacks.misses;
     report.probes = probes;
+    report.cost = Some(cost);
     for s in sinks.iter_mut() {
         s.finish(&report)?;
     }
@@ -171,6 +173,7 @@ async fn run_aggregated(
     let mut report = agg.report(started.elapsed().as_secs_f64(), counters);
     report.stack_misses = stacks.misses;
     report.probes = tracer.probes.clone();
+    report.cost = Some(tracer.cost());
     for s in sinks.iter_mut() {
         s.finish(&report)?;
     }

@@ -46,6 +46,9 @@ pub struct ModeRun {
     pub stacks: Vec<Vec<String>>,
     /// How often each (event, device, stack) occurred.
     pub counts: Vec<Count>,
+    /// What tracing cost (absent from imports, untraced runs and older recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracer: Option<crate::cost::TracerCost>,
 }
 
 /// Events of one kind, on one device, with one stack.
@@ -214,7 +217,7 @@ impl RunBuilder {
         counts.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| a.event.cmp(&b.event)).then(a.stack.cmp(&b.stack))
         });
-        ModeRun { mode: mode.to_owned(), duration_s, workload, counters, stacks: self.stacks, counts }
+        ModeRun { mode: mode.to_owned(), duration_s, workload, counters, stacks: self.stacks, counts, tracer: None }
     }
 }
 

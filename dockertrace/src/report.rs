@@ -37,6 +37,9 @@ pub struct TraceReport {
     pub stack_misses: u64,
     #[serde(skip_deserializing)]
     pub probes: Vec<ProbeStatus>,
+    /// What tracing cost (tracer CPU and memory; per-program statistics with `--stats`).
+    #[serde(default)]
+    pub cost: Option<crate::cost::TracerCost>,
 }
 
 impl TraceReport {

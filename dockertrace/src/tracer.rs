@@ -285,6 +285,12 @@ pub struct Tracer {
     /// Whether the programs run in aggregate mode.
     pub aggregate: bool,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The attached programs: (what they are attached to, program name, reports events).
+    programs: Vec<(String, String, bool)>,
+    /// Per-program run-time statistics are on while this lives.
+    stats: Option<crate::cost::StatsGuard>,
+    /// The process's CPU time when loading began.
+    cpu_at_start: Duration,
 }
 
 /// Checks the preconditions that have a clear fix, before touching the kernel.
@@ -346,6 +352,7 @@ impl Tracer {
     pub fn start(opts: &TraceOptions) -> Result<Tracer, TraceError> {
         preflight()?;
         let started = Instant::now();
+        let cpu_at_start = crate::cost::process_cpu();
         let tracefs = Tracefs::locate()?;
         let layout = KernelBtf::from_sys()?.kernel_layout()?;
         let available = tracefs.events()?;
@@ -400,8 +407,22 @@ impl Tracer {
         }
 
         let (tracepoints, tracepoint_errors) = attach_tracepoints(&mut ebpf, &planned)?;
+        let mut programs: Vec<(String, String, bool)> = planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !tracepoint_errors.iter().any(|(t, _)| *t == p.id))
+            .map(|(slot, p)| (p.id.to_string(), format!("dt_tp_{slot}"), p.config.emit != 0))
+            .collect();
         let probes =
             if opts.datapath { attach_datapath(&mut ebpf, &kallsyms, &mut catalog) } else { Vec::new() };
+        for p in &probes {
+            let (prefix, label) = match p.state {
+                ProbeState::Kprobe => ("kp", "kprobe"),
+                ProbeState::Fentry => ("fe", "fentry"),
+                _ => continue,
+            };
+            programs.push((format!("{label}:{}", p.function), format!("{prefix}_{}", p.function), true));
+        }
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(TraceError::MissingMap("EVENTS"))?)?;
         let stacks =
@@ -426,7 +447,42 @@ impl Tracer {
             dev_names,
             aggregate: opts.aggregate,
             logger,
+            programs,
+            stats: None,
+            cpu_at_start,
         })
+    }
+
+    /// Turns on the kernel's per-program run-time statistics from now on (they cost a little on
+    /// every program run, so they are off unless asked for); see [`Tracer::cost`].
+    pub fn enable_stats(&mut self) -> Result<(), String> {
+        if self.stats.is_none() {
+            self.stats = Some(crate::cost::StatsGuard::enable()?);
+        }
+        Ok(())
+    }
+
+    /// What tracing has cost so far: attach time, this process's CPU time since loading began,
+    /// its peak memory, and (with [`Tracer::enable_stats`]) each program's runs and run time.
+    pub fn cost(&self) -> crate::cost::TracerCost {
+        let mut programs = Vec::new();
+        if self.stats.is_some() {
+            for (label, name, emits) in &self.programs {
+                let Some(info) = self.ebpf.program(name).and_then(|p| p.info().ok()) else { continue };
+                programs.push(crate::cost::ProgramCost {
+                    program: label.clone(),
+                    emits: *emits,
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                });
+            }
+        }
+        crate::cost::TracerCost {
+            attach_s: self.attach_time.as_secs_f64(),
+            cpu_s: crate::cost::process_cpu().saturating_sub(self.cpu_at_start).as_secs_f64(),
+            peak_rss_kib: crate::cost::peak_rss_kib(),
+            programs,
+        }
     }
 
     /// The ring buffer, for the pipeline's reader (taken once).

@@ -8,6 +8,7 @@ use crate::{
     filter::{Filter, FilterSpec, NetnsSpec},
     kernel::tracefs::Tracefs,
     pipeline::{self, Sink},
+    recording::Recording,
     select::{EventSelector, DEFAULT_EVENTS},
     sinks::{json::JsonSink, live::render_summary, live::LiveSink, style::Style},
     tracer::{ProbeState, TraceOptions, Tracer},
@@ -46,6 +47,10 @@ pub struct TracingArgs {
     /// JSON lines): the summary and recordings are the same.
     #[arg(long)]
     pub aggregate: bool,
+    /// Measure each eBPF program's run count and average run time (the kernel's
+    /// BPF_ENABLE_STATS, as `sysctl kernel.bpf_stats_enabled=1`) and show them in the summary.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -67,6 +72,10 @@ pub struct TraceArgs {
     /// Keep only TCP packets from or to this port (IPv4 and IPv6).
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+    /// Save the counts and stacks to FILE (a recording, as `--mode … --record` writes; the run
+    /// is labelled `trace`), for `dockertrace report` and `dockertrace diff`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     #[command(flatten)]
     pub tracing: TracingArgs,
 }
@@ -94,6 +103,17 @@ impl TracingArgs {
             ring_bytes: Some(self.ring_mib << 20),
             aggregate: self.aggregate,
         })
+    }
+}
+
+impl TracingArgs {
+    /// `--stats`: turns the per-program statistics on (a warning when the kernel cannot).
+    pub fn enable_stats(&self, tracer: &mut Tracer) {
+        if self.stats {
+            if let Err(e) = tracer.enable_stats() {
+                eprintln!("dockertrace: warning: {e}");
+            }
+        }
     }
 }
 
@@ -217,15 +237,24 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let opts = args.options()?;
     warn_unmatched(&opts.events);
     let mut tracer = Tracer::start(&opts)?;
+    args.tracing.enable_stats(&mut tracer);
     print_attached(&tracer, !opts.filter.is_empty());
     let mut outputs = Outputs::new(&args.tracing)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = args.duration.map(Duration::from_secs_f64);
-    let report = runtime.block_on(pipeline::run(&mut tracer, &mut outputs.sinks(), stop_signal(duration)))?;
+    let outcome =
+        runtime.block_on(pipeline::run_full(&mut tracer, &mut outputs.sinks(), stop_signal(duration)))?;
     tracer.stop();
-    let text = render_summary(&report, outputs.style(), args.tracing.top);
+    let report = &outcome.report;
+    let text = render_summary(report, outputs.style(), args.tracing.top);
     drop(outputs.live.take());
     outputs.print(&format!("\n{text}"));
+    if let Some(path) = &args.record {
+        let mut run = outcome.aggregate.to_run("trace", report.duration_s, None, report.counters);
+        run.tracer = report.cost.clone();
+        Recording::new("dockertrace", vec![run]).save(path)?;
+        eprintln!("dockertrace: recorded the trace in {}", path.display());
+    }
     Ok(())
 }
 

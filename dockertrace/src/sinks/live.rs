@@ -4,6 +4,7 @@
 use std::{collections::HashMap, io::Write, sync::Arc};
 
 use crate::{
+    cost::TracerCost,
     decode::c_str,
     pipeline::{Progress, Sink, TracedEvent},
     report::TraceReport,
@@ -187,13 +188,56 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
             let _ = writeln!(s, "  {p}");
         }
     }
+    if let Some(cost) = &r.cost {
+        s.push_str(&render_cost(cost, r.duration_s, style));
+    }
+    s
+}
+
+/// The tracer's own cost, and each program's with `--stats`.
+pub fn render_cost(c: &TracerCost, duration_s: f64, style: Style) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let share = if duration_s > 0.0 { format!(" ({:.1}% of one CPU)", 100.0 * c.cpu_s / duration_s) } else { String::new() };
+    let _ = writeln!(
+        s,
+        "\n{} attach {:.0} ms, CPU {:.2} s{share}, peak memory {:.1} MiB",
+        style.bold("Tracer cost:"),
+        c.attach_s * 1e3,
+        c.cpu_s,
+        c.peak_rss_kib as f64 / 1024.0
+    );
+    if !c.programs.is_empty() {
+        let total_ns: u64 = c.programs.iter().map(|p| p.run_ns).sum();
+        let _ = writeln!(
+            s,
+            "\n{}",
+            style.bold(&format!(
+                "eBPF programs (kernel run-time statistics; {:.1} ms in all)",
+                total_ns as f64 / 1e6
+            ))
+        );
+        let _ = writeln!(s, "  {:<40} {:>12} {:>10} {:>12}", "attached to", "runs", "avg ns", "total ms");
+        let mut progs: Vec<_> = c.programs.iter().collect();
+        progs.sort_by(|a, b| b.run_ns.cmp(&a.run_ns).then(a.program.cmp(&b.program)));
+        for p in progs {
+            let label = if p.emits { p.program.clone() } else { format!("{} (pairing)", p.program) };
+            let _ = writeln!(
+                s,
+                "  {label:<40} {:>12} {:>10.0} {:>12.2}",
+                p.runs,
+                p.avg_ns(),
+                p.run_ns as f64 / 1e6
+            );
+        }
+    }
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracer::Counters;
+    use crate::{cost::ProgramCost, tracer::Counters};
     use dockertrace_common::{Event, EVENT_HAS_DEV, NAME_LEN, RECORD_EVENT};
 
     fn ev(ts: u64) -> TracedEvent {
@@ -269,5 +313,28 @@ mod tests {
         let mut r = r;
         r.counters.agg_full = 3;
         assert!(render_summary(&r, Style::plain(), 1).contains("aggregation map full: 3"));
+        assert!(!text.contains("Tracer cost"));
+    }
+
+    #[test]
+    fn cost_lines_show_share_and_programs() {
+        let c = TracerCost {
+            attach_s: 0.25,
+            cpu_s: 0.5,
+            peak_rss_kib: 20 * 1024,
+            programs: vec![
+                ProgramCost { program: "net:netif_rx".into(), emits: true, runs: 10, run_ns: 5_000_000 },
+                ProgramCost { program: "net:netif_rx_entry".into(), emits: false, runs: 10, run_ns: 1_000_000 },
+            ],
+        };
+        let text = render_cost(&c, 2.0, Style::plain());
+        assert!(text.contains("attach 250 ms, CPU 0.50 s (25.0% of one CPU), peak memory 20.0 MiB"), "{text}");
+        assert!(text.contains("6.0 ms in all"), "{text}");
+        let rx = text.lines().find(|l| l.contains("net:netif_rx ")).unwrap();
+        assert!(rx.contains(" 10 ") && rx.contains(" 500000 ") && rx.contains(" 5.00"), "{rx}");
+        assert!(text.contains("net:netif_rx_entry (pairing)"));
+        let first = text.lines().position(|l| l.contains("net:netif_rx ")).unwrap();
+        let second = text.lines().position(|l| l.contains("netif_rx_entry")).unwrap();
+        assert!(first < second, "costliest first");
     }
 }

@@ -1,0 +1,103 @@
+//! What tracing costs: the tracer process's CPU time and memory, and each eBPF program's run
+//! count and run time (the kernel's `BPF_STATS_RUN_TIME`, as `kernel.bpf_stats_enabled=1`).
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The tracer's own cost over one run. Recorded with each run; read by `cargo xtask bench`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TracerCost {
+    /// Loading and attaching the programs.
+    pub attach_s: f64,
+    /// CPU time (user + system) of the dockertrace process from loading the programs to the end
+    /// of the run: reading the ring buffer, decoding, symbolizing, output.
+    pub cpu_s: f64,
+    /// Peak resident memory of the dockertrace process.
+    pub peak_rss_kib: u64,
+    /// Per-program run-time statistics (only with `--stats`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgramCost>,
+}
+
+/// Run-time statistics of one eBPF program while statistics were enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramCost {
+    /// What the program is attached to: `net:net_dev_xmit`, `kprobe:veth_xmit`, ...
+    pub program: String,
+    /// Whether its events are reported (false: it only runs for its pairing partner).
+    pub emits: bool,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
+impl ProgramCost {
+    /// Average nanoseconds per run (0 when it never ran).
+    pub fn avg_ns(&self) -> f64 {
+        if self.runs == 0 {
+            0.0
+        } else {
+            self.run_ns as f64 / self.runs as f64
+        }
+    }
+}
+
+/// This process's CPU time so far (all threads, user + system; children excluded).
+pub fn process_cpu() -> Duration {
+    let u = usage();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// This process's peak resident set size in KiB.
+pub fn peak_rss_kib() -> u64 {
+    // Linux reports ru_maxrss in KiB.
+    usage().ru_maxrss as u64
+}
+
+fn usage() -> libc::rusage {
+    // SAFETY: getrusage fills the zeroed struct; RUSAGE_SELF is always valid.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    }
+}
+
+/// Keeps the kernel's per-program run-time statistics on while alive (BPF_ENABLE_STATS; the
+/// same switch as `sysctl kernel.bpf_stats_enabled=1`, released when dropped).
+pub struct StatsGuard(#[allow(dead_code)] std::os::fd::OwnedFd);
+
+impl StatsGuard {
+    /// Turns the statistics on, or says why it cannot (kernels before 5.8).
+    pub fn enable() -> Result<StatsGuard, String> {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map(StatsGuard)
+            .map_err(|e| format!("cannot enable eBPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+): {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_clock_and_memory_are_read() {
+        let before = process_cpu();
+        // Burn a little CPU so the clock moves.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(std::hint::black_box(x) != 1);
+        assert!(process_cpu() > before);
+        assert!(peak_rss_kib() > 100, "a running test binary uses more than 100 KiB");
+    }
+
+    #[test]
+    fn average_of_a_program_that_never_ran_is_zero() {
+        let p = ProgramCost { program: "net:x".into(), emits: true, runs: 0, run_ns: 0 };
+        assert_eq!(p.avg_ns(), 0.0);
+        let p = ProgramCost { runs: 4, run_ns: 1000, ..p };
+        assert_eq!(p.avg_ns(), 250.0);
+    }
+}
