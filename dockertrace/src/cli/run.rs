@@ -13,11 +13,11 @@ use crate::{
     docker::Docker,
     modes::{self, docker::DeployRequest, links, Deployment, LanSpec, Mode},
     pipeline,
-    recording::{ModeRun, Recording},
+    recording::{ModeRun, Recording, RunBuilder},
     report::TraceReport,
     sinks::{live::render_summary, style::Style},
     teardown::Teardown,
-    tracer::Tracer,
+    tracer::{Counters, Tracer},
     ui::Ui,
     workload::{Pattern, WorkloadReport, DEFAULT_MESSAGE_SIZE, DEFAULT_PORT},
 };
@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// macvlan/ipvlan: the client container's address (default: assigned by Docker).
     #[arg(long, value_name = "IP")]
     pub ip_client: Option<String>,
+    /// Run the workload without tracing: its figures alone, the baseline that shows what
+    /// tracing costs (`cargo xtask bench` compares the two).
+    #[arg(long, conflicts_with_all = ["aggregate", "json", "stats"])]
+    pub untraced: bool,
     #[command(flatten)]
     pub tracing: TracingArgs,
 }
@@ -291,10 +295,16 @@ async fn session(
         }
     };
 
+    if args.untraced {
+        ui.clear();
+        return untraced(args, mode, &deployment, docker, client_id.as_deref(), cancel).await;
+    }
+
     // Trace.
     ui.step("loading and attaching the eBPF programs");
     let opts = args.tracing.options(deployment.filter.clone())?;
     let mut tracer = Tracer::start(&opts)?;
+    args.tracing.enable_stats(&mut tracer);
     ui.clear();
     for n in &deployment.notes {
         eprintln!("dockertrace: {n}");
@@ -306,10 +316,7 @@ async fn session(
     let (tx, mut rx) = tokio::sync::oneshot::channel::<anyhow::Result<WorkloadReport>>();
     let mut c2 = cancel.clone();
     let client = async {
-        let r = match (docker, &client_id) {
-            (Some(d), Some(id)) => modes::docker::run_client(d, id, &client_args).await,
-            _ => modes::host::run_client(&client_args).await,
-        };
+        let r = run_client(docker, client_id.as_deref(), &client_args).await;
         let _ = tx.send(r);
         // The last packets (FIN, ACK) are still on their way.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -338,7 +345,8 @@ async fn session(
             None
         }
     };
-    let run = outcome.aggregate.to_run(mode.name(), report.duration_s, figures, report.counters);
+    let mut run = outcome.aggregate.to_run(mode.name(), report.duration_s, figures, report.counters);
+    run.tracer = report.cost.clone();
     // The per-mode report (a single mode's; several modes get theirs with the comparison).
     if args.mode.as_ref().is_some_and(|m| m.0.len() == 1) && args.out.svg.is_none() && args.out.html.is_none()
     {
@@ -346,6 +354,50 @@ async fn session(
         text.push_str(&crate::sinks::tables::render_mode(&m, style, args.out.functions));
     }
     outputs.print(&text);
+    Ok(Some(run))
+}
+
+/// Runs the workload client where the deployment put it; returns its figures.
+async fn run_client(
+    docker: Option<&Docker>,
+    client_id: Option<&str>,
+    client_args: &[String],
+) -> anyhow::Result<WorkloadReport> {
+    match (docker, client_id) {
+        (Some(d), Some(id)) => modes::docker::run_client(d, id, client_args).await,
+        _ => modes::host::run_client(client_args).await,
+    }
+}
+
+/// `--untraced`: the workload alone, nothing loaded into the kernel.
+async fn untraced(
+    args: &RunArgs,
+    mode: Mode,
+    deployment: &Deployment,
+    docker: Option<&Docker>,
+    client_id: Option<&str>,
+    cancel: &mut Cancel,
+) -> anyhow::Result<Option<ModeRun>> {
+    for n in &deployment.notes {
+        eprintln!("dockertrace: {n}");
+    }
+    eprintln!(
+        "dockertrace: {mode}: running the workload for {} s without tracing ({})",
+        args.duration,
+        mode.describe()
+    );
+    let client_args = args.client_args(&deployment.server_ip);
+    let w = tokio::select! {
+        r = run_client(docker, client_id, &client_args) => r?,
+        _ = cancel.cancelled() => return Ok(None),
+    };
+    let style = Style::for_stdout();
+    print!(
+        "\n{}\n  {}\n",
+        style.bold(&format!("Workload ({mode}: {}), untraced", mode.describe())),
+        w.human().trim_end().replace('\n', "\n  ")
+    );
+    let run = RunBuilder::default().finish(mode.name(), args.duration, Some(w), Counters::default());
     Ok(Some(run))
 }
 

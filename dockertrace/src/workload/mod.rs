@@ -9,6 +9,7 @@
 //! Everything is synchronous (`std::net`, a thread per connection, `TCP_NODELAY`), so the
 //! library functions can also run in-process, e.g. from tests inside network namespaces.
 
+mod burst;
 mod client;
 mod histogram;
 mod report;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
+pub use burst::{run_burst, BurstArgs, BurstReport};
 pub use client::run_client;
 pub use report::{RttSummary, WorkloadReport};
 pub use server::{bind_server, run_server, Server};
@@ -37,6 +39,9 @@ pub enum WorkloadCommand {
     Server(ServerArgs),
     /// Run the client against an echo server and print what it measured.
     Client(ClientArgs),
+    /// Send UDP datagrams over loopback at a fixed rate (a steady, synthetic source of kernel
+    /// events, used by `cargo xtask bench` to find the highest rate traced without loss).
+    Burst(BurstArgs),
     /// Sleep until killed (keeps a container alive for `docker exec`).
     #[command(hide = true)]
     Idle,
@@ -161,6 +166,18 @@ pub fn run(cmd: WorkloadCommand) -> Result<()> {
         WorkloadCommand::Idle => loop {
             std::thread::park();
         },
+        WorkloadCommand::Burst(args) => {
+            let r = run_burst(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "sent {} datagrams in {:.2} s ({:.0}/s, asked {}/s), received {}",
+                    r.sent, r.duration_s, r.rate, r.target_rate, r.received
+                );
+            }
+            Ok(())
+        }
         WorkloadCommand::Client(args) => {
             let report = run_client(&args)?;
             if args.json {
@@ -195,7 +212,7 @@ mod tests {
         let argv = std::iter::once("dockertrace").chain(argv.iter().copied());
         match Cli::try_parse_from(argv)?.cmd {
             WorkloadCommand::Client(args) => Ok(args),
-            WorkloadCommand::Server(_) | WorkloadCommand::Idle => panic!("expected the client subcommand"),
+            _ => panic!("expected the client subcommand"),
         }
     }
 
