@@ -172,7 +172,12 @@ pub struct Settings {
     pub port: u16,
     /// 1: count events in the `AGG` map instead of sending them through the ring buffer.
     pub aggregate: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// Ring-buffer wakeup batching: records are submitted without waking the reader
+    /// (`BPF_RB_NO_WAKEUP`, the reader polls on a short timer) until this many bytes are
+    /// waiting, then with `BPF_RB_FORCE_WAKEUP`. 0: the kernel's default (wake on every record
+    /// that finds the reader idle — a self-IPI per record on virtual machines).
+    pub wake_bytes: u32,
 }
 
 /// Key of the `FILTER_DEVS` map: a device is only unique within its network namespace.

@@ -1,7 +1,7 @@
 //! The path every program shares: read the device, filter, reserve, fill, stack id, submit
 //! (or, in aggregate mode, count the event in the `AGG` map).
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf,
@@ -219,8 +219,23 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo) {
         comm: bpf_get_current_comm().unwrap_or([0; NAME_LEN]),
         dev: dev.name,
     });
-    entry.submit(0);
+    entry.submit(wakeup(&s));
     bump(counter::SENT);
+}
+
+/// Submit flags: no wakeup while little is waiting (the reader polls on a timer), a forced one
+/// once `wake_bytes` are waiting. Waking the reader costs an interrupt (a VM exit on virtual
+/// machines); the kernel's default would pay it for nearly every record of a sparse stream.
+#[inline(always)]
+fn wakeup(s: &Settings) -> u64 {
+    if s.wake_bytes == 0 {
+        return 0;
+    }
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(s.wake_bytes) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 /// The kernel stack id of the current event (`STACK_NONE` when stacks are off, a negative errno

@@ -9,7 +9,7 @@ use dockertrace_common::{
 
 /// Run-time settings (`EbpfLoader::override_global`).
 #[no_mangle]
-static SETTINGS: Settings = Settings { filters: 0, stacks: 1, port: 0, aggregate: 0, _pad: [0; 5] };
+static SETTINGS: Settings = Settings { filters: 0, stacks: 1, port: 0, aggregate: 0, _pad: 0, wake_bytes: 0 };
 
 /// Struct offsets from the running kernel's BTF (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -28,7 +28,7 @@ static LAYOUT: KernelLayout = KernelLayout {
 
 /// Event records. The loader may resize it (`EbpfLoader::set_max_entries`).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Kernel stacks, referenced by `Event::stack_id`.
 #[map]

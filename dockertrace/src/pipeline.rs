@@ -101,6 +101,9 @@ pub async fn run_full(
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The programs submit without waking us until the ring fills up (batched wakeups): poll.
+    let mut poll = tokio::time::interval(crate::tracer::RING_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     let mut ctx = Ctx { tracer, stacks: &mut stacks, agg: &mut agg, decode_errors: &mut decode_errors };
     let counters = loop {
@@ -116,6 +119,9 @@ pub async fn run_full(
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &mut ctx, sinks)?;
                 guard.clear_ready();
+            }
+            _ = poll.tick() => {
+                drain(ring.get_mut(), &mut ctx, sinks)?;
             }
             _ = tick.tick() => {
                 ctx.tracer.flush_logs();

@@ -38,7 +38,7 @@ pub struct TraceOptions {
     pub stacks: bool,
     /// Attach the datapath function probes (kprobe, else fentry).
     pub datapath: bool,
-    /// Ring buffer size in bytes (a power of two multiple of the page size); None: built-in 8 MiB.
+    /// Ring buffer size in bytes (a power of two multiple of the page size); None: built-in 4 MiB.
     pub ring_bytes: Option<u32>,
     /// Count events in the kernel (`AGG` map) instead of sending each through the ring buffer;
     /// read them with [`Tracer::aggregated`] at the end.
@@ -310,6 +310,29 @@ pub fn preflight_root() -> Result<(), TraceError> {
     Ok(())
 }
 
+/// Hands the heap that loading freed (the parsed kernel BTF, the object file's sections: tens
+/// of MiB) back to the system, so the ring buffer's pages do not stack on top of it.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free pages of glibc's heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The ring buffer's size in the eBPF object (`EVENTS`), used when no size is asked for.
+const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
+/// How often the reader drains the ring buffer without being woken. Records wait at most this
+/// long; the programs force a wakeup before a quarter of the ring is used (see [`wake_bytes`]).
+pub const RING_POLL: Duration = Duration::from_millis(20);
+
+/// Bytes waiting in the ring buffer at which the programs wake the reader: a quarter of it, so
+/// that a burst between two polls has three quarters left before anything is lost.
+fn wake_bytes(ring_bytes: u32) -> u32 {
+    (ring_bytes / 4).max(1)
+}
+
 /// The system page size (the smallest ring buffer the kernel accepts).
 fn page_size() -> u32 {
     // SAFETY: trivial libc call.
@@ -376,17 +399,22 @@ impl Tracer {
             stacks: u32::from(opts.stacks),
             port: opts.filter.port.unwrap_or(0),
             aggregate: u8::from(opts.aggregate),
-            _pad: [0; 5],
+            _pad: 0,
+            wake_bytes: wake_bytes(opts.ring_bytes.unwrap_or(DEFAULT_RING_BYTES)),
         };
-        let mut loader = EbpfLoader::new();
-        loader.override_global("SETTINGS", &settings, true).override_global("LAYOUT", &layout, true);
-        if opts.aggregate {
-            // Nothing goes through the ring buffer: keep it as small as the kernel allows.
-            loader.map_max_entries("EVENTS", page_size());
-        } else if let Some(bytes) = opts.ring_bytes {
-            loader.map_max_entries("EVENTS", bytes);
-        }
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))?;
+        // The loader holds its own parse of the kernel's BTF (tens of MiB): drop it before the
+        // datapath probes may parse another.
+        let mut ebpf = {
+            let mut loader = EbpfLoader::new();
+            loader.override_global("SETTINGS", &settings, true).override_global("LAYOUT", &layout, true);
+            if opts.aggregate {
+                // Nothing goes through the ring buffer: keep it as small as the kernel allows.
+                loader.map_max_entries("EVENTS", page_size());
+            } else if let Some(bytes) = opts.ring_bytes {
+                loader.map_max_entries("EVENTS", bytes);
+            }
+            loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))?
+        };
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -432,6 +460,7 @@ impl Tracer {
         let agg = PerCpuHashMap::try_from(ebpf.take_map("AGG").ok_or(TraceError::MissingMap("AGG"))?)?;
         let dev_names =
             BpfHashMap::try_from(ebpf.take_map("DEV_NAMES").ok_or(TraceError::MissingMap("DEV_NAMES"))?)?;
+        release_freed_memory();
         Ok(Tracer {
             ebpf,
             catalog,
@@ -607,7 +636,8 @@ fn attach_tracepoints(ebpf: &mut Ebpf, planned: &[PlannedTracepoint]) -> Result<
 /// Attaches each datapath probe: kprobe where the kernel has kprobes, else fentry, else says why.
 fn attach_datapath(ebpf: &mut Ebpf, kallsyms: &Kallsyms, catalog: &mut Catalog) -> Vec<ProbeStatus> {
     let kprobes = Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
-    let btf = Btf::from_sys_fs().ok();
+    // Parsed only if a probe falls back to fentry (the parse costs tens of MiB and ~0.1 s).
+    let mut btf: Option<Option<Btf>> = None;
     let mut out = Vec::new();
     for (i, f) in DATAPATH_FUNCS.iter().enumerate() {
         let kind = PROBE_BASE + i as u32;
@@ -636,7 +666,7 @@ fn attach_datapath(ebpf: &mut Ebpf, kallsyms: &Kallsyms, catalog: &mut Catalog) 
         } else {
             "kprobes not supported by this kernel".to_owned()
         };
-        let fentry_err = match btf.as_ref() {
+        let fentry_err = match btf.get_or_insert_with(|| Btf::from_sys_fs().ok()).as_ref() {
             None => "fentry needs kernel BTF".to_owned(),
             Some(btf) => match attach_fentry(ebpf, f.name, btf) {
                 Ok(()) => {

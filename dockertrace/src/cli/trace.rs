@@ -41,7 +41,7 @@ pub struct TracingArgs {
     #[arg(long, value_name = "N", default_value_t = 25)]
     pub top: usize,
     /// Ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
+    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
     /// Count events in the kernel instead of streaming each one (cheaper; no live stream, no
     /// JSON lines): the summary and recordings are the same.
