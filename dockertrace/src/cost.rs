@@ -48,10 +48,18 @@ pub fn process_cpu() -> Duration {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-/// This process's peak resident set size in KiB.
+/// This process's peak resident set size in KiB: `VmHWM` of /proc/self/status (the kernel's
+/// `ru_maxrss` would also count the memory of the process that spawned us, kept across exec).
 pub fn peak_rss_kib() -> u64 {
-    // Linux reports ru_maxrss in KiB.
-    usage().ru_maxrss as u64
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| usage().ru_maxrss as u64)
 }
 
 fn usage() -> libc::rusage {
@@ -70,9 +78,9 @@ pub struct StatsGuard(#[allow(dead_code)] std::os::fd::OwnedFd);
 impl StatsGuard {
     /// Turns the statistics on, or says why it cannot (kernels before 5.8).
     pub fn enable() -> Result<StatsGuard, String> {
-        aya::sys::enable_stats(aya::sys::Stats::RunTime)
-            .map(StatsGuard)
-            .map_err(|e| format!("cannot enable eBPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+): {e}"))
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).map(StatsGuard).map_err(|e| {
+            format!("cannot enable eBPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+): {e}")
+        })
     }
 }
 

@@ -104,21 +104,40 @@ impl Kallsyms {
     }
 
     /// Reads and parses a kallsyms-format file.
+    /// Line by line: the text (several MiB) is never held whole.
     pub fn load_from(path: &Path) -> Result<Self, KallsymsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| KallsymsError::Io { path: path.display().to_string(), source })?;
-        Self::parse(&text)
+        use std::io::BufRead as _;
+        let io = |source| KallsymsError::Io { path: path.display().to_string(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut read_error = None;
+        let lines = std::io::BufReader::with_capacity(1 << 16, file).lines().map_while(|l| match l {
+            Ok(l) => Some(l),
+            Err(e) => {
+                read_error = Some(e);
+                None
+            }
+        });
+        let parsed = Self::parse_lines(lines);
+        match read_error {
+            Some(e) => Err(io(e)),
+            None => parsed,
+        }
     }
 
     /// Parses kallsyms text: lines of `ffffffff81e5f000 T netif_rx` or
     /// `ffffffffc0a01000 t veth_xmit\t[veth]`.
     pub fn parse(text: &str) -> Result<Self, KallsymsError> {
+        Self::parse_lines(text.lines())
+    }
+
+    fn parse_lines<S: AsRef<str>>(text: impl Iterator<Item = S>) -> Result<Self, KallsymsError> {
         let mut ranked: Vec<(Entry, u8)> = Vec::new();
         let mut names = String::new();
         let mut modules: Vec<Box<str>> = Vec::new();
         let mut any_address = false;
         let mut lines = 0usize;
-        for (i, line) in text.lines().enumerate() {
+        for (i, line) in text.enumerate() {
+            let line = line.as_ref();
             let malformed = |reason: String| KallsymsError::Malformed { line: i + 1, reason };
             let mut parts = line.split_ascii_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
