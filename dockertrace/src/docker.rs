@@ -232,10 +232,13 @@ fn dockerfile() -> String {
     format!("FROM scratch\nCOPY rootfs/ /\nLABEL {LABEL}=image\nENTRYPOINT [\"{IMAGE_EXE}\"]\n")
 }
 
-/// One file of the workload image: its path in the image, its bytes and mode.
+/// One file of the workload image: its path in the image, where its bytes are, its size and
+/// mode. The bytes are read when hashing (streamed) and when building, never held meanwhile: the
+/// tracer's memory stays small when the image already exists.
 struct ImageFile {
     path: String,
-    data: Vec<u8>,
+    source: PathBuf,
+    len: u64,
     mode: u32,
 }
 
@@ -246,7 +249,7 @@ struct ImageContent {
 }
 
 impl ImageContent {
-    /// Reads `exe` and the libraries `ldd` names for it (following symlinks).
+    /// Hashes `exe` and the libraries `ldd` names for it (following symlinks).
     fn collect(exe: &Path) -> Result<ImageContent, DockerError> {
         let ctx = |what: &str, p: &Path, e: std::io::Error| {
             DockerError::ImageContext(format!("{what} {}: {e}", p.display()))
@@ -276,31 +279,44 @@ impl ImageContent {
                 missing.join(", ")
             )));
         }
-        let mut files = vec![ImageFile {
-            path: IMAGE_EXE.to_owned(),
-            data: std::fs::read(&exe).map_err(|e| ctx("cannot read", &exe, e))?,
-            mode: 0o755,
-        }];
-        for lib in ldd_libraries(&stdout) {
-            // fs::read follows symlinks: the real bytes go under the link's path.
-            let data = std::fs::read(&lib).map_err(|e| ctx("cannot read", &lib, e))?;
-            files.push(ImageFile { path: lib.to_string_lossy().into_owned(), data, mode: 0o755 });
-        }
+        let mut files = vec![(IMAGE_EXE.to_owned(), exe.clone())];
+        // Reads follow symlinks: the real bytes go under the link's path.
+        files.extend(ldd_libraries(&stdout).into_iter().map(|lib| (lib.to_string_lossy().into_owned(), lib)));
         // The recipe is part of the content: changing it retags the image.
         let mut hash = Sha256::new();
         hash.update(dockerfile().as_bytes());
-        for f in &files {
-            hash.update(f.path.as_bytes());
+        let mut out = Vec::with_capacity(files.len());
+        for (path, source) in files {
+            let mut f = std::fs::File::open(&source).map_err(|e| ctx("cannot read", &source, e))?;
+            let len = f.metadata().map_err(|e| ctx("cannot read", &source, e))?.len();
+            hash.update(path.as_bytes());
             hash.update([0]);
-            hash.update((f.data.len() as u64).to_le_bytes());
-            hash.update(&f.data);
+            hash.update(len.to_le_bytes());
+            let mut buf = vec![0u8; 1 << 16];
+            let mut seen = 0u64;
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| ctx("cannot read", &source, e))?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                seen += n as u64;
+            }
+            if seen != len {
+                return Err(ctx(
+                    "cannot read",
+                    &source,
+                    std::io::Error::other("the file changed while read"),
+                ));
+            }
+            out.push(ImageFile { path, source, len, mode: 0o755 });
         }
-        Ok(ImageContent { tag: image_tag(&hash.finalize()), files })
+        Ok(ImageContent { tag: image_tag(&hash.finalize()), files: out })
     }
 
     /// Total size of the files.
     fn size(&self) -> usize {
-        self.files.iter().map(|f| f.data.len()).sum()
+        self.files.iter().map(|f| f.len as usize).sum()
     }
 
     /// The build context: a Dockerfile and the files under `rootfs/`, as a tar archive.
@@ -319,7 +335,9 @@ impl ImageContent {
         };
         append("Dockerfile", dockerfile.as_bytes(), 0o644)?;
         for f in &self.files {
-            append(&format!("rootfs{}", f.path), &f.data, f.mode)?;
+            let data = std::fs::read(&f.source)
+                .map_err(|e| DockerError::ImageContext(format!("cannot read {}: {e}", f.source.display())))?;
+            append(&format!("rootfs{}", f.path), &data, f.mode)?;
         }
         tar.into_inner()
             .map_err(|e| DockerError::ImageContext(format!("cannot finish the build context: {e}")))
