@@ -50,10 +50,9 @@ impl<W: Write> Sink for JsonSink<W> {
         let stack: &RawValue = match &ev.stack {
             None => &self.empty,
             Some(st) => {
-                if !self.stacks.contains_key(&r.stack_id) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.stacks.entry(r.stack_id) {
                     let names: Vec<&str> = st.functions().collect();
-                    let rendered = RawValue::from_string(serde_json::to_string(&names)?)?;
-                    self.stacks.insert(r.stack_id, rendered);
+                    slot.insert(RawValue::from_string(serde_json::to_string(&names)?)?);
                 }
                 &self.stacks[&r.stack_id]
             }

@@ -290,8 +290,7 @@ mod tests {
     #[test]
     fn reports_loss_when_it_changes() {
         let mut sink = LiveSink::new(Vec::new(), Style::plain(), 0);
-        let mut c = Counters::default();
-        c.ring_full = 5;
+        let c = Counters { ring_full: 5, ..Default::default() };
         sink.tick(&Progress { elapsed: Default::default(), events: 0, counters: c }).unwrap();
         sink.tick(&Progress { elapsed: Default::default(), events: 0, counters: c }).unwrap();
         let text = String::from_utf8(sink.out).unwrap();
