@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask setup | build | run | test`.
+//! Project chores: `cargo xtask setup | build | run | test | bench`.
 //!
 //! Every command first makes sure the machine is ready (idempotently, and in seconds when it
 //! already is): Debian packages, bpf-linker on LLVM 22, tracefs, and the Docker engine.
@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+
+mod bench;
 
 /// Debian packages the build and the tests need.
 /// rustc-web/cargo-web + libstd-rust-web-dev-bpf: a stable rustc with a prebuilt `core` for the
@@ -56,9 +58,20 @@ enum Cmd {
     Test {
         #[command(flatten)]
         setup: SetupArgs,
+        /// Skip the benchmark's smoke run (one round of 2 s) that follows the tests.
+        #[arg(long)]
+        no_bench: bool,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<OsString>,
+    },
+    /// Set up, build, and measure what tracing costs: untraced vs dockertrace streaming vs
+    /// aggregate vs perf, interleaved; writes BENCHMARKS.md and BENCHMARKS.json (needs root).
+    Bench {
+        #[command(flatten)]
+        setup: SetupArgs,
+        #[command(flatten)]
+        bench: bench::BenchArgs,
     },
 }
 
@@ -75,7 +88,16 @@ fn main() {
         Cmd::Setup(s) => setup(s),
         Cmd::Build(s) => setup(s).and_then(|()| build_release()),
         Cmd::Run { setup: s, args } => setup(s).and_then(|()| build_release()).and_then(|()| run(&args)),
-        Cmd::Test { setup: s, args } => setup(s).and_then(|()| test(&args)),
+        Cmd::Test { setup: s, no_bench, args } => setup(s).and_then(|()| test(&args)).and_then(|()| {
+            if no_bench || !args.is_empty() {
+                Ok(())
+            } else {
+                bench_smoke()
+            }
+        }),
+        Cmd::Bench { setup: s, bench } => {
+            setup(s).and_then(|()| build_release()).and_then(|()| bench::bench(bench))
+        }
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -281,5 +303,15 @@ fn test(args: &[OsString]) -> Result<()> {
         c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
     c.args(args);
+    status(c)
+}
+
+/// The benchmark's smoke form (it checks that every row is produced, not the numbers).
+fn bench_smoke() -> Result<()> {
+    step("benchmark smoke run (one round of 2 s; `cargo xtask bench` for the real one)");
+    build_release()?;
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let mut c = privileged(exe.to_str().context("non-UTF-8 path")?);
+    c.args(["bench", "--smoke"]);
     status(c)
 }
