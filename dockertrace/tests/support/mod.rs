@@ -285,6 +285,16 @@ impl Child {
         self.0.as_mut().and_then(|c| c.stderr.take()).expect("piped stderr")
     }
 
+    /// The child's piped stdout.
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.0.as_mut().and_then(|c| c.stdout.take()).expect("piped stdout")
+    }
+
+    /// Still running (not exited yet).
+    pub fn running(&mut self) -> bool {
+        self.0.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGKILL (a crash, as far as the child can tell).
     pub fn kill(&mut self) {
         if let Some(c) = self.0.as_mut() {
