@@ -311,3 +311,5 @@ impl Drop for Child {
         }
     }
 }
+
+pub mod runs;
