@@ -23,11 +23,14 @@ pub fn self_exe() -> anyhow::Result<PathBuf> {
     std::fs::read_link("/proc/self/exe").context("cannot find dockertrace's own binary (/proc/self/exe)")
 }
 
-/// `dockertrace ARGS` as a child that dies with dockertrace (PR_SET_PDEATHSIG) and, with `ns`,
-/// runs inside the network namespace at that path (entered before exec).
+/// `dockertrace ARGS` as a child that dies with dockertrace (PR_SET_PDEATHSIG), in a process
+/// group of its own and, with `ns`, inside the network namespace at that path (entered before
+/// exec).
 pub fn workload_command(ns: Option<&Path>, args: &[String]) -> anyhow::Result<Command> {
     let mut cmd = Command::new(self_exe()?);
-    cmd.args(args).stdin(Stdio::null());
+    // A process group of its own: a terminal's Ctrl-C reaches dockertrace only, which then
+    // stops the workload in order (instead of the client dying first and failing the run).
+    cmd.args(args).stdin(Stdio::null()).process_group(0);
     let ns_file = match ns {
         Some(p) => {
             Some(File::open(p).with_context(|| format!("cannot open network namespace {}", p.display()))?)
