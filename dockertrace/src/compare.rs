@@ -39,6 +39,9 @@ pub struct ComponentFunctions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModeReport {
     pub mode: String,
+    /// Who built the topology ("docker", "netns"; None: unknown, e.g. imports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     pub duration_s: f64,
     pub messages: Option<u64>,
     pub msgs_per_s: Option<f64>,
@@ -158,6 +161,7 @@ impl ModeReport {
         let w = run.workload.as_ref();
         ModeReport {
             mode: run.mode.clone(),
+            runtime: run.runtime.clone(),
             duration_s: run.duration_s,
             messages,
             msgs_per_s: w.map(|w| w.msgs_per_s),

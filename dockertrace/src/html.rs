@@ -335,9 +335,10 @@ fn mode_section(
 ) -> std::fmt::Result {
     writeln!(
         out,
-        r#"<section class="mode-section" id="{}"><h2>{}</h2>"#,
+        r#"<section class="mode-section" id="{}"><h2>{}{}</h2>"#,
         escape(&mode_id(&m.mode)),
-        escape(&m.mode)
+        escape(&m.mode),
+        m.runtime.as_deref().map_or_else(String::new, |r| format!(" (runtime {})", escape(r)))
     )?;
     writeln!(
         out,

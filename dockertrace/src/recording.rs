@@ -49,6 +49,9 @@ pub struct ModeRun {
     /// What tracing cost (absent from imports, untraced runs and older recordings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracer: Option<crate::cost::TracerCost>,
+    /// Who built the topology: "docker" or "netns" (absent from imports and older recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// Events of one kind, on one device, with one stack.
@@ -225,6 +228,7 @@ impl RunBuilder {
             stacks: self.stacks,
             counts,
             tracer: None,
+            runtime: None,
         }
     }
 }

@@ -14,6 +14,9 @@ pub enum Resource {
     Network(String),
     /// A link in the host namespace (veth peers go with it).
     Link(String),
+    /// A named network namespace (`ip netns add`): its links, routes, sysctls and iptables
+    /// rules go with it.
+    Namespace(String),
     /// A process we started.
     Child(std::process::Child),
     /// A temporary file.
@@ -26,6 +29,7 @@ impl Resource {
             Resource::Container(c) => format!("container {c}"),
             Resource::Network(n) => format!("network {n}"),
             Resource::Link(l) => format!("link {l}"),
+            Resource::Namespace(n) => format!("network namespace {n}"),
             Resource::Child(c) => format!("process {}", c.id()),
             Resource::File(f) => format!("file {}", f.display()),
         }
@@ -71,6 +75,9 @@ impl Teardown {
                     None => Err("no connection to the Docker engine".into()),
                 },
                 Resource::Link(l) => links::delete_link(&l).map_err(|e| e.to_string()),
+                Resource::Namespace(n) => {
+                    crate::modes::netns::delete_namespace(&n).map_err(|e| e.to_string())
+                }
                 Resource::Child(mut c) => {
                     // Our own child, by pid: ask politely, then insist.
                     // SAFETY: plain syscall on our child's pid.

@@ -10,8 +10,7 @@ use super::{
     trace::{print_attached, stop_signal, warn_unmatched, Outputs, TracingArgs},
 };
 use crate::{
-    docker::Docker,
-    modes::{self, docker::DeployRequest, links, Deployment, LanSpec, Mode},
+    modes::{self, links, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
     pipeline,
     recording::{ModeRun, Recording, RunBuilder},
     report::TraceReport,
@@ -30,6 +29,10 @@ pub struct RunArgs {
     /// with the same workload and are compared.
     #[arg(short, long, value_name = "MODE[,MODE...]|all", required = true, value_parser = parse_modes)]
     pub mode: Option<ModeList>,
+    /// Who builds the mode's topology: docker (containers and Docker networks) or netns (the
+    /// same topology in network namespaces dockertrace creates and removes, no Docker needed).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Docker)]
+    pub runtime: RuntimeKind,
     /// Save everything the reports need (counts, stacks, workload figures, versions) to FILE,
     /// for `dockertrace report` and `dockertrace diff`.
     #[arg(long, value_name = "FILE")]
@@ -176,6 +179,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.size > 0, "--size must be at least 1 byte");
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    if args.runtime == RuntimeKind::Netns {
+        anyhow::ensure!(
+            args.parent.is_none(),
+            "--parent only applies to --runtime docker (the netns runtime builds its own isolated parent)"
+        );
+        anyhow::ensure!(args.image.is_none(), "--image only applies to --runtime docker");
+    }
     crate::tracer::preflight()?;
     let opts = args.tracing.options(Default::default())?;
     warn_unmatched(&opts.events);
@@ -227,18 +237,14 @@ async fn run_async(
     let mut cancel = Cancel::install();
     let mut ui = Ui::new();
     let mut teardown = Teardown::new();
-    let docker = if mode.uses_docker() {
-        ui.step("connecting to the Docker engine");
-        Some(Docker::connect().await?)
-    } else {
-        None
-    };
-    let result = session(args, mode, addressing, docker.as_ref(), &mut teardown, &mut cancel, &ui).await;
+    let step = |m: &str| ui.step(m);
+    let runtime = cancel.guard(Runtime::open(args.runtime, mode, &step)).await?;
+    let result = session(args, mode, addressing, &runtime, &mut teardown, &mut cancel, &ui).await;
     ui.resume();
     if !teardown.is_empty() {
         ui.step(&format!("removing what this run created ({} objects)", teardown.len()));
     }
-    let errors = teardown.run(docker.as_ref()).await;
+    let errors = teardown.run(runtime.docker()).await;
     ui.clear();
     for e in &errors {
         eprintln!("dockertrace: cleanup: {e}");
@@ -254,7 +260,7 @@ async fn session(
     args: &RunArgs,
     mode: Mode,
     addressing: Option<modes::Addressing>,
-    docker: Option<&Docker>,
+    runtime: &Runtime,
     teardown: &mut Teardown,
     cancel: &mut Cancel,
     ui: &Ui,
@@ -266,38 +272,22 @@ async fn session(
     }
 
     // Deploy.
-    let (deployment, client_id): (Deployment, Option<String>) = match docker {
-        None => (modes::host::deploy_normal(args.port, teardown)?, None),
-        Some(d) => {
-            let image = match &args.image {
-                Some(img) => {
-                    if !cancel.guard(async { Ok(d.image_exists(img).await?) }).await? {
-                        bail!("image `{img}` is not available locally (dockertrace never pulls; build or load it first)");
-                    }
-                    img.clone()
-                }
-                None => {
-                    let step = |m: &str| ui.step(m);
-                    cancel.guard(async { Ok(d.ensure_workload_image(&step).await?) }).await?
-                }
-            };
-            let req = DeployRequest {
-                mode,
-                run_id: &run_id,
-                image: &image,
-                port: args.port,
-                lan: &args.lan(),
-                addressing,
-            };
-            let step = |m: &str| ui.step(m);
-            let dep = cancel.guard(modes::docker::deploy(d, &req, teardown, &step)).await?;
-            (dep.deployment, Some(dep.client_id))
-        }
+    let lan = args.lan();
+    let req = DeployRequest {
+        mode,
+        run_id: &run_id,
+        image: args.image.as_deref(),
+        port: args.port,
+        lan: &lan,
+        addressing,
     };
+    let step = |m: &str| ui.step(m);
+    let deployment = cancel.guard(runtime.deploy(&req, teardown, &step)).await?;
+    let describe = runtime.describe(mode);
 
     if args.untraced {
         ui.clear();
-        return untraced(args, mode, &deployment, docker, client_id.as_deref(), cancel).await;
+        return untraced(args, mode, &deployment, runtime, cancel).await;
     }
 
     // Trace.
@@ -310,13 +300,17 @@ async fn session(
         eprintln!("dockertrace: {n}");
     }
     print_attached(&tracer, true);
-    eprintln!("dockertrace: {mode}: running the workload for {} s ({})", args.duration, mode.describe());
+    eprintln!(
+        "dockertrace: {mode}: running the workload for {} s ({describe}; runtime {})",
+        args.duration,
+        runtime.kind()
+    );
 
     let client_args = args.client_args(&deployment.server_ip);
     let (tx, mut rx) = tokio::sync::oneshot::channel::<anyhow::Result<WorkloadReport>>();
     let mut c2 = cancel.clone();
     let client = async {
-        let r = run_client(docker, client_id.as_deref(), &client_args).await;
+        let r = runtime.run_client(&deployment, &client_args).await;
         let _ = tx.send(r);
         // The last packets (FIN, ACK) are still on their way.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -336,7 +330,7 @@ async fn session(
     let mut text = format!("\n{}", render_summary(report, style, args.tracing.top));
     let figures = match workload {
         Some(Ok(w)) => {
-            text.push_str(&render_workload(mode, &w, report, style));
+            text.push_str(&render_workload(mode, describe, &w, report, style));
             Some(w)
         }
         Some(Err(e)) => bail!("{e:#}"),
@@ -347,6 +341,7 @@ async fn session(
     };
     let mut run = outcome.aggregate.to_run(mode.name(), report.duration_s, figures, report.counters);
     run.tracer = report.cost.clone();
+    run.runtime = Some(runtime.kind().name().to_owned());
     // The per-mode report (a single mode's; several modes get theirs with the comparison).
     if args.mode.as_ref().is_some_and(|m| m.0.len() == 1) && args.out.svg.is_none() && args.out.html.is_none()
     {
@@ -357,25 +352,12 @@ async fn session(
     Ok(Some(run))
 }
 
-/// Runs the workload client where the deployment put it; returns its figures.
-async fn run_client(
-    docker: Option<&Docker>,
-    client_id: Option<&str>,
-    client_args: &[String],
-) -> anyhow::Result<WorkloadReport> {
-    match (docker, client_id) {
-        (Some(d), Some(id)) => modes::docker::run_client(d, id, client_args).await,
-        _ => modes::host::run_client(client_args).await,
-    }
-}
-
 /// `--untraced`: the workload alone, nothing loaded into the kernel.
 async fn untraced(
     args: &RunArgs,
     mode: Mode,
     deployment: &Deployment,
-    docker: Option<&Docker>,
-    client_id: Option<&str>,
+    runtime: &Runtime,
     cancel: &mut Cancel,
 ) -> anyhow::Result<Option<ModeRun>> {
     for n in &deployment.notes {
@@ -384,26 +366,33 @@ async fn untraced(
     eprintln!(
         "dockertrace: {mode}: running the workload for {} s without tracing ({})",
         args.duration,
-        mode.describe()
+        runtime.describe(mode)
     );
     let client_args = args.client_args(&deployment.server_ip);
     let w = tokio::select! {
-        r = run_client(docker, client_id, &client_args) => r?,
+        r = runtime.run_client(deployment, &client_args) => r?,
         _ = cancel.cancelled() => return Ok(None),
     };
     let style = Style::for_stdout();
     print!(
         "\n{}\n  {}\n",
-        style.bold(&format!("Workload ({mode}: {}), untraced", mode.describe())),
+        style.bold(&format!("Workload ({mode}: {}), untraced", runtime.describe(mode))),
         w.human().trim_end().replace('\n', "\n  ")
     );
-    let run = RunBuilder::default().finish(mode.name(), args.duration, Some(w), Counters::default());
+    let mut run = RunBuilder::default().finish(mode.name(), args.duration, Some(w), Counters::default());
+    run.runtime = Some(runtime.kind().name().to_owned());
     Ok(Some(run))
 }
 
 /// The workload's figures and what the kernel did per message.
-pub fn render_workload(mode: Mode, w: &WorkloadReport, r: &TraceReport, style: Style) -> String {
-    let mut s = format!("\n{}\n", style.bold(&format!("Workload ({mode}: {})", mode.describe())));
+pub fn render_workload(
+    mode: Mode,
+    describe: &str,
+    w: &WorkloadReport,
+    r: &TraceReport,
+    style: Style,
+) -> String {
+    let mut s = format!("\n{}\n", style.bold(&format!("Workload ({mode}: {describe})")));
     s.push_str(&format!("  {}\n", w.human().trim_end().replace('\n', "\n  ")));
     if w.messages > 0 {
         s.push_str(&format!(

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::{
     links::{self, LinkRef},
-    Addressing, Deployment, LanSpec, Mode,
+    Addressing, ClientPlace, DeployRequest, Deployment, Mode,
 };
 use crate::{
     docker::{ContainerInfo, ContainerSpec, Docker, NetworkSpec, LABEL},
@@ -17,23 +17,6 @@ use crate::{
     teardown::{Resource, Teardown},
     workload::WorkloadReport,
 };
-
-/// What the run needs to drive the client afterwards.
-#[derive(Debug, Clone)]
-pub struct DockerDeployment {
-    pub deployment: Deployment,
-    pub client_id: String,
-}
-
-/// Everything a Docker deployment needs to know.
-pub struct DeployRequest<'a> {
-    pub mode: Mode,
-    pub run_id: &'a str,
-    pub image: &'a str,
-    pub port: u16,
-    pub lan: &'a LanSpec,
-    pub addressing: Option<Addressing>,
-}
 
 fn labels(run_id: &str) -> HashMap<String, String> {
     HashMap::from([(LABEL.to_owned(), run_id.to_owned())])
@@ -53,13 +36,32 @@ fn container_devices(info: &ContainerInfo, host_netns: u32) -> anyhow::Result<(u
     Ok((inode, keys))
 }
 
+/// The image the containers run: the user's `--image` (which must exist locally: dockertrace
+/// never pulls), or dockertrace's own, built from this binary when it changed.
+pub async fn workload_image(
+    docker: &Docker,
+    image: Option<&str>,
+    step: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<String> {
+    match image {
+        Some(img) => {
+            if !docker.image_exists(img).await? {
+                bail!("image `{img}` is not available locally (dockertrace never pulls; build or load it first)");
+            }
+            Ok(img.to_owned())
+        }
+        None => Ok(docker.ensure_workload_image(step).await?),
+    }
+}
+
 /// Deploys `req.mode`; every created object is registered in `teardown` first.
 pub async fn deploy(
     docker: &Docker,
     req: &DeployRequest<'_>,
     teardown: &mut Teardown,
-    step: &dyn Fn(&str),
-) -> anyhow::Result<DockerDeployment> {
+    step: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Deployment> {
+    let image = workload_image(docker, req.image, step).await?;
     let mode = req.mode;
     let run = req.run_id;
     let host_netns = netns::current_inode()?;
@@ -146,7 +148,7 @@ pub async fn deploy(
         let info = docker
             .run_container(&ContainerSpec {
                 name,
-                image: req.image.to_owned(),
+                image: image.clone(),
                 cmd,
                 network: network.clone(),
                 ip,
@@ -173,10 +175,7 @@ pub async fn deploy(
         }
         server.ip.with_context(|| format!("container {} has no IP address", server.name))?
     };
-    Ok(DockerDeployment {
-        deployment: Deployment { mode, server_ip, filter, notes },
-        client_id: client.id.clone(),
-    })
+    Ok(Deployment { mode, server_ip, filter, notes, client: ClientPlace::Container(client.id.clone()) })
 }
 
 /// Runs the client inside its container (`docker exec`), returns its report.

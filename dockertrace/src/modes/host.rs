@@ -1,13 +1,17 @@
 //! The `normal` mode: the study's baseline, server and client as host processes over loopback.
+//! Also how every runtime without containers starts the workload: this same binary, optionally
+//! inside a network namespace, never outliving dockertrace.
 use std::{
+    fs::File,
     net::{IpAddr, Ipv4Addr, TcpListener},
-    path::PathBuf,
+    os::{fd::AsRawFd, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
 use anyhow::{bail, Context as _};
 
-use super::{Deployment, Mode};
+use super::{ClientPlace, Deployment, Mode};
 use crate::{
     filter::Filter,
     teardown::{Resource, Teardown},
@@ -19,33 +23,77 @@ pub fn self_exe() -> anyhow::Result<PathBuf> {
     std::fs::read_link("/proc/self/exe").context("cannot find dockertrace's own binary (/proc/self/exe)")
 }
 
+/// `dockertrace ARGS` as a child that dies with dockertrace (PR_SET_PDEATHSIG), in a process
+/// group of its own and, with `ns`, inside the network namespace at that path (entered before
+/// exec).
+pub fn workload_command(ns: Option<&Path>, args: &[String]) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(self_exe()?);
+    // A process group of its own: a terminal's Ctrl-C reaches dockertrace only, which then
+    // stops the workload in order (instead of the client dying first and failing the run).
+    cmd.args(args).stdin(Stdio::null()).process_group(0);
+    let ns_file = match ns {
+        Some(p) => {
+            Some(File::open(p).with_context(|| format!("cannot open network namespace {}", p.display()))?)
+        }
+        None => None,
+    };
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
+    // on an fd opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(f) = &ns_file {
+                if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Starts the echo server on `listen:port` (inside `ns` when given); registered in `teardown`.
+pub fn spawn_server(
+    ns: Option<&Path>,
+    listen: &str,
+    port: u16,
+    teardown: &mut Teardown,
+) -> anyhow::Result<u32> {
+    let args: Vec<String> =
+        ["workload", "server", "--listen", listen, "--port", &port.to_string(), "--quiet"]
+            .map(str::to_owned)
+            .into();
+    let child = workload_command(ns, &args)?
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the workload server")?;
+    let pid = child.id();
+    teardown.push(Resource::Child(child));
+    Ok(pid)
+}
+
 /// Starts the echo server as a host process on 127.0.0.1:`port`.
 pub fn deploy_normal(port: u16, teardown: &mut Teardown) -> anyhow::Result<Deployment> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     if let Err(e) = TcpListener::bind((loopback, port)) {
         bail!("port {port} on 127.0.0.1 is not free ({e}); choose another with --port");
     }
-    let child = Command::new(self_exe()?)
-        .args(["workload", "server", "--listen", "127.0.0.1", "--port", &port.to_string(), "--quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot start the workload server")?;
-    let pid = child.id();
-    teardown.push(Resource::Child(child));
+    let pid = spawn_server(None, "127.0.0.1", port, teardown)?;
     Ok(Deployment {
         mode: Mode::Normal,
         server_ip: loopback,
         filter: Filter { port: Some(port), ..Default::default() },
         notes: vec![format!("server: host process {pid} on 127.0.0.1:{port}; traced: TCP port {port} on lo")],
+        client: ClientPlace::Host,
     })
 }
 
-/// Runs the client as a host process; returns its report.
-pub async fn run_client(client_args: &[String]) -> anyhow::Result<WorkloadReport> {
-    let out = tokio::process::Command::new(self_exe()?)
-        .args(client_args)
-        .stdin(Stdio::null())
+/// Runs the client as a process (inside `ns` when given); returns its report.
+pub async fn run_client(ns: Option<&Path>, client_args: &[String]) -> anyhow::Result<WorkloadReport> {
+    let out = tokio::process::Command::from(workload_command(ns, client_args)?)
         .kill_on_drop(true)
         .output()
         .await

@@ -1,16 +1,18 @@
 //! Networking modes: what each one deploys, and the options that shape it.
 //!
-//! A mode is deployed by a runtime (Docker today) into a [`Deployment`]: where the client must
-//! connect and which packets belong to the workload (the in-kernel filter).
-use std::{fmt, net::IpAddr, str::FromStr};
+//! A mode is deployed by a [`Runtime`] (Docker, or namespaces dockertrace builds itself) into a
+//! [`Deployment`]: where the client must connect, where it runs, and which packets belong to the
+//! workload (the in-kernel filter). The run command has one path for every runtime.
+use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
 
 use ipnet::IpNet;
 
-use crate::filter::Filter;
+use crate::{docker::Docker, filter::Filter, teardown::Teardown, workload::WorkloadReport};
 
 pub mod docker;
 pub mod host;
 pub mod links;
+pub mod netns;
 
 /// A networking mode of the study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -251,6 +253,135 @@ pub struct Deployment {
     pub filter: Filter,
     /// Human lines describing what was set up (containers, addresses, devices).
     pub notes: Vec<String>,
+    /// Where the workload client runs.
+    pub client: ClientPlace,
+}
+
+/// Where a runtime runs the workload client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientPlace {
+    /// A process in dockertrace's own network namespace.
+    Host,
+    /// `docker exec` in this container (id).
+    Container(String),
+    /// A process that enters the network namespace at this path first.
+    Namespace(PathBuf),
+}
+
+/// Which runtime builds the modes' topology (`--runtime`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// The Docker engine: containers and Docker networks (the default).
+    #[default]
+    Docker,
+    /// No Docker: the same topologies in network namespaces dockertrace creates and removes.
+    Netns,
+}
+
+impl RuntimeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Netns => "netns",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything a runtime needs to deploy one mode.
+pub struct DeployRequest<'a> {
+    pub mode: Mode,
+    /// Names every object of the run (`dockertrace-<run>-...`).
+    pub run_id: &'a str,
+    /// Docker: the user's `--image` (None: dockertrace's own, built locally).
+    pub image: Option<&'a str>,
+    pub port: u16,
+    pub lan: &'a LanSpec,
+    pub addressing: Option<Addressing>,
+}
+
+/// A runtime, opened for one mode: the one interface the run command deploys through.
+pub enum Runtime {
+    /// `--runtime docker --mode normal`: host processes, no engine needed.
+    Host,
+    /// The Docker engine.
+    Docker(Docker),
+    /// Network namespaces, links and rules dockertrace creates itself.
+    Netns,
+}
+
+impl Runtime {
+    /// Opens `kind` for `mode` (connects to the engine when the mode needs it).
+    pub async fn open(kind: RuntimeKind, mode: Mode, step: &dyn Fn(&str)) -> anyhow::Result<Runtime> {
+        Ok(match kind {
+            RuntimeKind::Netns => Runtime::Netns,
+            RuntimeKind::Docker if !mode.uses_docker() => Runtime::Host,
+            RuntimeKind::Docker => {
+                step("connecting to the Docker engine");
+                Runtime::Docker(Docker::connect().await?)
+            }
+        })
+    }
+
+    /// The runtime the user chose (`normal` on Docker's runtime runs on the host).
+    pub fn kind(&self) -> RuntimeKind {
+        match self {
+            Runtime::Host | Runtime::Docker(_) => RuntimeKind::Docker,
+            Runtime::Netns => RuntimeKind::Netns,
+        }
+    }
+
+    /// The engine, for teardown of containers and networks.
+    pub fn docker(&self) -> Option<&Docker> {
+        match self {
+            Runtime::Docker(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// One line for the run's banner and reports.
+    pub fn describe(&self, mode: Mode) -> &'static str {
+        match self {
+            Runtime::Netns => netns::describe(mode),
+            _ => mode.describe(),
+        }
+    }
+
+    /// Deploys `req.mode`; every object is registered in `teardown` before it is created.
+    pub async fn deploy(
+        &self,
+        req: &DeployRequest<'_>,
+        teardown: &mut Teardown,
+        step: &(dyn Fn(&str) + Send + Sync),
+    ) -> anyhow::Result<Deployment> {
+        match self {
+            Runtime::Host => host::deploy_normal(req.port, teardown),
+            Runtime::Docker(d) => docker::deploy(d, req, teardown, step).await,
+            Runtime::Netns => netns::deploy(req, teardown, step),
+        }
+    }
+
+    /// Runs the workload client where the deployment put it; returns its figures.
+    pub async fn run_client(
+        &self,
+        dep: &Deployment,
+        client_args: &[String],
+    ) -> anyhow::Result<WorkloadReport> {
+        match (&dep.client, self) {
+            (ClientPlace::Container(id), Runtime::Docker(d)) => docker::run_client(d, id, client_args).await,
+            (ClientPlace::Container(_), _) => anyhow::bail!("a container client needs the Docker runtime"),
+            (ClientPlace::Host, _) => host::run_client(None, client_args).await,
+            (ClientPlace::Namespace(p), _) => host::run_client(Some(p), client_args).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,11 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// path, the top stack paths and the datapath functions that identify the mode.
 pub fn render_mode(m: &ModeReport, style: Style, functions: usize) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "\n{}", style.bold(&format!("Mode {}", m.mode)));
+    let title = match &m.runtime {
+        Some(r) => format!("Mode {} (runtime {r})", m.mode),
+        None => format!("Mode {}", m.mode),
+    };
+    let _ = writeln!(s, "\n{}", style.bold(&title));
     let _ = writeln!(
         s,
         "  workload: {} msg/s, RTT p50 {} µs, p99 {} µs; {} events, {} per message; lost {}; stack errors {}",

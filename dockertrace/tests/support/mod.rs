@@ -321,3 +321,5 @@ impl Drop for Child {
         }
     }
 }
+
+pub mod runs;

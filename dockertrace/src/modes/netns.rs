@@ -1,0 +1,388 @@
+//! The netns runtime (`--runtime netns`): every mode without Docker. dockertrace builds the
+//! topology Docker would build, in network namespaces it creates and removes itself:
+//!
+//! - `dockertrace-<run>-host` stands in for the Docker host: it holds the bridge, the host ends
+//!   of the veth pairs, the isolated macvlan/ipvlan parent and Docker's iptables rules, so the
+//!   machine's own namespace, links and firewall are never touched;
+//! - `dockertrace-<run>-server` and `dockertrace-<run>-client` stand in for the containers
+//!   (their device is called `eth0`, as in a container);
+//! - `normal` and `host` run both workload processes over the loopback of the host namespace.
+//!
+//! The workload is this same binary, entering its namespace before exec and killed with
+//! dockertrace (PR_SET_PDEATHSIG). Deleting a namespace removes its links, routes, sysctls and
+//! iptables rules; `dockertrace cleanup` finds leftovers by the `dockertrace-` name prefix.
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+use dockertrace_common::DevKey;
+use ipnet::IpNet;
+
+use super::{host, links, ClientPlace, DeployRequest, Deployment, Mode};
+use crate::{
+    filter::Filter,
+    netns::{self, ip, IpError},
+    teardown::{Resource, Teardown},
+};
+
+/// Every namespace of the runtime is called `dockertrace-<run>-<role>`.
+pub const NS_PREFIX: &str = "dockertrace-";
+
+/// The namespace of role `role` (`host`, `server`, `client`) of run `run_id`.
+pub fn ns_name(run_id: &str, role: &str) -> String {
+    format!("{NS_PREFIX}{run_id}-{role}")
+}
+
+/// One line for the run's banner and reports.
+pub fn describe(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Normal => "two processes over 127.0.0.1 in a namespace of their own, no Docker",
+        Mode::Host => {
+            "two processes sharing one namespace (as with --network host), over 127.0.0.1, no Docker"
+        }
+        Mode::Bridge => {
+            "server and client namespaces on a docker0-like Linux bridge via veth pairs, no Docker"
+        }
+        Mode::BridgeUser => "server and client namespaces on a br-… Linux bridge via veth pairs, no Docker",
+        Mode::Macvlan => {
+            "server and client namespaces on macvlan links (bridge mode) over an isolated parent, no Docker"
+        }
+        Mode::IpvlanL2 => {
+            "server and client namespaces on ipvlan links (L2) over an isolated parent, no Docker"
+        }
+        Mode::IpvlanL3 => {
+            "server and client namespaces on ipvlan links (L3) over an isolated parent, no Docker"
+        }
+    }
+}
+
+/// Deletes a named namespace; a missing one is not an error.
+pub fn delete_namespace(name: &str) -> Result<(), IpError> {
+    match ip(&["netns", "del", name]) {
+        Err(e) if e.msg.contains("No such file") => Ok(()),
+        r => r,
+    }
+}
+
+/// A namespace of this run. Registered in the teardown before it is created; the teardown
+/// deletes it (there is no Drop here: the teardown owns removal, also on Ctrl-C and errors).
+struct Ns {
+    name: String,
+    path: PathBuf,
+}
+
+impl Ns {
+    fn create(run_id: &str, role: &str, teardown: &mut Teardown) -> anyhow::Result<Ns> {
+        let name = ns_name(run_id, role);
+        teardown.push(Resource::Namespace(name.clone()));
+        ip(&["netns", "add", &name])?;
+        let ns = Ns { path: Path::new("/var/run/netns").join(&name), name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        // Docker disables IPv6 in containers without an IPv6 network; so do we (it also keeps
+        // autoconfiguration packets out of the trace). No IPv6 in the kernel: nothing to do.
+        let _ = ns.sysctl("ipv6/conf/all/disable_ipv6", "1");
+        let _ = ns.sysctl("ipv6/conf/default/disable_ipv6", "1");
+        Ok(ns)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), IpError> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Sets `/proc/sys/net/KEY` inside this namespace.
+    fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let file = Path::new("/proc/sys/net").join(key);
+        let v = value.to_owned();
+        netns::run_in(&self.path, move || std::fs::write(&file, v))?
+            .with_context(|| format!("cannot set net.{} in {}", key.replace('/', "."), self.name))
+    }
+
+    fn inode(&self) -> anyhow::Result<u32> {
+        Ok(netns::inode_of(&self.path)?)
+    }
+
+    fn dev(&self, dev: &str) -> anyhow::Result<DevKey> {
+        Ok(DevKey { netns: self.inode()?, ifindex: netns::ifindex(Some(&self.path), dev)? })
+    }
+
+    /// Runs `PROG ARGS` inside the namespace (`ip netns exec`); Err: one line naming it.
+    fn exec(&self, prog: &str, args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, prog])
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run `ip netns exec`: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!("`{prog} {}` failed: {}", args.join(" "), err.lines().next().unwrap_or("").trim()))
+    }
+}
+
+/// The addresses of a networked mode: the user's (`--subnet --gateway [--ip-server
+/// --ip-client]`) or a free private /24, gateway first, then server and client, as Docker's
+/// IPAM hands them out.
+fn addresses(req: &DeployRequest<'_>) -> anyhow::Result<(IpNet, IpAddr, IpAddr, IpAddr)> {
+    let (subnet, gateway, fixed) = match &req.addressing {
+        Some(a) => (a.subnet, a.gateway, (a.server, a.client)),
+        None => {
+            let net = links::pick_subnet(req.run_id, &[])?;
+            let gw = net.hosts().next().context("empty subnet")?;
+            (IpNet::V4(net), IpAddr::V4(gw), (None, None))
+        }
+    };
+    let mut free = subnet.hosts().filter(|h| *h != gateway && Some(*h) != fixed.0 && Some(*h) != fixed.1);
+    let server = match fixed.0 {
+        Some(s) => s,
+        None => free.next().context("the subnet has no room for the server")?,
+    };
+    let client = match fixed.1 {
+        Some(c) => c,
+        None => free.next().context("the subnet has no room for the client")?,
+    };
+    Ok((subnet, gateway, server, client))
+}
+
+/// Deploys `req.mode` in namespaces of its own; every object is registered in `teardown` first.
+pub fn deploy(
+    req: &DeployRequest<'_>,
+    teardown: &mut Teardown,
+    step: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Deployment> {
+    let mode = req.mode;
+    let run = req.run_id;
+    let short: String = run.chars().take(8).collect();
+    let mut notes = Vec::new();
+    step(&format!("creating network namespace {}", ns_name(run, "host")));
+    let h = Ns::create(run, "host", teardown)?;
+    notes.push(format!("runtime netns: {} stands in for the Docker host, netns {}", h.name, h.inode()?));
+
+    if mode.over_loopback() {
+        let pid = host::spawn_server(Some(&h.path), "127.0.0.1", req.port, teardown)?;
+        notes.push(format!(
+            "server: process {pid} in {} on 127.0.0.1:{}; traced: TCP port {} on lo",
+            h.name, req.port, req.port
+        ));
+        return Ok(Deployment {
+            mode,
+            server_ip: IpAddr::from([127, 0, 0, 1]),
+            filter: Filter { port: Some(req.port), ..Default::default() },
+            notes,
+            client: ClientPlace::Namespace(h.path.clone()),
+        });
+    }
+
+    let (subnet, gateway, server_ip, client_ip) = addresses(req)?;
+    let prefix = subnet.prefix_len().to_string();
+    let mut filter = Filter::default();
+    let mut spaces = Vec::new();
+    for role in ["server", "client"] {
+        step(&format!("creating network namespace {}", ns_name(run, role)));
+        spaces.push(Ns::create(run, role, teardown)?);
+    }
+    let (server, client) = (&spaces[0], &spaces[1]);
+    let gw = gateway.to_string();
+
+    match mode {
+        Mode::Bridge | Mode::BridgeUser => {
+            // docker0 or br-<id>, but inside our own host namespace: the real docker0 (if any)
+            // is never touched.
+            let br = if mode == Mode::Bridge { format!("dt0-{short}") } else { format!("br-{short}") };
+            step(&format!("creating bridge {br} in {}", h.name));
+            h.ip(&["link", "add", &br, "type", "bridge"])?;
+            h.ip(&["addr", "add", &format!("{gw}/{prefix}"), "dev", &br])?;
+            h.ip(&["link", "set", &br, "up"])?;
+            filter.devs.insert(h.dev(&br)?);
+            h.sysctl("ipv4/ip_forward", "1")?;
+            notes.push(format!("bridge {br} ({gw}/{prefix}) in {}; ip_forward=1", h.name));
+            notes.push(br_netfilter(&h));
+            notes.push(docker_iptables(&h, &br, &subnet.to_string()));
+            for (ns, addr, tag) in [(server, server_ip, 's'), (client, client_ip, 'c')] {
+                let veth = format!("veth{short}{tag}");
+                h.ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+                h.ip(&["link", "set", &veth, "master", &br])?;
+                h.ip(&["link", "set", &veth, "up"])?;
+                filter.devs.insert(h.dev(&veth)?);
+                configure_eth0(ns, addr, &prefix, &["default", "via", &gw])?;
+                filter.devs.insert(ns.dev("eth0")?);
+                notes.push(format!("{}: {addr} netns {} (host end {veth})", ns.name, ns.inode()?));
+            }
+        }
+        Mode::Macvlan | Mode::IpvlanL2 | Mode::IpvlanL3 => {
+            // The isolated parent: a veth pair inside our host namespace; nothing reaches a LAN.
+            let (p0, p1) = links::parent_names(run);
+            step(&format!("creating the isolated parent link {p0} in {}", h.name));
+            h.ip(&["link", "add", &p0, "type", "veth", "peer", "name", &p1])?;
+            h.ip(&["link", "set", &p0, "up"])?;
+            h.ip(&["link", "set", &p1, "up"])?;
+            filter.devs.insert(h.dev(&p0)?);
+            notes.push(format!("parent link {p0} in {}, subnet {subnet}, gateway {gw}", h.name));
+            let (kind, kmode) = match mode {
+                Mode::Macvlan => ("macvlan", "bridge"),
+                Mode::IpvlanL2 => ("ipvlan", "l2"),
+                _ => ("ipvlan", "l3"),
+            };
+            for (ns, addr, tag) in [(server, server_ip, 's'), (client, client_ip, 'c')] {
+                // As Docker does: create on the parent, move into the namespace, rename eth0.
+                let tmp = format!("dt{short}{tag}");
+                h.ip(&["link", "add", "link", &p0, "name", &tmp, "type", kind, "mode", kmode])?;
+                h.ip(&["link", "set", &tmp, "netns", &ns.name])?;
+                ns.ip(&["link", "set", &tmp, "name", "eth0"])?;
+                let route: &[&str] = if mode == Mode::IpvlanL3 {
+                    &["default", "dev", "eth0"]
+                } else {
+                    &["default", "via", &gw]
+                };
+                configure_eth0(ns, addr, &prefix, route)?;
+                filter.devs.insert(ns.dev("eth0")?);
+                notes.push(format!("{}: {addr} netns {} ({kind} {kmode} on {p0})", ns.name, ns.inode()?));
+            }
+        }
+        Mode::Normal | Mode::Host => unreachable!("loopback modes returned above"),
+    }
+
+    let pid = host::spawn_server(Some(&server.path), "0.0.0.0", req.port, teardown)?;
+    notes.push(format!("server: process {pid} in {} on {server_ip}:{}", server.name, req.port));
+    if filter.devs.is_empty() {
+        bail!("no device of the workload found");
+    }
+    Ok(Deployment { mode, server_ip, filter, notes, client: ClientPlace::Namespace(client.path.clone()) })
+}
+
+/// Address, link up and default route of a namespace's `eth0`.
+fn configure_eth0(ns: &Ns, addr: IpAddr, prefix: &str, route: &[&str]) -> anyhow::Result<()> {
+    ns.ip(&["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    let mut args = vec!["route", "add"];
+    args.extend_from_slice(route);
+    ns.ip(&args)?;
+    Ok(())
+}
+
+/// Docker loads br_netfilter and sets `bridge-nf-call-iptables`, so bridged frames traverse
+/// iptables. The module is machine-wide (loaded like Docker loads it, and left loaded); the
+/// sysctl is per namespace and is set only in ours. Returns a note on what happened.
+fn br_netfilter(h: &Ns) -> String {
+    if !Path::new("/sys/module/br_netfilter").exists() {
+        let _ = Command::new("modprobe").args(["-q", "br_netfilter"]).status();
+    }
+    match h.sysctl("bridge/bridge-nf-call-iptables", "1") {
+        Ok(()) => format!("br_netfilter: bridge-nf-call-iptables=1 in {}", h.name),
+        Err(_) => {
+            "br_netfilter is not available here: bridged frames skip iptables (Docker would load it)".into()
+        }
+    }
+}
+
+/// Docker's (20.10) iptables rules for one bridge network, in our host namespace. Rules live in
+/// that namespace and go with it. Where iptables is missing or refuses a rule, the run goes on
+/// without them (policy stays ACCEPT) and says so.
+fn docker_iptables(h: &Ns, br: &str, subnet: &str) -> String {
+    let rules: Vec<Vec<&str>> = vec![
+        vec!["-t", "nat", "-N", "DOCKER"],
+        vec!["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
+        vec!["-t", "nat", "-A", "POSTROUTING", "-s", subnet, "!", "-o", br, "-j", "MASQUERADE"],
+        vec!["-t", "nat", "-A", "DOCKER", "-i", br, "-j", "RETURN"],
+        vec!["-N", "DOCKER"],
+        vec!["-N", "DOCKER-ISOLATION-STAGE-1"],
+        vec!["-N", "DOCKER-ISOLATION-STAGE-2"],
+        vec!["-N", "DOCKER-USER"],
+        vec!["-A", "FORWARD", "-j", "DOCKER-USER"],
+        vec!["-A", "FORWARD", "-j", "DOCKER-ISOLATION-STAGE-1"],
+        vec![
+            "-A",
+            "FORWARD",
+            "-o",
+            br,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ],
+        vec!["-A", "FORWARD", "-o", br, "-j", "DOCKER"],
+        vec!["-A", "FORWARD", "-i", br, "!", "-o", br, "-j", "ACCEPT"],
+        vec!["-A", "FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"],
+        vec!["-A", "DOCKER-ISOLATION-STAGE-1", "-i", br, "!", "-o", br, "-j", "DOCKER-ISOLATION-STAGE-2"],
+        vec!["-A", "DOCKER-ISOLATION-STAGE-1", "-j", "RETURN"],
+        vec!["-A", "DOCKER-ISOLATION-STAGE-2", "-o", br, "-j", "DROP"],
+        vec!["-A", "DOCKER-ISOLATION-STAGE-2", "-j", "RETURN"],
+        vec!["-A", "DOCKER-USER", "-j", "RETURN"],
+        // Last, once every ACCEPT is in place.
+        vec!["-P", "FORWARD", "DROP"],
+    ];
+    for rule in &rules {
+        let mut args = vec!["-w"];
+        args.extend_from_slice(rule);
+        if let Err(e) = h.exec("iptables", &args) {
+            let _ = h.exec("iptables", &["-w", "-P", "FORWARD", "ACCEPT"]);
+            return format!("iptables: Docker's rules not installed ({e}); the run goes on without them");
+        }
+    }
+    format!("iptables: Docker's FORWARD/DOCKER-*/MASQUERADE rules for {br} in {}", h.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modes::{Addressing, LanSpec, RuntimeKind};
+
+    fn req<'a>(lan: &'a LanSpec, addressing: Option<Addressing>) -> DeployRequest<'a> {
+        DeployRequest { mode: Mode::Bridge, run_id: "0a1b2c3d", image: None, port: 1, lan, addressing }
+    }
+
+    #[test]
+    fn names_carry_the_prefix_and_fit_ifnamsiz() {
+        assert_eq!(ns_name("0a1b2c3d", "server"), "dockertrace-0a1b2c3d-server");
+        assert!(ns_name("x", "host").starts_with(NS_PREFIX));
+        for n in ["veth0a1b2c3ds", "dt0-0a1b2c3d", "br-0a1b2c3d", "dt0a1b2c3ds"] {
+            assert!(n.len() < 16, "{n}");
+        }
+    }
+
+    #[test]
+    fn addresses_follow_dockers_ipam_order() {
+        let lan = LanSpec::default();
+        let (net, gw, s, c) = addresses(&req(&lan, None)).unwrap();
+        let hosts: Vec<IpAddr> = net.hosts().take(3).collect();
+        assert_eq!((gw, s, c), (hosts[0], hosts[1], hosts[2]));
+        let a = Addressing {
+            subnet: "192.168.8.0/24".parse().unwrap(),
+            gateway: "192.168.8.1".parse().unwrap(),
+            server: None,
+            client: Some("192.168.8.2".parse().unwrap()),
+        };
+        let (_, _, s, c) = addresses(&req(&lan, Some(a))).unwrap();
+        assert_eq!((s.to_string(), c.to_string()), ("192.168.8.3".into(), "192.168.8.2".into()));
+    }
+
+    #[test]
+    fn recordings_name_the_runtime_and_older_ones_still_load() {
+        use crate::{compare::ModeReport, recording::RunBuilder, sinks, tracer::Counters};
+        let mut run = RunBuilder::default().finish("bridge", 1.0, None, Counters::default());
+        let old = serde_json::to_string(&run).unwrap();
+        assert!(!old.contains("runtime"), "{old}");
+        assert_eq!(serde_json::from_str::<crate::recording::ModeRun>(&old).unwrap().runtime, None);
+        run.runtime = Some(RuntimeKind::Netns.name().into());
+        let back: crate::recording::ModeRun =
+            serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert_eq!(back.runtime.as_deref(), Some("netns"));
+        let text =
+            sinks::tables::render_mode(&ModeReport::from_run(&back, 3), sinks::style::Style::plain(), 5);
+        assert!(text.contains("Mode bridge (runtime netns)"), "{text}");
+    }
+
+    #[test]
+    fn every_mode_has_a_netns_description() {
+        for m in Mode::ALL {
+            assert!(describe(m).contains("no Docker"), "{m}");
+        }
+    }
+}
