@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// A mode to measure besides `normal` and `bridge` (repeatable), e.g. `--mode macvlan`.
     #[arg(long, value_name = "MODE")]
     mode: Vec<String>,
+    /// How dockertrace builds the modes: `docker` (its default) or `netns` (no Docker).
+    #[arg(long, value_name = "RUNTIME", default_value = "docker")]
+    runtime: String,
     /// Rounds of the interleaved variants (at least 3 for a median worth reading).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
@@ -150,6 +153,7 @@ struct Machine {
 #[derive(Serialize)]
 struct Results {
     machine: Machine,
+    runtime: String,
     rounds: u32,
     duration_s: f64,
     burst_step_s: f64,
@@ -219,7 +223,7 @@ pub fn bench(mut args: BenchArgs) -> Result<()> {
         for mode in &modes {
             for v in Variant::ALL {
                 eprint!("xtask: bench: round {round}/{}: {mode}: {:<40}", args.rounds, v.label());
-                let s = run_variant(&exe, &scratch, mode, v, round, args.duration)
+                let s = run_variant(&exe, &scratch, mode, &args.runtime, v, round, args.duration)
                     .with_context(|| format!("{mode}, {}, round {round}", v.label()))?;
                 eprintln!(" {:>9.0} msg/s {:>10.0} events/s  lost {}", s.msgs_per_s, s.events_per_s, s.lost);
                 samples.push(s);
@@ -231,7 +235,7 @@ pub fn bench(mut args: BenchArgs) -> Result<()> {
     let mut programs = Vec::new();
     for mode in &modes {
         step(&format!("bench: {mode}: per-program statistics (--stats)"));
-        programs.extend(program_stats(&exe, &scratch, mode, args.duration)?);
+        programs.extend(program_stats(&exe, &scratch, mode, &args.runtime, args.duration)?);
     }
 
     let burst = if args.no_burst { Vec::new() } else { burst_ladder(&exe, &scratch, &args)? };
@@ -239,6 +243,7 @@ pub fn bench(mut args: BenchArgs) -> Result<()> {
 
     let results = Results {
         machine: machine(),
+        runtime: args.runtime.clone(),
         rounds: args.rounds,
         duration_s: args.duration,
         burst_step_s: args.burst_step,
@@ -357,6 +362,7 @@ fn run_variant(
     exe: &Path,
     scratch: &Scratch,
     mode: &str,
+    runtime: &str,
     v: Variant,
     round: u32,
     duration: f64,
@@ -364,7 +370,7 @@ fn run_variant(
     let rec = scratch.file("run.json");
     let rec_s = rec.to_str().context("non-UTF-8 scratch path")?;
     let dur = duration.to_string();
-    let mut a = vec!["--mode", mode, "--duration", &dur, "--quiet", "--record", rec_s];
+    let mut a = vec!["--mode", mode, "--runtime", runtime, "--duration", &dur, "--quiet", "--record", rec_s];
     let mut perf = None;
     match v {
         Variant::Untraced => a.push("--untraced"),
@@ -551,7 +557,13 @@ fn rows(modes: &[String], samples: &[Sample]) -> Vec<Row> {
     rows
 }
 
-fn program_stats(exe: &Path, scratch: &Scratch, mode: &str, duration: f64) -> Result<Vec<ProgramStat>> {
+fn program_stats(
+    exe: &Path,
+    scratch: &Scratch,
+    mode: &str,
+    runtime: &str,
+    duration: f64,
+) -> Result<Vec<ProgramStat>> {
     let rec = scratch.file("stats.json");
     let dur = duration.to_string();
     dockertrace(
@@ -559,6 +571,8 @@ fn program_stats(exe: &Path, scratch: &Scratch, mode: &str, duration: f64) -> Re
         &[
             "--mode",
             mode,
+            "--runtime",
+            runtime,
             "--duration",
             &dur,
             "--quiet",
@@ -826,9 +840,9 @@ fn markdown(r: &Results) -> String {
         "# Benchmarks\n\n\
          Written by `cargo xtask bench` (do not edit by hand). Each mode was run {} rounds, \
          interleaved (untraced, dockertrace streaming, dockertrace aggregate, perf; then again), \
-         with the default echo workload for {} s per run.\n\n\
+         with the default echo workload for {} s per run, runtime `{}`.\n\n\
          - date: {}\n- machine: {} ({} CPUs, {} MiB)\n- kernel: {}\n- commit: {}\n",
-        r.rounds, r.duration_s, m.date_utc, m.cpu, m.cpus, m.memory_mib, m.kernel, m.commit
+        r.rounds, r.duration_s, r.runtime, m.date_utc, m.cpu, m.cpus, m.memory_mib, m.kernel, m.commit
     );
     let _ = writeln!(
         s,
