@@ -391,8 +391,6 @@ impl Tracer {
                 max: TP_SLOTS,
             });
         }
-        let kallsyms = Arc::new(Kallsyms::load()?);
-
         raise_memlock();
         let settings = Settings {
             filters: opts.filter.flags(),
@@ -415,6 +413,10 @@ impl Tracer {
             }
             loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))?
         };
+        // Loading peaks at tens of MiB (BTF, the object's sections), all free now: give them
+        // back before the symbol table and the ring buffer's pages come in, so the peaks do not add.
+        release_freed_memory();
+        let kallsyms = Arc::new(Kallsyms::load()?);
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -460,7 +462,6 @@ impl Tracer {
         let agg = PerCpuHashMap::try_from(ebpf.take_map("AGG").ok_or(TraceError::MissingMap("AGG"))?)?;
         let dev_names =
             BpfHashMap::try_from(ebpf.take_map("DEV_NAMES").ok_or(TraceError::MissingMap("DEV_NAMES"))?)?;
-        release_freed_memory();
         Ok(Tracer {
             ebpf,
             catalog,
