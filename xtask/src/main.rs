@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask setup | build | run | test`.
+//! Project chores: `cargo xtask setup | build | run | test | vm-test`.
 //!
 //! Every command first makes sure the machine is ready (idempotently, and in seconds when it
 //! already is): Debian packages, bpf-linker on LLVM 22, tracefs, and the Docker engine.
@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+
+mod vm;
 
 /// Debian packages the build and the tests need.
 /// rustc-web/cargo-web + libstd-rust-web-dev-bpf: a stable rustc with a prebuilt `core` for the
@@ -52,14 +54,21 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Set up, then run every test: host unit tests and the root integration tests.
+    /// Set up, then run every test: host unit tests and the root integration tests, then the
+    /// root tests on kernels 6.1 and 6.12 in QEMU (`vm-test`).
     Test {
         #[command(flatten)]
         setup: SetupArgs,
+        /// Skip the kernel matrix in QEMU that follows the host tests.
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Run the root tests on other kernels (6.1 and 6.12 by default) in QEMU (TCG): kernels,
+    /// QEMU and busybox come from Debian packages, cached under target/vm (no Docker needed).
+    VmTest(vm::VmArgs),
 }
 
 #[derive(clap::Args, Clone, Copy)]
@@ -75,7 +84,15 @@ fn main() {
         Cmd::Setup(s) => setup(s),
         Cmd::Build(s) => setup(s).and_then(|()| build_release()),
         Cmd::Run { setup: s, args } => setup(s).and_then(|()| build_release()).and_then(|()| run(&args)),
-        Cmd::Test { setup: s, args } => setup(s).and_then(|()| test(&args)),
+        Cmd::Test { setup: s, no_vm, args } => setup(s).and_then(|()| test(&args)).and_then(|()| {
+            // A filtered run is a quick check: no VMs.
+            if no_vm || !args.is_empty() {
+                Ok(())
+            } else {
+                vm::vm_test(&vm::VmArgs::default())
+            }
+        }),
+        Cmd::VmTest(v) => setup(SetupArgs { no_docker: true }).and_then(|()| vm::vm_test(&v)),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
