@@ -70,9 +70,9 @@ pub struct StatsGuard(#[allow(dead_code)] std::os::fd::OwnedFd);
 impl StatsGuard {
     /// Turns the statistics on, or says why it cannot (kernels before 5.8).
     pub fn enable() -> Result<StatsGuard, String> {
-        aya::sys::enable_stats(aya::sys::Stats::RunTime)
-            .map(StatsGuard)
-            .map_err(|e| format!("cannot enable eBPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+): {e}"))
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).map(StatsGuard).map_err(|e| {
+            format!("cannot enable eBPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+): {e}")
+        })
     }
 }
 

@@ -217,7 +217,15 @@ impl RunBuilder {
         counts.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| a.event.cmp(&b.event)).then(a.stack.cmp(&b.stack))
         });
-        ModeRun { mode: mode.to_owned(), duration_s, workload, counters, stacks: self.stacks, counts, tracer: None }
+        ModeRun {
+            mode: mode.to_owned(),
+            duration_s,
+            workload,
+            counters,
+            stacks: self.stacks,
+            counts,
+            tracer: None,
+        }
     }
 }
 

@@ -198,7 +198,11 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
 pub fn render_cost(c: &TracerCost, duration_s: f64, style: Style) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let share = if duration_s > 0.0 { format!(" ({:.1}% of one CPU)", 100.0 * c.cpu_s / duration_s) } else { String::new() };
+    let share = if duration_s > 0.0 {
+        format!(" ({:.1}% of one CPU)", 100.0 * c.cpu_s / duration_s)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
         "\n{} attach {:.0} ms, CPU {:.2} s{share}, peak memory {:.1} MiB",
@@ -324,11 +328,19 @@ mod tests {
             peak_rss_kib: 20 * 1024,
             programs: vec![
                 ProgramCost { program: "net:netif_rx".into(), emits: true, runs: 10, run_ns: 5_000_000 },
-                ProgramCost { program: "net:netif_rx_entry".into(), emits: false, runs: 10, run_ns: 1_000_000 },
+                ProgramCost {
+                    program: "net:netif_rx_entry".into(),
+                    emits: false,
+                    runs: 10,
+                    run_ns: 1_000_000,
+                },
             ],
         };
         let text = render_cost(&c, 2.0, Style::plain());
-        assert!(text.contains("attach 250 ms, CPU 0.50 s (25.0% of one CPU), peak memory 20.0 MiB"), "{text}");
+        assert!(
+            text.contains("attach 250 ms, CPU 0.50 s (25.0% of one CPU), peak memory 20.0 MiB"),
+            "{text}"
+        );
         assert!(text.contains("6.0 ms in all"), "{text}");
         let rx = text.lines().find(|l| l.contains("net:netif_rx ")).unwrap();
         assert!(rx.contains(" 10 ") && rx.contains(" 500000 ") && rx.contains(" 5.00"), "{rx}");
