@@ -599,23 +599,12 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
     let ip = fs::canonicalize("/sbin/ip").context("iproute2's ip is not installed")?;
     files.push(("sbin/ip".into(), Entry::File(fs::read(&ip)?, 0o755)));
     let ldd = Command::new("ldd").arg(&ip).output().context("cannot run ldd")?;
-    let mut dirs = BTreeSet::new();
     for l in String::from_utf8_lossy(&ldd.stdout).lines() {
         let lib = l.split("=>").last().and_then(|r| r.split_whitespace().next()).unwrap_or("");
         if lib.starts_with('/') {
             let rel = lib.trim_start_matches('/').to_owned();
-            if let Some(parent) = Path::new(&rel).parent() {
-                let mut acc = PathBuf::new();
-                for c in parent.components() {
-                    acc.push(c);
-                    dirs.insert(acc.to_string_lossy().into_owned());
-                }
-            }
             files.push((rel, Entry::File(fs::read(fs::canonicalize(lib)?)?, 0o755)));
         }
-    }
-    for d in dirs {
-        files.push((d, Entry::Dir));
     }
 
     // Modules, dependencies first.
@@ -704,7 +693,18 @@ fn write_cpio(w: &mut impl std::io::Write, files: &[(String, Entry)]) -> Result<
         Ok(())
     }
     let mut seen = BTreeSet::new();
+    let mut ino = files.len() as u32 + 1;
     for (i, (name, e)) in files.iter().enumerate() {
+        // The kernel creates no missing parents: every directory comes before what it holds.
+        let mut parent = PathBuf::new();
+        for c in Path::new(name).parent().into_iter().flat_map(|p| p.components()) {
+            parent.push(c);
+            let dir = parent.to_string_lossy().into_owned();
+            if seen.insert(dir.clone()) {
+                ino += 1;
+                header(w, ino, 0o040755, 0, (0, 0), &dir)?;
+            }
+        }
         if !seen.insert(name.clone()) {
             continue;
         }
