@@ -45,7 +45,7 @@ pub struct VmArgs {
     #[arg(long)]
     pub keep_going: bool,
     /// Seconds one VM may run before it is killed (and counted as a failure).
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 600)]
     pub timeout: u64,
     /// Memory of each VM, in MiB.
     #[arg(long, default_value_t = 2048)]
@@ -61,7 +61,7 @@ impl Default for VmArgs {
         VmArgs {
             kernels: vec!["6.1".into(), "6.12".into()],
             keep_going: true,
-            timeout: 1200,
+            timeout: 600,
             memory: 2048,
             filter: None,
         }
