@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask setup | build | run | test | bench`.
+//! Project chores: `cargo xtask setup | build | run | test | bench | vm-test`.
 //!
 //! Every command first makes sure the machine is ready (idempotently, and in seconds when it
 //! already is): Debian packages, bpf-linker on LLVM 22, tracefs, and the Docker engine.
@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod vm;
 
 /// Debian packages the build and the tests need.
 /// rustc-web/cargo-web + libstd-rust-web-dev-bpf: a stable rustc with a prebuilt `core` for the
@@ -54,13 +55,17 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Set up, then run every test: host unit tests and the root integration tests.
+    /// Set up, then run every test: host unit tests and the root integration tests, then the
+    /// root tests on kernels 6.1 and 6.12 in QEMU (`vm-test`).
     Test {
         #[command(flatten)]
         setup: SetupArgs,
         /// Skip the benchmark's smoke run (one round of 2 s) that follows the tests.
         #[arg(long)]
         no_bench: bool,
+        /// Skip the kernel matrix in QEMU that follows the host tests.
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -73,6 +78,9 @@ enum Cmd {
         #[command(flatten)]
         bench: bench::BenchArgs,
     },
+    /// Run the root tests on other kernels (6.1 and 6.12 by default) in QEMU (TCG): kernels,
+    /// QEMU and busybox come from Debian packages, cached under target/vm (no Docker needed).
+    VmTest(vm::VmArgs),
 }
 
 #[derive(clap::Args, Clone, Copy)]
@@ -88,16 +96,23 @@ fn main() {
         Cmd::Setup(s) => setup(s),
         Cmd::Build(s) => setup(s).and_then(|()| build_release()),
         Cmd::Run { setup: s, args } => setup(s).and_then(|()| build_release()).and_then(|()| run(&args)),
-        Cmd::Test { setup: s, no_bench, args } => setup(s).and_then(|()| test(&args)).and_then(|()| {
-            if no_bench || !args.is_empty() {
-                Ok(())
-            } else {
-                bench_smoke()
+        Cmd::Test { setup: s, no_bench, no_vm, args } => setup(s).and_then(|()| test(&args)).and_then(|()| {
+            // A filtered run is a quick check: no benchmark, no VMs.
+            if !args.is_empty() {
+                return Ok(());
             }
+            if !no_bench {
+                bench_smoke()?;
+            }
+            if !no_vm {
+                vm::vm_test(&vm::VmArgs::default())?;
+            }
+            Ok(())
         }),
         Cmd::Bench { setup: s, bench } => {
             setup(s).and_then(|()| build_release()).and_then(|()| bench::bench(bench))
         }
+        Cmd::VmTest(v) => setup(SetupArgs { no_docker: true }).and_then(|()| vm::vm_test(&v)),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

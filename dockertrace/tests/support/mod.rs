@@ -36,6 +36,29 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Why kprobe tests cannot run here (no root, no tracefs or BTF, or a kernel without kprobes).
+pub fn kprobe_skip_reason() -> Option<String> {
+    skip_reason().or_else(|| {
+        (!Path::new("/sys/bus/event_source/devices/kprobe/type").exists())
+            .then(|| "this kernel has no kprobes (CONFIG_KPROBES); `cargo xtask vm-test` runs these".into())
+    })
+}
+
+/// Why a test needing the kernel's `driver` (`ipvlan`, `macvlan`, ...) cannot run here.
+pub fn driver_skip_reason(driver: &str) -> Option<String> {
+    let loaded = || Path::new("/sys/module").join(driver).exists();
+    if !loaded() {
+        let _ = std::process::Command::new("modprobe").arg("-q").arg(driver).status();
+    }
+    (!loaded()).then(|| format!("this kernel has no {driver} driver (CONFIG_{})", driver.to_uppercase()))
+}
+
+/// Whether the running kernel has `function` as a symbol of its own (not inlined away).
+pub fn kernel_has(function: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|k| k.lines().any(|l| l.split_whitespace().nth(2) == Some(function)))
+}
+
 /// `if skip!() { return; }`: prints `skipping: <reason>` when the test cannot run here.
 #[macro_export]
 macro_rules! skip {
@@ -135,6 +158,64 @@ impl Topology {
             ns.ip(&["link", "set", dev, "up"]).unwrap();
         }
         Topology { a, b, middle: vec![p], a_dev: "dtmva", b_dev: "dtmvb", b_ip: "10.201.3.2" }
+    }
+
+    /// a's side is the bridge device itself (dtbr, with an address, in a), b hangs off one of its
+    /// ports: a's packets leave through `br_dev_xmit`, like a host talking to its containers.
+    pub fn bridge_host() -> Topology {
+        let a = quiet_ns("bh");
+        let b = quiet_ns("bc");
+        a.ip(&["link", "add", "dtbr", "type", "bridge"]).unwrap();
+        a.ip(&["addr", "add", "10.201.5.1/24", "dev", "dtbr"]).unwrap();
+        a.ip(&["link", "set", "dtbr", "up"]).unwrap();
+        b.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "dtpc", "netns", a.name()]).unwrap();
+        b.ip(&["addr", "add", "10.201.5.2/24", "dev", "eth0"]).unwrap();
+        b.ip(&["link", "set", "eth0", "up"]).unwrap();
+        a.ip(&["link", "set", "dtpc", "master", "dtbr"]).unwrap();
+        a.ip(&["link", "set", "dtpc", "up"]).unwrap();
+        Topology { a, b, middle: vec![], a_dev: "dtbr", b_dev: "eth0", b_ip: "10.201.5.2" }
+    }
+
+    /// Two ipvlans (`mode` l2 or l3) on a veth parent (dtip0) in namespace p, like Docker's
+    /// ipvlan networks. The parent's peer (dtip1, 10.201.4.100) lives in a fourth namespace:
+    /// see [`Topology::ipvlan_external`].
+    pub fn ipvlan(mode: &str) -> Topology {
+        let a = quiet_ns("ia");
+        let b = quiet_ns("ib");
+        let p = quiet_ns("ip");
+        p.ip(&["link", "add", "dtip0", "type", "veth", "peer", "name", "dtip1"]).unwrap();
+        p.ip(&["link", "set", "dtip0", "up"]).unwrap();
+        p.ip(&["link", "set", "dtip1", "up"]).unwrap();
+        for (ns, dev, ip) in [(&a, "dtiva", "10.201.4.1/24"), (&b, "dtivb", "10.201.4.2/24")] {
+            p.ip(&["link", "add", "link", "dtip0", "name", dev, "type", "ipvlan", "mode", mode]).unwrap();
+            p.ip(&["link", "set", dev, "netns", ns.name()]).unwrap();
+            ns.ip(&["addr", "add", ip, "dev", dev]).unwrap();
+            ns.ip(&["link", "set", dev, "up"]).unwrap();
+        }
+        Topology { a, b, middle: vec![p], a_dev: "dtiva", b_dev: "dtivb", b_ip: "10.201.4.2" }
+    }
+
+    /// An ipvlan in L3 mode (a, 10.201.4.1) talking to a host outside its parent's ipvlans
+    /// (b, 10.201.4.100, on the far end of the veth parent): a's packets are routed in the
+    /// parent's namespace p (ipvlan's outbound path, then IP output onto the parent).
+    pub fn ipvlan_external() -> Topology {
+        let a = quiet_ns("ia");
+        let b = quiet_ns("ix");
+        let p = quiet_ns("ip");
+        p.ip(&["link", "add", "dtip0", "type", "veth", "peer", "name", "dtip1", "netns", b.name()]).unwrap();
+        const PARENT_MAC: &str = "02:00:0a:c9:04:fe";
+        p.ip(&["link", "set", "dtip0", "address", PARENT_MAC]).unwrap();
+        p.ip(&["addr", "add", "10.201.4.254/24", "dev", "dtip0"]).unwrap();
+        p.ip(&["link", "set", "dtip0", "up"]).unwrap();
+        p.ip(&["link", "add", "link", "dtip0", "name", "dtiva", "type", "ipvlan", "mode", "l3"]).unwrap();
+        p.ip(&["link", "set", "dtiva", "netns", a.name()]).unwrap();
+        a.ip(&["addr", "add", "10.201.4.1/24", "dev", "dtiva"]).unwrap();
+        a.ip(&["link", "set", "dtiva", "up"]).unwrap();
+        b.ip(&["addr", "add", "10.201.4.100/24", "dev", "dtip1"]).unwrap();
+        b.ip(&["link", "set", "dtip1", "up"]).unwrap();
+        // Nobody answers ARP for an L3 ipvlan's address: b reaches it through the parent's MAC.
+        b.ip(&["neigh", "add", "10.201.4.1", "lladdr", PARENT_MAC, "dev", "dtip1"]).unwrap();
+        Topology { a, b, middle: vec![p], a_dev: "dtiva", b_dev: "dtip1", b_ip: "10.201.4.100" }
     }
 
     /// Sends exactly `n` echo messages from a to b.

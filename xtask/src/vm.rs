@@ -1,0 +1,916 @@
+//! `cargo xtask vm-test`: the root tests on other kernels, in QEMU (TCG; no KVM needed).
+//!
+//! Everything comes from Debian packages through `apt-get download` and is cached under
+//! `target/vm/` (nothing is installed on the host): the kernels (`linux-image-6.1.0-N-amd64`,
+//! `linux-image-6.12.N+deb12-amd64`, the newest the apt lists know), QEMU with its libraries
+//! (unpacked, so the host's newer qemu-utils stays), and busybox. For each kernel an initramfs
+//! is built with busybox, iproute2's `ip`, the kernel's modules for the datapaths (veth,
+//! bridge, macvlan, ipvlan, ...) and statically linked test binaries; its init runs each test
+//! binary and prints markers on the serial console, which the host parses for the verdict.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+
+use crate::{cargo, status, step, workspace_root};
+
+/// The test targets run inside the VMs (integration tests of the `dockertrace` package), each
+/// with a test name filter ("" for all). Targets that do not exist in this checkout are left
+/// out, so adding one here is all it takes. netns_runtime: its ipvlan test (the host has no
+/// ipvlan); its other tests run on the host.
+const VM_TESTS: &[(&str, &str)] = &[("root_trace", ""), ("kernel_matrix", ""), ("netns_runtime", "ipvlan")];
+
+/// Modules loaded in each VM (dependencies are resolved from the modules themselves).
+const MODULES: &[&str] = &["veth", "bridge", "br_netfilter", "macvlan", "ipvlan", "dummy"];
+
+/// QEMU and what it needs beyond a Debian 12 base: qemu-system-x86's dependencies that are not
+/// installed on the host are added to these.
+const QEMU_PACKAGES: &[&str] =
+    &["qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios", "ipxe-qemu"];
+
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+#[derive(clap::Args, Clone)]
+pub struct VmArgs {
+    /// Kernel series to test (repeatable): `6.1` (bookworm) or `6.12` (bookworm's +deb12
+    /// backport), or an exact Debian package name `linux-image-...-amd64`.
+    #[arg(long = "kernel", default_values = ["6.1", "6.12"])]
+    pub kernels: Vec<String>,
+    /// Go on with the next kernel after one fails.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Seconds one VM may run before it is killed (and counted as a failure).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Memory of each VM, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory: u32,
+    /// Test name filter passed to every test binary (like `cargo test FILTER`).
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+impl Default for VmArgs {
+    /// What `cargo xtask test` runs.
+    fn default() -> VmArgs {
+        VmArgs {
+            kernels: vec!["6.1".into(), "6.12".into()],
+            keep_going: true,
+            timeout: 600,
+            memory: 2048,
+            filter: None,
+        }
+    }
+}
+
+fn vm_dir() -> PathBuf {
+    workspace_root().join("target/vm")
+}
+
+pub fn vm_test(args: &VmArgs) -> Result<()> {
+    let t = Instant::now();
+    let cache = vm_dir().join("cache");
+    fs::create_dir_all(&cache)?;
+    let qemu = Qemu::prepare(&cache)?;
+    let busybox = busybox(&cache)?;
+    let bins = static_binaries()?;
+    step(&format!(
+        "VM test binaries: {}",
+        bins.tests.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    let mut failed = Vec::new();
+    let mut summary = Vec::new();
+    for k in &args.kernels {
+        let kernel = Kernel::prepare(&cache, k)?;
+        let initrd = initramfs(&kernel, &busybox, &bins, args.filter.as_deref())?;
+        let outcome = qemu.boot(&kernel, &initrd, args)?;
+        let line = outcome.summary(&kernel.release);
+        eprintln!("{line}");
+        summary.push(line);
+        if !outcome.passed() {
+            outcome.show_failures(&kernel.release);
+            failed.push(kernel.release.clone());
+            if !args.keep_going {
+                break;
+            }
+        }
+    }
+    step(&format!("VM matrix done in {:.0} s:", t.elapsed().as_secs_f64()));
+    for l in &summary {
+        eprintln!("  {l}");
+    }
+    if !failed.is_empty() {
+        bail!("VM tests failed on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debian packages
+
+/// `apt-get download` into `dir`, once (a `.deb` for the package already there is kept).
+fn download(dir: &Path, pkgs: &[String]) -> Result<()> {
+    let missing: Vec<&String> = pkgs.iter().filter(|p| cached_deb(dir, p).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("downloading {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
+    let mut c = Command::new("apt-get");
+    c.current_dir(dir).args(["download", "-q"]).args(&missing);
+    if status(c).is_err() {
+        // The package lists may be missing or stale on a fresh machine.
+        let mut u = crate::privileged("apt-get");
+        u.args(["update", "-q"]);
+        status(u)?;
+        let mut c = Command::new("apt-get");
+        c.current_dir(dir).args(["download", "-q"]).args(&missing);
+        status(c)?;
+    }
+    Ok(())
+}
+
+/// The cached `.deb` of package `pkg` (`pkg_VERSION_ARCH.deb`).
+fn cached_deb(dir: &Path, pkg: &str) -> Option<PathBuf> {
+    let prefix = format!("{pkg}_");
+    fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+    })
+}
+
+/// Unpacks a `.deb` into `into` (`dpkg-deb -x`: files only, nothing is installed).
+fn unpack(deb: &Path, into: &Path) -> Result<()> {
+    fs::create_dir_all(into)?;
+    let mut c = Command::new("dpkg-deb");
+    c.arg("-x").arg(deb).arg(into);
+    status(c)
+}
+
+fn apt_lines(args: &[&str]) -> Result<Vec<String>> {
+    let out = Command::new("apt-cache").args(args).output().context("cannot run apt-cache")?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+}
+
+fn installed_on_host(pkg: &str) -> bool {
+    crate::installed(pkg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// QEMU
+
+struct Qemu {
+    root: PathBuf,
+}
+
+impl Qemu {
+    fn prepare(cache: &Path) -> Result<Qemu> {
+        let root = vm_dir().join("qemu");
+        let q = Qemu { root };
+        if q.works() {
+            return Ok(q);
+        }
+        step("fetching QEMU from Debian packages (unpacked under target/vm/qemu, not installed)");
+        let mut pkgs: BTreeSet<String> = QEMU_PACKAGES.iter().map(|s| s.to_string()).collect();
+        for d in direct_depends("qemu-system-x86")? {
+            if !installed_on_host(&d) {
+                pkgs.insert(d);
+            }
+        }
+        // The libraries' own dependencies, one level further (e.g. librdmacm1 → libibverbs1).
+        for p in pkgs.clone() {
+            if p.starts_with("lib") {
+                for d in direct_depends(&p)? {
+                    if !installed_on_host(&d) {
+                        pkgs.insert(d);
+                    }
+                }
+            }
+        }
+        let pkgs: Vec<String> = pkgs.into_iter().collect();
+        download(cache, &pkgs)?;
+        let _ = fs::remove_dir_all(&q.root);
+        for p in &pkgs {
+            unpack(&cached_deb(cache, p).with_context(|| format!("{p} was not downloaded"))?, &q.root)?;
+        }
+        ensure!(q.works(), "the unpacked QEMU does not run: {}", q.missing_libs());
+        Ok(q)
+    }
+
+    fn exe(&self) -> PathBuf {
+        self.root.join("usr/bin/qemu-system-x86_64")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(self.exe());
+        c.env("LD_LIBRARY_PATH", self.root.join("usr/lib/x86_64-linux-gnu"));
+        c
+    }
+
+    fn works(&self) -> bool {
+        self.exe().exists()
+            && crate::quiet_ok({
+                let mut c = self.command();
+                c.arg("--version");
+                c
+            })
+    }
+
+    fn missing_libs(&self) -> String {
+        let out = Command::new("ldd")
+            .arg(self.exe())
+            .env("LD_LIBRARY_PATH", self.root.join("usr/lib/x86_64-linux-gnu"))
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains("not found"))
+                .map(|l| l.trim().to_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+    }
+
+    /// Boots `kernel` with `initrd`, streams the serial console to `target/vm/<release>.log`
+    /// (markers and test results also to stderr) and parses the outcome.
+    fn boot(&self, kernel: &Kernel, initrd: &Path, args: &VmArgs) -> Result<Outcome> {
+        let log_path = vm_dir().join(format!("{}.log", kernel.release));
+        step(&format!(
+            "booting {} in QEMU (TCG), serial log in {}",
+            kernel.release,
+            log_path.strip_prefix(workspace_root()).unwrap_or(&log_path).display()
+        ));
+        let share = self.root.join("usr/share");
+        let mut c = self.command();
+        c.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", &args.memory.to_string()])
+            .args(["-nic", "none", "-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+            .arg("-L")
+            .arg(share.join("qemu"))
+            .arg("-L")
+            .arg(share.join("seabios"))
+            .arg("-L")
+            .arg(self.root.join("usr/lib/ipxe/qemu"))
+            .arg("-kernel")
+            .arg(&kernel.image)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let started = Instant::now();
+        let mut child = c.spawn().context("cannot start qemu-system-x86_64")?;
+        let stdout = child.stdout.take().expect("piped");
+        let tag = kernel.series.clone();
+        let log_file = log_path.clone();
+        let reader = std::thread::spawn(move || -> Vec<String> {
+            let mut log = fs::File::create(&log_file).ok();
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if line.starts_with("DT-VM") || line.starts_with("test ") && !line.ends_with(" ... ") {
+                    eprintln!("[{tag}] {line}");
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        let deadline = started + Duration::from_secs(args.timeout);
+        let mut timed_out = false;
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                // Our own QEMU, by its pid.
+                let _ = child.kill();
+                let _ = child.wait();
+                timed_out = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let lines = reader.join().unwrap_or_default();
+        Ok(Outcome::parse(&lines, timed_out, started.elapsed(), log_path))
+    }
+}
+
+/// A package's direct dependencies (first alternative of each), from apt's lists.
+fn direct_depends(pkg: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut alternative = false;
+    for l in apt_lines(&["depends", pkg])? {
+        let t = l.trim();
+        let (is_dep, rest) = if let Some(r) = t.strip_prefix("|Depends: ") {
+            (true, r)
+        } else if let Some(r) = t.strip_prefix("Depends: ") {
+            (true, r)
+        } else {
+            (false, "")
+        };
+        if is_dep && !alternative && !rest.starts_with('<') {
+            out.push(rest.split(':').next().unwrap_or(rest).to_owned());
+        }
+        if is_dep {
+            alternative = t.starts_with('|');
+        }
+    }
+    Ok(out)
+}
+
+fn busybox(cache: &Path) -> Result<PathBuf> {
+    let exe = vm_dir().join("busybox/bin/busybox");
+    if !exe.exists() {
+        download(cache, &["busybox-static".to_owned()])?;
+        unpack(&cached_deb(cache, "busybox-static").context("busybox-static")?, &vm_dir().join("busybox"))?;
+    }
+    Ok(exe)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+struct Kernel {
+    /// What the user asked for (`6.1`).
+    series: String,
+    /// `uname -r` (`6.1.0-56-amd64`).
+    release: String,
+    image: PathBuf,
+    /// The unpacked package (`lib/modules/<release>/...`).
+    root: PathBuf,
+}
+
+/// Orders Debian kernel package names by their numbers (`6.1.0-9` < `6.1.0-56`).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn kernel_package_matches(series: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("linux-image-") else { return false };
+    let Some(rest) = rest.strip_suffix("-amd64") else { return false };
+    match series {
+        // linux-image-6.1.0-56-amd64
+        "6.1" => rest
+            .strip_prefix("6.1.0-")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())),
+        // linux-image-6.12.117+deb12-amd64
+        "6.12" => rest
+            .strip_prefix("6.12.")
+            .and_then(|r| r.strip_suffix("+deb12"))
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())),
+        _ => false,
+    }
+}
+
+impl Kernel {
+    fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
+        let pkg = if series.starts_with("linux-image-") {
+            series.to_owned()
+        } else {
+            ensure!(series == "6.1" || series == "6.12", "unknown kernel series {series:?} (6.1 or 6.12)");
+            Self::resolve(cache, series)?
+        };
+        download(cache, std::slice::from_ref(&pkg))?;
+        let release = pkg.trim_start_matches("linux-image-").to_owned();
+        let root = vm_dir().join("kernels").join(&release);
+        let image = root.join(format!("boot/vmlinuz-{release}"));
+        if !image.exists() {
+            step(&format!("unpacking {pkg}"));
+            let _ = fs::remove_dir_all(&root);
+            unpack(&cached_deb(cache, &pkg).context("kernel package")?, &root)?;
+        }
+        ensure!(image.exists(), "{pkg} has no {}", image.display());
+        Ok(Kernel { series: series.to_owned(), release, image, root })
+    }
+
+    /// The newest package of the series that apt knows of; offline, the newest one cached.
+    fn resolve(cache: &Path, series: &str) -> Result<String> {
+        let mut names: Vec<String> =
+            apt_lines(&["search", "--names-only", &format!("^linux-image-{series}")])?
+                .into_iter()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .filter(|n| kernel_package_matches(series, n))
+                .collect();
+        if names.is_empty() {
+            names = fs::read_dir(cache)?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.split('_').next()).map(str::to_owned))
+                .filter(|n| kernel_package_matches(series, n))
+                .collect();
+        }
+        names.sort_by_key(|n| version_key(n));
+        names.pop().with_context(|| {
+            format!(
+                "no Debian package for kernel {series} (linux-image-{series}...-amd64); try `apt-get update`"
+            )
+        })
+    }
+
+    fn modules_dir(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.release)
+    }
+
+    /// The module files (by name) under the kernel's module tree.
+    fn module_files(&self) -> BTreeMap<String, PathBuf> {
+        fn walk(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
+                    if let Some(m) = n.strip_suffix(".ko").or_else(|| n.strip_suffix(".ko.xz")) {
+                        out.insert(m.replace('-', "_"), p.clone());
+                    }
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(&self.modules_dir().join("kernel"), &mut out);
+        out
+    }
+}
+
+/// A module's bytes, decompressed.
+fn module_bytes(path: &Path) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        let out = Command::new("xz").arg("-dc").arg(path).output().context("cannot run xz")?;
+        ensure!(out.status.success(), "xz -dc {} failed", path.display());
+        Ok(out.stdout)
+    } else {
+        Ok(fs::read(path)?)
+    }
+}
+
+/// The `depends=` entry of a module's `.modinfo`.
+fn module_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    ko.windows(key.len() + 1)
+        .position(|w| w[0] == 0 && &w[1..] == key)
+        .map(|i| {
+            let start = i + 1 + key.len();
+            let end = ko[start..].iter().position(|&b| b == 0).map_or(ko.len(), |e| start + e);
+            String::from_utf8_lossy(&ko[start..end])
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.replace('-', "_"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static test binaries
+
+struct Binaries {
+    dockertrace: PathBuf,
+    /// (test target, executable)
+    tests: Vec<(String, PathBuf)>,
+}
+
+/// Builds the `dockertrace` binary and the VM test targets statically linked (glibc
+/// `+crt-static`; build scripts stay dynamic), under `target/x86_64-unknown-linux-gnu/`.
+fn static_binaries() -> Result<Binaries> {
+    let present: Vec<&str> = VM_TESTS
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| workspace_root().join(format!("dockertrace/tests/{t}.rs")).exists())
+        .collect();
+    step(
+        "building static dockertrace and test binaries for the VMs (release; the first build takes ~10 min)",
+    );
+    let mut c = cargo();
+    c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["test", "--release", "--no-run", "--target", STATIC_TARGET, "-p", "dockertrace", "--bins"])
+        .args(present.iter().flat_map(|t| ["--test", t]))
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdout(Stdio::piped());
+    let out = c.output().context("cannot run cargo")?;
+    ensure!(out.status.success(), "static build of the test binaries failed");
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str()) else {
+            continue;
+        };
+        let is_test = v["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        if is_test && present.contains(&name) {
+            tests.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    tests.sort_by_key(|(n, _)| present.iter().position(|p| p == n));
+    ensure!(tests.len() == present.len(), "cargo did not report every VM test binary: {tests:?}");
+    // `--bins` builds the binary but `cargo test` reports only the test harness of it: the
+    // binary itself sits in the profile directory.
+    let dockertrace = workspace_root().join(format!("target/{STATIC_TARGET}/release/dockertrace"));
+    let mut b = cargo();
+    b.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static").args([
+        "build",
+        "--release",
+        "--target",
+        STATIC_TARGET,
+        "-p",
+        "dockertrace",
+        "--bin",
+        "dockertrace",
+        "-q",
+    ]);
+    status(b)?;
+    ensure!(dockertrace.exists(), "no {}", dockertrace.display());
+    Ok(Binaries { dockertrace, tests })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Initramfs
+
+/// The init of the VMs: mounts, loads modules, runs the tests, powers off.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+mount -t tmpfs run /run
+mount -t tracefs nodev /sys/kernel/tracing
+mount -t debugfs nodev /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+ln -s /run /var/run
+ip link set lo up
+hostname dt-vm
+for m in $(cat /etc/modules.order); do
+  insmod "/lib/modules/$m.ko" || echo "DT-VM-WARN insmod $m failed"
+done
+echo "DT-VM-KERNEL $(uname -r)"
+echo "DT-VM-KPROBES $(test -e /sys/bus/event_source/devices/kprobe/type && echo yes || echo no)"
+export DOCKERTRACE_BIN=/dt/dockertrace RUST_BACKTRACE=1 HOME=/root
+cd /tmp
+while read t f; do
+  g="$(cat /dt/filter)"
+  [ -n "$g" ] && f="$g"
+  echo "DT-VM-BEGIN $t"
+  /dt/tests/$t --test-threads=1 --show-output $f </dev/null
+  echo "DT-VM-END $t rc=$?"
+done </dt/tests.list
+echo "DT-VM-DONE"
+poweroff -f
+"#;
+
+fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&str>) -> Result<PathBuf> {
+    let mut files: Vec<(String, Entry)> = Vec::new();
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "var",
+        "root",
+        "lib",
+        "lib64",
+        "lib/modules",
+        "dt",
+        "dt/tests",
+    ] {
+        files.push((d.to_owned(), Entry::Dir));
+    }
+    // The kernel opens /dev/console for init's stdio before init mounts devtmpfs.
+    files.push(("dev/console".into(), Entry::Char(5, 1)));
+    files.push(("init".into(), Entry::File(INIT.as_bytes().to_vec(), 0o755)));
+    files.push(("bin/busybox".into(), Entry::File(fs::read(busybox)?, 0o755)));
+
+    // iproute2's `ip` and its shared libraries (busybox's `ip` can't do netns or ipvlan).
+    let ip = fs::canonicalize("/sbin/ip").context("iproute2's ip is not installed")?;
+    files.push(("sbin/ip".into(), Entry::File(fs::read(&ip)?, 0o755)));
+    let ldd = Command::new("ldd").arg(&ip).output().context("cannot run ldd")?;
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = l.split("=>").last().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+        if lib.starts_with('/') {
+            let rel = lib.trim_start_matches('/').to_owned();
+            files.push((rel, Entry::File(fs::read(fs::canonicalize(lib)?)?, 0o755)));
+        }
+    }
+
+    // Modules, dependencies first.
+    let available = kernel.module_files();
+    let mut order: Vec<String> = Vec::new();
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    fn visit(
+        m: &str,
+        available: &BTreeMap<String, PathBuf>,
+        blobs: &mut BTreeMap<String, Vec<u8>>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
+        if order.iter().any(|o| o == m) || blobs.contains_key(m) {
+            return Ok(());
+        }
+        let Some(path) = available.get(m) else {
+            // Built into the kernel (no module file).
+            return Ok(());
+        };
+        let bytes = module_bytes(path)?;
+        let deps = module_depends(&bytes);
+        blobs.insert(m.to_owned(), bytes);
+        for d in deps {
+            visit(&d, available, blobs, order)?;
+        }
+        order.push(m.to_owned());
+        Ok(())
+    }
+    for m in MODULES {
+        visit(m, &available, &mut blobs, &mut order)?;
+    }
+    for m in &order {
+        files.push((format!("lib/modules/{m}.ko"), Entry::File(blobs.remove(m).unwrap_or_default(), 0o644)));
+    }
+    files.push((
+        "etc/modules.order".into(),
+        Entry::File(format!("{}\n", order.join("\n")).into_bytes(), 0o644),
+    ));
+
+    files.push(("dt/dockertrace".into(), Entry::File(fs::read(&bins.dockertrace)?, 0o755)));
+    let mut list = String::new();
+    for (name, exe) in &bins.tests {
+        files.push((format!("dt/tests/{name}"), Entry::File(fs::read(exe)?, 0o755)));
+        let filter = VM_TESTS.iter().find(|(t, _)| t == name).map_or("", |(_, f)| *f);
+        list.push_str(&format!("{name} {filter}\n"));
+    }
+    files.push(("dt/tests.list".into(), Entry::File(list.into_bytes(), 0o644)));
+    files.push(("dt/filter".into(), Entry::File(filter.unwrap_or("").as_bytes().to_vec(), 0o644)));
+
+    let path = vm_dir().join(format!("initramfs-{}.cpio", kernel.release));
+    let mut out = std::io::BufWriter::new(fs::File::create(&path)?);
+    write_cpio(&mut out, &files)?;
+    out.flush()?;
+    let mut perms = fs::metadata(&path)?.permissions();
+    perms.set_mode(0o644);
+    fs::set_permissions(&path, perms)?;
+    Ok(path)
+}
+
+enum Entry {
+    Dir,
+    /// A character device (major, minor).
+    Char(u32, u32),
+    File(Vec<u8>, u32),
+}
+
+/// Writes a `newc` cpio archive (what the kernel unpacks as initramfs).
+fn write_cpio(w: &mut impl std::io::Write, files: &[(String, Entry)]) -> Result<()> {
+    fn header(
+        w: &mut impl std::io::Write,
+        ino: u32,
+        mode: u32,
+        size: usize,
+        rdev: (u32, u32),
+        name: &str,
+    ) -> Result<()> {
+        let fields = [ino, mode, 0, 0, 1, 0, size as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+        write!(w, "070701")?;
+        for f in fields {
+            write!(w, "{f:08x}")?;
+        }
+        w.write_all(name.as_bytes())?;
+        w.write_all(&[0])?;
+        let len = 110 + name.len() + 1;
+        w.write_all(&[0; 3][..(4 - len % 4) % 4])?;
+        Ok(())
+    }
+    let mut seen = BTreeSet::new();
+    let mut ino = files.len() as u32 + 1;
+    for (i, (name, e)) in files.iter().enumerate() {
+        // The kernel creates no missing parents: every directory comes before what it holds.
+        let mut parent = PathBuf::new();
+        for c in Path::new(name).parent().into_iter().flat_map(|p| p.components()) {
+            parent.push(c);
+            let dir = parent.to_string_lossy().into_owned();
+            if seen.insert(dir.clone()) {
+                ino += 1;
+                header(w, ino, 0o040755, 0, (0, 0), &dir)?;
+            }
+        }
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        match e {
+            Entry::Dir => header(w, i as u32 + 1, 0o040755, 0, (0, 0), name)?,
+            Entry::Char(major, minor) => header(w, i as u32 + 1, 0o020600, 0, (*major, *minor), name)?,
+            Entry::File(data, mode) => {
+                header(w, i as u32 + 1, 0o100000 | mode, data.len(), (0, 0), name)?;
+                w.write_all(data)?;
+                w.write_all(&[0; 3][..(4 - data.len() % 4) % 4])?;
+            }
+        }
+    }
+    header(w, 0, 0, 0, (0, 0), "TRAILER!!!")?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serial log
+
+#[derive(Debug, Default)]
+struct BinaryRun {
+    name: String,
+    rc: Option<i32>,
+    passed: Vec<String>,
+    failed: Vec<String>,
+    ignored: Vec<String>,
+    /// Skip reasons per test (`skipping: ...` in the output of a passing test).
+    skipped: BTreeMap<String, String>,
+    /// The binary's output lines.
+    lines: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    runs: Vec<BinaryRun>,
+    done: bool,
+    timed_out: bool,
+    elapsed: Duration,
+    log: PathBuf,
+    tail: Vec<String>,
+}
+
+impl Outcome {
+    fn parse(lines: &[String], timed_out: bool, elapsed: Duration, log: PathBuf) -> Outcome {
+        let mut runs: Vec<BinaryRun> = Vec::new();
+        let mut current: Option<BinaryRun> = None;
+        let mut done = false;
+        let mut section: Option<String> = None;
+        for l in lines {
+            if let Some(name) = l.strip_prefix("DT-VM-BEGIN ") {
+                current = Some(BinaryRun { name: name.trim().to_owned(), ..Default::default() });
+                continue;
+            }
+            if let Some(rest) = l.strip_prefix("DT-VM-END ") {
+                if let Some(mut r) = current.take() {
+                    r.rc = rest.split("rc=").nth(1).and_then(|v| v.trim().parse().ok());
+                    runs.push(r);
+                }
+                section = None;
+                continue;
+            }
+            if l.starts_with("DT-VM-DONE") {
+                done = true;
+                continue;
+            }
+            let Some(r) = current.as_mut() else { continue };
+            r.lines.push(l.clone());
+            if let Some(rest) = l.strip_prefix("test ") {
+                if let Some((name, result)) = rest.rsplit_once(" ... ") {
+                    let name = name.to_owned();
+                    match result.trim() {
+                        "ok" => r.passed.push(name),
+                        "FAILED" => r.failed.push(name),
+                        s if s.starts_with("ignored") => r.ignored.push(name),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            if let Some(name) = l.strip_prefix("---- ").and_then(|s| s.strip_suffix(" stdout ----")) {
+                section = Some(name.to_owned());
+                continue;
+            }
+            if let (Some(s), Some(reason)) = (&section, l.strip_prefix("skipping: ")) {
+                r.skipped.entry(s.clone()).or_insert_with(|| reason.to_owned());
+            }
+        }
+        if let Some(r) = current.take() {
+            runs.push(r);
+        }
+        let tail = lines.iter().rev().take(40).rev().cloned().collect();
+        Outcome { runs, done, timed_out, elapsed, log, tail }
+    }
+
+    fn passed(&self) -> bool {
+        self.done && !self.timed_out && !self.runs.is_empty() && self.runs.iter().all(|r| r.rc == Some(0))
+    }
+
+    fn summary(&self, release: &str) -> String {
+        let verdict = if self.passed() {
+            "PASS"
+        } else if self.timed_out {
+            "FAIL (timed out)"
+        } else if !self.done {
+            "FAIL (the VM stopped before the end)"
+        } else {
+            "FAIL"
+        };
+        let per: Vec<String> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let skipped = r.passed.iter().filter(|t| r.skipped.contains_key(*t)).count();
+                format!(
+                    "{} {} passed, {} skipped, {} failed",
+                    r.name,
+                    r.passed.len() - skipped,
+                    skipped,
+                    r.failed.len()
+                )
+            })
+            .collect();
+        format!("{release}: {verdict} in {:.0} s — {}", self.elapsed.as_secs_f64(), per.join("; "))
+    }
+
+    fn show_failures(&self, release: &str) {
+        eprintln!("---- {release}: failures (full serial log: {}) ----", self.log.display());
+        let mut shown = false;
+        for r in &self.runs {
+            if r.rc == Some(0) {
+                continue;
+            }
+            shown = true;
+            eprintln!("== {} exited with {:?}; failed: {}", r.name, r.rc, r.failed.join(", "));
+            // libtest's failure block: from `failures:` to the end of the binary's output.
+            let from =
+                r.lines.iter().position(|l| l == "failures:").unwrap_or(r.lines.len().saturating_sub(60));
+            for l in &r.lines[from..] {
+                eprintln!("{l}");
+            }
+        }
+        if !shown || !self.done {
+            eprintln!("== last lines of the serial console:");
+            for l in &self.tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    #[allow(dead_code)]
+    fn skips(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.runs.iter().flat_map(|r| r.skipped.iter().map(|(t, why)| (t.as_str(), why.as_str())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_package_names() {
+        assert!(kernel_package_matches("6.1", "linux-image-6.1.0-56-amd64"));
+        assert!(!kernel_package_matches("6.1", "linux-image-6.1.0-56-cloud-amd64"));
+        assert!(!kernel_package_matches("6.1", "linux-image-6.1.0-56-amd64-dbg"));
+        assert!(kernel_package_matches("6.12", "linux-image-6.12.117+deb12-amd64"));
+        assert!(!kernel_package_matches("6.12", "linux-image-6.12.117+deb12-rt-amd64"));
+        let mut v = ["linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-10-amd64"];
+        v.sort_by_key(|n| version_key(n));
+        assert_eq!(v.last(), Some(&"linux-image-6.1.0-56-amd64"));
+    }
+
+    #[test]
+    fn modinfo_depends() {
+        let ko = b"\x7fELF....\0license=GPL\0depends=stp,llc\0intree=Y\0";
+        assert_eq!(module_depends(ko), ["stp", "llc"]);
+        assert!(module_depends(b"\0depends=\0").is_empty());
+    }
+
+    #[test]
+    fn parses_serial_log() {
+        let log = [
+            "DT-VM-KERNEL 6.1.0-56-amd64",
+            "DT-VM-BEGIN root_trace",
+            "running 2 tests",
+            "test a ... ok",
+            "test b ... FAILED",
+            "successes:",
+            "---- a stdout ----",
+            "skipping: no ipvlan",
+            "failures:",
+            "---- b stdout ----",
+            "thread 'b' panicked at x",
+            "DT-VM-END root_trace rc=101",
+            "DT-VM-DONE",
+        ]
+        .map(String::from);
+        let o = Outcome::parse(&log, false, Duration::from_secs(1), PathBuf::new());
+        assert!(o.done && !o.passed());
+        assert_eq!(o.runs[0].passed, ["a"]);
+        assert_eq!(o.runs[0].failed, ["b"]);
+        assert_eq!(o.runs[0].skipped.get("a").map(String::as_str), Some("no ipvlan"));
+        assert_eq!(o.runs[0].rc, Some(101));
+    }
+}
