@@ -21,6 +21,9 @@ pub const EVENT_DEV_FROM_PAIR: u16 = 1 << 2;
 
 /// `Event::stack_id` when no stack was requested.
 pub const STACK_NONE: i32 = -1_000;
+/// `Event::stack_id` when stacks are sampled (`Settings::stacks` > 1) and this event was not
+/// picked: it is counted, and stands for the stacks of the picked events of its kind.
+pub const STACK_SKIPPED: i32 = -1_001;
 
 /// Event kinds at or above this value are datapath function probes (`PROBE_BASE + index` into
 /// [`DATAPATH_FUNCS`]); below it they are the tracefs id of a tracepoint (`common_type`).
@@ -166,7 +169,8 @@ pub const FILTER_PORT: u32 = 1 << 3;
 pub struct Settings {
     /// `FILTER_*` bits.
     pub filters: u32,
-    /// 1: collect kernel stack ids.
+    /// Kernel stack ids: 0 none, 1 for every event, N > 1 for 1 in N events on average
+    /// (random sampling; the others get `STACK_SKIPPED`).
     pub stacks: u32,
     /// TCP port for `FILTER_PORT`.
     pub port: u16,

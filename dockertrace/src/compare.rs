@@ -42,6 +42,10 @@ pub struct ModeReport {
     /// Who built the topology ("docker", "netns"; None: unknown, e.g. imports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Stacks were taken for 1 in this many events: function counts are estimates and rare
+    /// functions may be missing (None: every event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_sample: Option<u32>,
     pub duration_s: f64,
     pub messages: Option<u64>,
     pub msgs_per_s: Option<f64>,
@@ -162,6 +166,7 @@ impl ModeReport {
         ModeReport {
             mode: run.mode.clone(),
             runtime: run.runtime.clone(),
+            stack_sample: run.stack_sample,
             duration_s: run.duration_s,
             messages,
             msgs_per_s: w.map(|w| w.msgs_per_s),

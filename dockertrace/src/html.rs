@@ -342,13 +342,16 @@ fn mode_section(
     )?;
     writeln!(
         out,
-        r#"<p class="meta">traced {} s; {} messages; {} events ({} per message); mean stack depth {}; {} lost</p>"#,
+        r#"<p class="meta">traced {} s; {} messages; {} events ({} per message); mean stack depth {}; {} lost{}</p>"#,
         num(m.duration_s),
         m.messages.map_or_else(|| "–".into(), |n| n.to_string()),
         m.total_events,
         opt(m.events_per_msg),
         num(m.mean_stack_depth),
-        m.lost
+        m.lost,
+        m.stack_sample.map_or_else(String::new, |n| format!(
+            "; stacks sampled 1 in {n}: function figures are estimates, rare functions may be missing"
+        ))
     )?;
 
     writeln!(out, "<h3>Events per tracepoint</h3>")?;

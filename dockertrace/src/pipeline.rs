@@ -96,7 +96,7 @@ pub async fn run_full(
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
     let mut stacks = StackCache::new(tracer.take_stacks(), tracer.kallsyms.clone());
-    let mut agg = Aggregate::default();
+    let mut agg = Aggregate::new(tracer.stack_sample);
     let mut decode_errors = 0u64;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -191,7 +191,7 @@ async fn run_aggregated(
 fn collect_aggregated(tracer: &Tracer, stacks: &mut StackCache) -> anyhow::Result<Aggregate> {
     let counts = tracer.aggregated()?;
     let names = tracer.aggregated_dev_names()?;
-    let mut agg = Aggregate::default();
+    let mut agg = Aggregate::new(tracer.stack_sample);
     for (k, n) in counts {
         let known = (k.netns, k.ifindex) != (0, 0) || names.contains_key(&(k.netns, k.ifindex));
         // A device without a name: DEV_NAMES was full when it was first seen.

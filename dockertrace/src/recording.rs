@@ -52,6 +52,10 @@ pub struct ModeRun {
     /// Who built the topology: "docker" or "netns" (absent from imports and older recordings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Stacks were taken for 1 in this many events (`--stack-sample`): the stack counts are
+    /// estimates (the events' own counts are exact). Absent: every event took a stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_sample: Option<u32>,
 }
 
 /// Events of one kind, on one device, with one stack.
@@ -229,6 +233,7 @@ impl RunBuilder {
             counts,
             tracer: None,
             runtime: None,
+            stack_sample: None,
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct TraceOptions {
     pub filter: Filter,
     /// Collect kernel stack ids.
     pub stacks: bool,
+    /// With stacks: take one for 1 in N events on average (1: every event). The others are
+    /// counted without a stack and stand for the sampled stacks of their kind and device.
+    pub stack_sample: u32,
     /// Attach the datapath function probes (kprobe, else fentry).
     pub datapath: bool,
     /// Ring buffer size in bytes (a power of two multiple of the page size); None: built-in 4 MiB.
@@ -284,6 +287,8 @@ pub struct Tracer {
     dev_names: BpfHashMap<MapData, DevKey, [u8; NAME_LEN]>,
     /// Whether the programs run in aggregate mode.
     pub aggregate: bool,
+    /// 1 in how many events takes a stack (1: every event, or stacks are off).
+    pub stack_sample: u32,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// The attached programs: (what they are attached to, program name, reports events).
     programs: Vec<(String, String, bool)>,
@@ -394,7 +399,7 @@ impl Tracer {
         raise_memlock();
         let settings = Settings {
             filters: opts.filter.flags(),
-            stacks: u32::from(opts.stacks),
+            stacks: if opts.stacks { opts.stack_sample.max(1) } else { 0 },
             port: opts.filter.port.unwrap_or(0),
             aggregate: u8::from(opts.aggregate),
             _pad: 0,
@@ -476,6 +481,7 @@ impl Tracer {
             agg,
             dev_names,
             aggregate: opts.aggregate,
+            stack_sample: if opts.stacks { opts.stack_sample.max(1) } else { 1 },
             logger,
             programs,
             stats: None,

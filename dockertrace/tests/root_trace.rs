@@ -5,7 +5,7 @@ mod support;
 use std::{collections::BTreeSet, sync::Arc};
 
 use dockertrace::filter::Filter;
-use dockertrace_common::{DevKey, EVENT_DEV_FROM_PAIR};
+use dockertrace_common::{DevKey, EVENT_DEV_FROM_PAIR, STACK_SKIPPED};
 use support::{background_loopback, options, trace_while, Topology};
 
 const N: u64 = 200;
@@ -333,4 +333,52 @@ fn aggregate_counts_equal_streaming_counts() {
     };
     assert!(!funcs(a_report).is_empty(), "no stacks symbolized");
     assert_eq!(funcs(&b_report), funcs(a_report), "kernel functions seen");
+}
+
+/// `--stack-sample 4`: about a quarter of the events walk the stack, the others are marked
+/// skipped; the event counts stay exact (streaming and aggregate agree) and the function counts
+/// are scaled up to them.
+#[test]
+fn sampled_stacks_take_a_fraction_and_scale_to_the_counts() {
+    if skip!() {
+        return;
+    }
+    let t = Arc::new(Topology::veth());
+    let mut streaming = options("net:*", netns_filter(&t));
+    streaming.stack_sample = 4;
+    let mut aggregate = streaming.clone();
+    aggregate.aggregate = true;
+    let mut b = dockertrace::tracer::Tracer::start(&aggregate).expect("aggregate tracer starts");
+    let topo = t.clone();
+    let (a, report) = trace_while(&streaming, move || topo.echo(N));
+    assert_eq!(report.messages, N);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let b_report = rt.block_on(dockertrace::pipeline::run(&mut b, &mut [], async {})).expect("aggregate run");
+    b.stop();
+
+    let total = a.events.len();
+    assert!(total as u64 >= 4 * N, "only {total} events");
+    let with_stack = a.events.iter().filter(|e| e.raw.stack_id >= 0).count();
+    let skipped: Vec<_> = a.events.iter().filter(|e| e.raw.stack_id == STACK_SKIPPED).collect();
+    assert_eq!(with_stack + skipped.len(), total, "every event is sampled or skipped");
+    assert!(skipped.iter().all(|e| e.stack.is_none()));
+    // 1 in 4 at random: the expected 25% is many standard deviations inside these bounds.
+    let share = with_stack as f64 / total as f64;
+    assert!((0.10..0.45).contains(&share), "{with_stack} of {total} events took a stack");
+    assert_eq!(a.report.stack_sample, 4);
+
+    // Every netif_rx on b runs inside veth_xmit; the estimate covers at least those events.
+    let (bn, bi) = (t.b.inode().unwrap(), t.b.ifindex(t.b_dev).unwrap());
+    let rx_b = a.count("net:netif_rx", bn, bi) as u64;
+    let veth = a.report.functions.iter().find(|(f, _)| f == "veth_xmit").map_or(0, |(_, n)| *n);
+    assert!(
+        veth >= rx_b && veth <= a.report.total_events,
+        "veth_xmit estimated {veth}, netif_rx on b {rx_b}"
+    );
+
+    // The aggregate tracer saw the same traffic: exact counts agree, functions are estimated.
+    assert_eq!(b_report.counters.lost(), 0);
+    assert_eq!(b_report.events, a.report.events, "per-event counts");
+    assert_eq!(b_report.stack_sample, 4);
+    assert!(b_report.has_function("veth_xmit"), "aggregate: {:?}", b_report.functions);
 }

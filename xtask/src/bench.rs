@@ -2,7 +2,8 @@
 //!
 //! For each mode, interleaved round by round (A B C D A B C D …, the same workload and duration):
 //! A the workload untraced, B dockertrace streaming with stacks, C dockertrace aggregate, D `perf
-//! record -ae 'net:*' --call-graph fp` around an untraced run. Then a synthetic burst ladder (the
+//! record -ae 'net:*' --call-graph fp` around an untraced run, E dockertrace without stacks, F
+//! dockertrace aggregate with sampled stacks. Then a synthetic burst ladder (the
 //! highest event rate traced for the step's length with zero loss) and one run per mode with the
 //! kernel's per-program statistics. Results: `BENCHMARKS.md` and `BENCHMARKS.json`.
 //!
@@ -63,11 +64,27 @@ enum Variant {
     Perf,
     /// Streaming without stacks: separates the pipeline's cost from the kernel's stack unwinding.
     NoStacks,
+    /// Aggregate with a stack for 1 in [`SAMPLE`] events: the cheapest way to get functions.
+    AggregateSampled,
 }
 
+/// The `--stack-sample` of [`Variant::AggregateSampled`].
+const SAMPLE: &str = "16";
+
 impl Variant {
-    const ALL: [Variant; 5] =
-        [Variant::Untraced, Variant::Streaming, Variant::Aggregate, Variant::Perf, Variant::NoStacks];
+    const ALL: [Variant; 6] = [
+        Variant::Untraced,
+        Variant::Streaming,
+        Variant::Aggregate,
+        Variant::Perf,
+        Variant::NoStacks,
+        Variant::AggregateSampled,
+    ];
+
+    /// dockertrace traces this variant (rather than nothing, or perf).
+    fn traced(self) -> bool {
+        !matches!(self, Variant::Untraced | Variant::Perf)
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -76,6 +93,7 @@ impl Variant {
             Variant::Aggregate => "dockertrace --aggregate",
             Variant::Perf => "perf record -ae 'net:*' --call-graph fp",
             Variant::NoStacks => "dockertrace --no-stacks",
+            Variant::AggregateSampled => "dockertrace --aggregate --stack-sample 16",
         }
     }
 }
@@ -299,10 +317,7 @@ fn check_complete(r: &Results, modes: &[String], burst: bool) -> Result<()> {
                 Some(row) if v != Variant::Untraced && row.events_per_s <= 0.0 => {
                     missing.push(format!("{mode}/{}: no events captured", v.label()))
                 }
-                Some(row)
-                    if matches!(v, Variant::Streaming | Variant::Aggregate | Variant::NoStacks)
-                        && row.attach_s.is_none() =>
-                {
+                Some(row) if v.traced() && row.attach_s.is_none() => {
                     missing.push(format!("{mode}/{}: no tracer cost recorded", v.label()))
                 }
                 Some(_) => {}
@@ -384,6 +399,7 @@ fn run_variant(
         Variant::Streaming => {}
         Variant::Aggregate => a.push("--aggregate"),
         Variant::NoStacks => a.push("--no-stacks"),
+        Variant::AggregateSampled => a.extend(["--aggregate", "--stack-sample", SAMPLE]),
         Variant::Perf => {
             a.push("--untraced");
             perf = Some(Perf::start(&scratch.file("perf.data"))?);
@@ -419,7 +435,7 @@ fn run_variant(
             s.cpu_s = p.cpu_s;
             s.peak_rss_kib = p.peak_rss_kib;
         }
-        (Variant::Streaming | Variant::Aggregate | Variant::NoStacks, _) => {
+        (v, _) if v.traced() => {
             s.events = events_of(&run);
             s.events_per_s = s.events as f64 / run_s;
             s.lost = u64_at(&run, &["counters", "ring_full"]) + u64_at(&run, &["counters", "agg_full"]);
@@ -799,6 +815,13 @@ fn targets(r: &Results) -> String {
             pct(ag.ratio_to_untraced),
             ag.ratio_to_untraced.is_some_and(|x| x >= 0.97),
         );
+        if let Some(sa) = row(mode, Variant::AggregateSampled) {
+            line(
+                &format!("{mode}: aggregate keeps ≥ 97% of untraced msg/s, with --stack-sample {SAMPLE}"),
+                pct(sa.ratio_to_untraced),
+                sa.ratio_to_untraced.is_some_and(|x| x >= 0.97),
+            );
+        }
         line(
             &format!("{mode}: both lose less than perf in the same run"),
             format!("streaming {}, aggregate {}, perf {}", st.lost, ag.lost, pf.lost),
@@ -848,7 +871,8 @@ fn markdown(r: &Results) -> String {
         s,
         "# Benchmarks\n\n\
          Written by `cargo xtask bench` (do not edit by hand). Each mode was run {} rounds, \
-         interleaved (untraced, dockertrace streaming, dockertrace aggregate, perf; then again), \
+         interleaved (untraced, dockertrace streaming, dockertrace aggregate, perf, dockertrace \
+         --no-stacks, dockertrace --aggregate --stack-sample {SAMPLE}; then again), \
          with the default echo workload for {} s per run, runtime `{}`.\n\n\
          - date: {}\n- machine: {} ({} CPUs, {} MiB)\n- kernel: {}\n- commit: {}\n\n\
          What the numbers mean, where the time goes and what was done about it: \
@@ -922,6 +946,12 @@ fn markdown(r: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampled_variant_label_names_its_sample() {
+        assert!(Variant::AggregateSampled.label().ends_with(&format!("--stack-sample {SAMPLE}")));
+        assert_eq!(Variant::ALL.iter().filter(|v| v.traced()).count(), 4);
+    }
 
     #[test]
     fn perf_closing_lines_give_samples_and_losses() {

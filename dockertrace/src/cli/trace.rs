@@ -26,8 +26,13 @@ pub struct TracingArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Do not collect kernel stacks (cheaper; no function names).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stack_sample")]
     pub no_stacks: bool,
+    /// Take a kernel stack for 1 in N events, picked at random (default: every event). The
+    /// kernel's stack walk is most of tracing's cost (docs/performance.md); every event is still
+    /// counted, and function counts and flame graphs become estimates scaled to the counts.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub stack_sample: u32,
     /// Do not probe the datapath functions (veth_xmit, br_dev_xmit, ...).
     #[arg(long)]
     pub no_datapath: bool,
@@ -99,6 +104,7 @@ impl TracingArgs {
             events: EventSelector::parse(&self.events)?,
             filter,
             stacks: !self.no_stacks,
+            stack_sample: self.stack_sample,
             datapath: !self.no_datapath,
             ring_bytes: Some(self.ring_mib << 20),
             aggregate: self.aggregate,

@@ -174,6 +174,13 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
             "\n{}",
             style.bold(&format!("Kernel functions in stacks ({} distinct, by events)", r.functions.len()))
         );
+        if r.stack_sample > 1 {
+            let _ = writeln!(
+                s,
+                "  (stacks sampled 1 in {}: these counts are estimates; the event counts above are exact)",
+                r.stack_sample
+            );
+        }
         for (f, n) in r.functions.iter().take(max_functions) {
             let _ = writeln!(s, "  {f:<40} {n:>10}");
         }

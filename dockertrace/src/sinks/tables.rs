@@ -91,6 +91,18 @@ pub fn render_comparison(c: &Comparison, style: Style, max_functions: usize) -> 
     for (mode, why) in &c.skipped {
         let _ = writeln!(s, "  {:<12} {}", mode, style.dim(&format!("skipped: {why}")));
     }
+    let sampled: Vec<String> =
+        c.modes.iter().filter_map(|m| m.stack_sample.map(|n| format!("{} (1 in {n})", m.mode))).collect();
+    if !sampled.is_empty() {
+        let _ = writeln!(
+            s,
+            "  {}",
+            style.dim(&format!(
+                "stacks sampled in {}: function figures are estimates, and rare functions may be missing",
+                sampled.join(", ")
+            ))
+        );
+    }
     if !c.matrix.functions.is_empty() && c.modes.len() > 1 {
         let _ = writeln!(s, "\n  {}", style.dim("events per message whose stack contains the function:"));
         let mut header = format!("  {:<40}", "function");

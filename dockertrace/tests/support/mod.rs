@@ -291,6 +291,7 @@ pub fn options(events: &str, filter: Filter) -> TraceOptions {
         events: EventSelector::parse(events).unwrap(),
         filter,
         stacks: true,
+        stack_sample: 1,
         datapath: true,
         ring_bytes: None,
         aggregate: false,
