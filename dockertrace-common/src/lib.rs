@@ -24,6 +24,10 @@ pub const STACK_NONE: i32 = -1_000;
 /// `Event::stack_id` when stacks are sampled (`Settings::stacks` > 1) and this event was not
 /// picked: it is counted, and stands for the stacks of the picked events of its kind.
 pub const STACK_SKIPPED: i32 = -1_001;
+/// `Event::stack_id`s at or above this value name a stack in the `STACKS_SPILL` map (at
+/// `stack_id - STACK_SPILL_BASE`): the kernel puts a stack there when its bucket in `STACKS`
+/// already holds another stack (`bpf_get_stackid` keeps one stack per hash bucket).
+pub const STACK_SPILL_BASE: i32 = 1 << 24;
 
 /// Event kinds at or above this value are datapath function probes (`PROBE_BASE + index` into
 /// [`DATAPATH_FUNCS`]); below it they are the tracefs id of a tracepoint (`common_type`).
@@ -77,7 +81,8 @@ pub struct Event {
     pub ifindex: u32,
     /// Inode number of the device's network namespace.
     pub netns: u32,
-    /// Id in the `STACKS` map; negative: no stack (`STACK_NONE` or a negative errno).
+    /// Id in the `STACKS` map (or, from [`STACK_SPILL_BASE`] up, in `STACKS_SPILL`); negative:
+    /// no stack (`STACK_NONE`, `STACK_SKIPPED` or a negative errno).
     pub stack_id: i32,
     /// `skb->protocol`, host byte order (an EtherType).
     pub protocol: u16,

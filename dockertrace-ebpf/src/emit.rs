@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use dockertrace_common::{
     counter, AggKey, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS,
-    FILTER_PID, FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE, STACK_SKIPPED,
+    FILTER_PID, FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE, STACK_SKIPPED, STACK_SPILL_BASE,
 };
 use network_types::{
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
@@ -19,6 +19,7 @@ use network_types::{
 
 use crate::maps::{
     bump, settings, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS, STACKS,
+    STACKS_SPILL,
 };
 
 const EEXIST: i32 = 17;
@@ -242,6 +243,9 @@ fn wakeup(s: &Settings) -> u64 {
 /// when sampling passed this event over, a negative errno when `bpf_get_stackid` failed;
 /// failures are counted).
 ///
+/// `STACKS` keeps one stack per hash bucket: a stack whose bucket holds another gets -EEXIST,
+/// and goes to `STACKS_SPILL` instead (a second walk, paid only by such stacks).
+///
 /// The stack walk is most of an event's cost (the kernel unwinds 20–40 frames), so sampling
 /// decides before it: with `stacks` = N > 1 a random 1 in N events takes one.
 #[inline(always)]
@@ -253,7 +257,11 @@ fn stack_id<C: StackIdContext>(ctx: &C, s: &Settings) -> i32 {
     if s.stacks > 1 && unsafe { bpf_get_prandom_u32() } % s.stacks != 0 {
         return STACK_SKIPPED;
     }
-    match ctx.get_stackid(&STACKS, 0) {
+    let id = match ctx.get_stackid(&STACKS, 0) {
+        Err(e) if e == -EEXIST => ctx.get_stackid(&STACKS_SPILL, 0).map(|id| id + STACK_SPILL_BASE as i64),
+        r => r,
+    };
+    match id {
         Ok(id) => id as i32,
         Err(e) => {
             bump(if e == -EEXIST { counter::STACK_COLLISION } else { counter::STACK_ERROR });

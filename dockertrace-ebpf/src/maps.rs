@@ -34,6 +34,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 
+/// Stacks whose hash bucket in `STACKS` holds another stack (`Event::stack_id` =
+/// `STACK_SPILL_BASE` + id here). It has fewer buckets, so it indexes by fewer hash bits; only
+/// such spilled stacks compete for them.
+#[map]
+pub static STACKS_SPILL: StackTrace = StackTrace::with_max_entries(2048, 0);
+
 /// Per-CPU failure and traffic counters, indexed by `dockertrace_common::counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

@@ -1,8 +1,10 @@
-//! Kernel stacks: fetched once per stack id from the `STACKS` map, symbolized from kallsyms,
-//! cached (stack ids are stable: the map is used without BPF_F_REUSE_STACKID).
+//! Kernel stacks: fetched once per stack id from the `STACKS` map (or `STACKS_SPILL`),
+//! symbolized from kallsyms, cached (stack ids are stable: the maps are used without
+//! BPF_F_REUSE_STACKID).
 use std::{collections::HashMap, sync::Arc};
 
 use aya::maps::{MapData, StackTraceMap};
+use dockertrace_common::STACK_SPILL_BASE;
 
 use crate::kernel::kallsyms::Kallsyms;
 
@@ -67,8 +69,25 @@ impl Interner {
 }
 
 /// Resolves stack ids of the running tracer.
+/// The kernel's stack maps: `STACKS`, and `STACKS_SPILL` for stacks whose bucket in `STACKS`
+/// was taken (ids from [`STACK_SPILL_BASE`] up).
+pub struct StackMaps {
+    pub main: StackTraceMap<MapData>,
+    pub spill: StackTraceMap<MapData>,
+}
+
+impl StackMaps {
+    fn get(&self, stack_id: i32) -> Option<aya::maps::stack_trace::StackTrace> {
+        let (map, id) = match stack_id.checked_sub(STACK_SPILL_BASE) {
+            Some(id) if id >= 0 => (&self.spill, id),
+            _ => (&self.main, stack_id),
+        };
+        map.get(&u32::try_from(id).ok()?, 0).ok()
+    }
+}
+
 pub struct StackCache {
-    map: Option<StackTraceMap<MapData>>,
+    map: Option<StackMaps>,
     syms: Arc<Kallsyms>,
     names: Interner,
     cache: HashMap<u32, Option<Arc<Stack>>>,
@@ -77,7 +96,7 @@ pub struct StackCache {
 }
 
 impl StackCache {
-    pub fn new(map: Option<StackTraceMap<MapData>>, syms: Arc<Kallsyms>) -> Self {
+    pub fn new(map: Option<StackMaps>, syms: Arc<Kallsyms>) -> Self {
         StackCache { map, syms, names: Interner::default(), cache: HashMap::new(), misses: 0 }
     }
 
@@ -87,7 +106,7 @@ impl StackCache {
         if let Some(s) = self.cache.get(&id) {
             return s.clone();
         }
-        let stack = self.map.as_ref().and_then(|m| m.get(&id, 0).ok()).map(|st| {
+        let stack = self.map.as_ref().and_then(|m| m.get(stack_id)).map(|st| {
             Arc::new(Stack::symbolize(st.frames().iter().map(|f| f.ip), &self.syms, &mut self.names))
         });
         if stack.is_none() {

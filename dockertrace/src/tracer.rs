@@ -24,6 +24,7 @@ use crate::{
         tracefs::{TpFormat, Tracefs, TracepointId},
     },
     select::EventSelector,
+    stacks::StackMaps,
 };
 
 /// The eBPF object built by build.rs.
@@ -43,6 +44,9 @@ pub struct TraceOptions {
     pub datapath: bool,
     /// Ring buffer size in bytes (a power of two multiple of the page size); None: built-in 4 MiB.
     pub ring_bytes: Option<u32>,
+    /// Entries (and hash buckets) of the `STACKS` map; None: built-in 8192. Stacks whose bucket
+    /// is taken go to `STACKS_SPILL`; the root tests shrink `STACKS` to make them.
+    pub stack_map_entries: Option<u32>,
     /// Count events in the kernel (`AGG` map) instead of sending each through the ring buffer;
     /// read them with [`Tracer::aggregated`] at the end.
     pub aggregate: bool,
@@ -279,7 +283,7 @@ pub struct Tracer {
     pub kallsyms: Arc<Kallsyms>,
     pub attach_time: Duration,
     ring: Option<RingBuf<MapData>>,
-    stacks: Option<StackTraceMap<MapData>>,
+    stacks: Option<StackMaps>,
     counters: PerCpuArray<MapData, u64>,
     /// Aggregate mode: counts per (kind, device, stack id), per CPU.
     agg: PerCpuHashMap<MapData, AggKey, u64>,
@@ -416,6 +420,9 @@ impl Tracer {
             } else if let Some(bytes) = opts.ring_bytes {
                 loader.map_max_entries("EVENTS", bytes);
             }
+            if let Some(entries) = opts.stack_map_entries {
+                loader.map_max_entries("STACKS", entries.max(1));
+            }
             loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))?
         };
         // Loading peaks at tens of MiB (BTF, the object's sections), all free now: give them
@@ -460,8 +467,12 @@ impl Tracer {
         }
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(TraceError::MissingMap("EVENTS"))?)?;
+        let stack_map = |ebpf: &mut Ebpf, name: &'static str| {
+            StackTraceMap::try_from(ebpf.take_map(name).ok_or(TraceError::MissingMap(name))?)
+                .map_err(TraceError::from)
+        };
         let stacks =
-            StackTraceMap::try_from(ebpf.take_map("STACKS").ok_or(TraceError::MissingMap("STACKS"))?)?;
+            StackMaps { main: stack_map(&mut ebpf, "STACKS")?, spill: stack_map(&mut ebpf, "STACKS_SPILL")? };
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(TraceError::MissingMap("COUNTERS"))?)?;
         let agg = PerCpuHashMap::try_from(ebpf.take_map("AGG").ok_or(TraceError::MissingMap("AGG"))?)?;
@@ -527,7 +538,7 @@ impl Tracer {
     }
 
     /// The stack map, for symbolization (taken once).
-    pub fn take_stacks(&mut self) -> Option<StackTraceMap<MapData>> {
+    pub fn take_stacks(&mut self) -> Option<StackMaps> {
         self.stacks.take()
     }
 

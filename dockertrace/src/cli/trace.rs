@@ -107,6 +107,7 @@ impl TracingArgs {
             stack_sample: self.stack_sample,
             datapath: !self.no_datapath,
             ring_bytes: Some(self.ring_mib << 20),
+            stack_map_entries: None,
             aggregate: self.aggregate,
         })
     }

@@ -294,6 +294,7 @@ pub fn options(events: &str, filter: Filter) -> TraceOptions {
         stack_sample: 1,
         datapath: true,
         ring_bytes: None,
+        stack_map_entries: None,
         aggregate: false,
     }
 }
