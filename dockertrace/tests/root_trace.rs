@@ -408,7 +408,14 @@ fn sampled_stacks_take_a_fraction_and_scale_to_the_counts() {
     assert!(total as u64 >= 4 * N, "only {total} events");
     let with_stack = a.events.iter().filter(|e| e.raw.stack_id >= 0).count();
     let skipped: Vec<_> = a.events.iter().filter(|e| e.raw.stack_id == STACK_SKIPPED).collect();
-    assert_eq!(with_stack + skipped.len(), total, "every event is sampled or skipped");
+    // A sampled event whose stack neither stack map could take keeps its (counted) errno.
+    let failed = a.events.iter().filter(|e| e.raw.stack_id == -libc::EEXIST).count();
+    assert_eq!(failed as u64, a.report.counters.stack_collision);
+    assert_eq!(
+        with_stack + skipped.len() + failed,
+        total,
+        "every event is sampled, skipped or counted as failed"
+    );
     assert!(skipped.iter().all(|e| e.stack.is_none()));
     // 1 in 4 at random: the expected 25% is many standard deviations inside these bounds.
     let share = with_stack as f64 / total as f64;

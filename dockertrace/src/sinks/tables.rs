@@ -30,6 +30,15 @@ pub fn render_mode(m: &ModeReport, style: Style, functions: usize) -> String {
         m.lost,
         m.stack_errors
     );
+    if let Some(n) = m.stack_sample {
+        let _ = writeln!(
+            s,
+            "  {}",
+            style.dim(&format!(
+                "stacks sampled 1 in {n}: event counts are exact, function and path counts are estimates"
+            ))
+        );
+    }
     let _ =
         writeln!(s, "  {:<38} {:>10} {:>9}", style.dim("event"), style.dim("count"), style.dim("per msg"));
     for e in &m.events {
