@@ -221,6 +221,18 @@ pub struct PairEntry {
     /// `EVENT_HAS_DEV` when the entry knew its device.
     pub flags: u32,
     pub dev: [u8; NAME_LEN],
+    /// The stack id the entry event was sent with (`STACK_NONE` when it was not sent). The
+    /// exit event fires in the same function invocation, so its stack names the same functions:
+    /// it reuses this one (see `stack_shared`) instead of walking the stack again.
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+
+/// Whether an exit event may reuse its entry's `stack_id`: a real stack, or the entry's
+/// sampling decision (`STACK_SKIPPED`). After a failure or no stack, the exit walks its own.
+#[inline(always)]
+pub fn stack_shared(entry_stack_id: i32) -> bool {
+    entry_stack_id >= 0 || entry_stack_id == STACK_SKIPPED
 }
 
 /// A per-CPU stack of entry events for one pairing slot.
@@ -255,8 +267,10 @@ pub mod counter {
     pub const PAIR_MISS: u32 = 8;
     /// Aggregate mode: events not counted because the `AGG` map was full.
     pub const AGG_FULL: u32 = 9;
+    /// Exit events that reused their entry event's stack id instead of walking the stack.
+    pub const STACK_SHARED: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 #[cfg(feature = "user")]
@@ -285,8 +299,8 @@ mod tests {
         assert_eq!(size_of::<KernelLayout>(), 40);
         assert_eq!(size_of::<Settings>(), 16);
         assert_eq!(size_of::<AggKey>(), 16);
-        assert_eq!(size_of::<PairEntry>(), 32);
-        assert_eq!(size_of::<PairStack>(), 8 + 32 * PAIR_DEPTH);
+        assert_eq!(size_of::<PairEntry>(), 40);
+        assert_eq!(size_of::<PairStack>(), 8 + 40 * PAIR_DEPTH);
     }
 
     #[test]

@@ -188,19 +188,20 @@ pub struct Fields {
     pub pid_tgid: u64,
 }
 
-/// Sends one event to userspace (already filtered), or counts it in aggregate mode.
+/// Sends one event to userspace (already filtered), or counts it in aggregate mode. `shared`:
+/// the stack id of the paired entry event, reused instead of walking the stack. Returns the
+/// stack id the event went out with (`STACK_NONE` when it did not go out).
 #[inline(always)]
-pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo) {
+pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo, shared: Option<i32>) -> i32 {
     let s = settings();
     if s.aggregate != 0 {
-        count(ctx, &s, f, dev);
-        return;
+        return count(ctx, &s, f, dev, shared);
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(counter::RING_FULL);
-        return;
+        return STACK_NONE;
     };
-    let stack_id = stack_id(ctx, &s);
+    let stack_id = stack_id(ctx, &s, shared);
     entry.write(Event {
         record: RECORD_EVENT,
         flags: f.flags | dev.flags,
@@ -222,6 +223,7 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo) {
     });
     entry.submit(wakeup(&s));
     bump(counter::SENT);
+    stack_id
 }
 
 /// Submit flags: no wakeup while little is waiting (the reader polls on a timer), a forced one
@@ -247,11 +249,17 @@ fn wakeup(s: &Settings) -> u64 {
 /// and goes to `STACKS_SPILL` instead (a second walk, paid only by such stacks).
 ///
 /// The stack walk is most of an event's cost (the kernel unwinds 20–40 frames), so sampling
-/// decides before it: with `stacks` = N > 1 a random 1 in N events takes one.
+/// decides before it: with `stacks` = N > 1 a random 1 in N events takes one. An exit event
+/// whose entry event went out with a stack (or was passed over by sampling) takes the entry's
+/// id: both fire in the same function invocation, so the frames name the same functions.
 #[inline(always)]
-fn stack_id<C: StackIdContext>(ctx: &C, s: &Settings) -> i32 {
+fn stack_id<C: StackIdContext>(ctx: &C, s: &Settings, shared: Option<i32>) -> i32 {
     if s.stacks == 0 {
         return STACK_NONE;
+    }
+    if let Some(id) = shared {
+        bump(counter::STACK_SHARED);
+        return id;
     }
     // SAFETY: a helper without arguments.
     if s.stacks > 1 && unsafe { bpf_get_prandom_u32() } % s.stacks != 0 {
@@ -274,8 +282,8 @@ fn stack_id<C: StackIdContext>(ctx: &C, s: &Settings) -> i32 {
 /// No ring-buffer work at all. Counted events count as sent; events the full map cannot take
 /// count as `AGG_FULL`.
 #[inline(always)]
-fn count<C: StackIdContext>(ctx: &C, s: &Settings, f: &Fields, dev: &DevInfo) {
-    let stack_id = stack_id(ctx, s);
+fn count<C: StackIdContext>(ctx: &C, s: &Settings, f: &Fields, dev: &DevInfo, shared: Option<i32>) -> i32 {
+    let stack_id = stack_id(ctx, s, shared);
     let (netns, ifindex) = if dev.known() { (dev.netns, dev.ifindex) } else { (0, 0) };
     if dev.known() {
         // The first writer wins; later ones get -EEXIST, which is fine (same name).
@@ -284,8 +292,10 @@ fn count<C: StackIdContext>(ctx: &C, s: &Settings, f: &Fields, dev: &DevInfo) {
     let key = AggKey { kind: f.kind, netns, ifindex, stack_id };
     if add_one(&key) {
         bump(counter::SENT);
+        stack_id
     } else {
         bump(counter::AGG_FULL);
+        STACK_NONE
     }
 }
 

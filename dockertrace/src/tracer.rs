@@ -154,6 +154,10 @@ pub struct Counters {
     /// (Absent from recordings made before aggregate mode existed.)
     #[serde(default)]
     pub agg_full: u64,
+    /// Exit events that reused their entry event's stack instead of walking the stack again.
+    /// (Absent from recordings made before stacks were shared.)
+    #[serde(default)]
+    pub stack_shared: u64,
 }
 
 impl Counters {
@@ -176,6 +180,7 @@ impl Counters {
             read_error: g(counter::READ_ERROR),
             pair_miss: g(counter::PAIR_MISS),
             agg_full: g(counter::AGG_FULL),
+            stack_shared: g(counter::STACK_SHARED),
         }
     }
 }

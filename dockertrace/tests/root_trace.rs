@@ -2,7 +2,10 @@
 //! topologies built here, assertions on what came back. Run by `cargo xtask test`.
 mod support;
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use dockertrace::filter::Filter;
 use dockertrace_common::{DevKey, EVENT_DEV_FROM_PAIR, STACK_SKIPPED, STACK_SPILL_BASE};
@@ -224,6 +227,62 @@ fn no_stacks_mode_sends_no_stack_ids() {
     assert!(traced.events.len() >= 100, "{} events", traced.events.len());
     assert!(traced.events.iter().all(|e| e.stack.is_none() && e.raw.stack_id < 0));
     assert!(traced.report.functions.is_empty());
+}
+
+/// Exit events fire in the same call as their entry event (`net_dev_xmit` after
+/// `net_dev_start_xmit` in `xmit_one`, `netif_rx_exit` after `netif_rx_entry` in `netif_rx`), so
+/// they reuse the entry's stack id instead of walking the stack again. An exit whose entry is
+/// attached only for pairing (not sent) walks its own.
+#[test]
+fn exit_events_reuse_their_entry_events_stack() {
+    if skip!() {
+        return;
+    }
+    let t = Arc::new(Topology::veth());
+    let traced = run_echo(&t, "net:*");
+    let mut by_cpu: BTreeMap<u32, Vec<&dockertrace::pipeline::TracedEvent>> = BTreeMap::new();
+    for e in &traced.events {
+        by_cpu.entry(e.raw.cpu).or_default().push(e);
+    }
+    let pairs = [
+        ("net:net_dev_start_xmit", "net:net_dev_xmit"),
+        ("net:netif_rx_entry", "net:netif_rx_exit"),
+        ("net:netif_receive_skb_entry", "net:netif_receive_skb_exit"),
+    ];
+    let mut shared = BTreeMap::<&str, u64>::new();
+    for evs in by_cpu.values_mut() {
+        evs.sort_by_key(|e| e.raw.ts_ns);
+        for (entry, exit) in pairs {
+            let mut open = Vec::new();
+            for e in evs.iter() {
+                if &*e.name == entry {
+                    open.push(e.raw.stack_id);
+                } else if &*e.name == exit {
+                    let Some(id) = open.pop() else { continue };
+                    if id >= 0 {
+                        assert_eq!(e.raw.stack_id, id, "{exit} must reuse the stack of its {entry}");
+                        *shared.entry(exit).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let xmit = shared.get("net:net_dev_xmit").copied().unwrap_or(0);
+    let rx = shared.get("net:netif_rx_exit").copied().unwrap_or(0);
+    assert!(xmit >= 2 * N && rx >= 2 * N, "shared stacks: {shared:?}");
+    assert_eq!(
+        shared.values().sum::<u64>(),
+        traced.report.counters.stack_shared,
+        "the kernel counts every shared stack, and only those"
+    );
+
+    // net_dev_xmit alone: its entry is attached for pairing only and sends nothing, so each
+    // net_dev_xmit walks its own stack.
+    let alone = run_echo(&t, "net:net_dev_xmit");
+    assert!(alone.events.len() as u64 >= 2 * N, "{} events", alone.events.len());
+    assert_eq!(alone.report.counters.stack_shared, 0);
+    let walked = alone.events.iter().filter(|e| e.raw.stack_id >= 0 && e.stack.is_some()).count() as u64;
+    assert_eq!(walked + alone.report.counters.stack_collision, alone.events.len() as u64);
 }
 
 /// The quality bar: on the same traffic, dockertrace counts exactly what

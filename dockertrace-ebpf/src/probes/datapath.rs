@@ -52,7 +52,7 @@ fn on_call<C: StackIdContext>(ctx: &C, index: u32, skb: *const u8, pptr: bool) -
         protocol: info.protocol,
         pid_tgid,
     };
-    emit(ctx, &f, &info.dev);
+    emit(ctx, &f, &info.dev, None);
     0
 }
 

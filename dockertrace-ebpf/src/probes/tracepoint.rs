@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use dockertrace_common::{
-    counter, PairEntry, TpConfig, EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, NO_FIELD, PAIR_DEPTH, PAIR_GET,
-    PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, PAIR_SLOTS,
+    counter, stack_shared, PairEntry, TpConfig, EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, NO_FIELD, PAIR_DEPTH,
+    PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, PAIR_SLOTS, STACK_NONE,
 };
 
 use crate::{
@@ -73,39 +73,56 @@ fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
     }
 
     let skb = f.skbaddr as *const u8;
-    let pass = match cfg.pair_role {
+    let emits = cfg.emit != 0;
+    match cfg.pair_role {
         PAIR_PUSH | PAIR_SET => {
             let pass =
                 pass_pid(&s, (pid_tgid >> 32) as u32) && pass_dev(&s, &dev) && pass_port(&s, skb, &layout());
-            remember(&cfg, &dev, pass);
-            pass
-        }
-        PAIR_POP | PAIR_GET => match recall(&cfg) {
-            Some(entry) => {
-                if entry.flags != 0 {
-                    dev.ifindex = entry.ifindex;
-                    dev.netns = entry.netns;
-                    dev.flags = entry.flags as u16;
-                    if cfg.name_off == NO_FIELD {
-                        dev.name = entry.dev;
-                    }
-                    f.flags |= EVENT_DEV_FROM_PAIR;
-                }
-                entry.pass != 0
+            // The entry goes out first, so that its exit can reuse the stack it went out with.
+            let stack_id = if emits && pass { emit(ctx, &f, &dev, None) } else { STACK_NONE };
+            if emits && !pass {
+                bump(counter::FILTERED);
             }
-            None => pass_dev(&s, &dev) && pass_port(&s, skb, &layout()),
-        },
-        _ => pass_dev(&s, &dev) && pass_port(&s, skb, &layout()),
-    };
-    if cfg.emit == 0 {
-        return Ok(());
+            remember(&cfg, &dev, pass, stack_id);
+        }
+        PAIR_POP | PAIR_GET => {
+            let (pass, shared) = match recall(&cfg) {
+                Some(entry) => {
+                    if entry.flags != 0 {
+                        dev.ifindex = entry.ifindex;
+                        dev.netns = entry.netns;
+                        dev.flags = entry.flags as u16;
+                        if cfg.name_off == NO_FIELD {
+                            dev.name = entry.dev;
+                        }
+                        f.flags |= EVENT_DEV_FROM_PAIR;
+                    }
+                    (entry.pass != 0, stack_shared(entry.stack_id).then_some(entry.stack_id))
+                }
+                None => (pass_dev(&s, &dev) && pass_port(&s, skb, &layout()), None),
+            };
+            finish(ctx, &f, &dev, emits, pass, shared);
+        }
+        _ => {
+            let pass = pass_dev(&s, &dev) && pass_port(&s, skb, &layout());
+            finish(ctx, &f, &dev, emits, pass, None);
+        }
     }
-    if !pass {
-        bump(counter::FILTERED);
-        return Ok(());
-    }
-    emit(ctx, &f, &dev);
     Ok(())
+}
+
+/// Sends a filtered event, or counts it as filtered (events of slots attached only for
+/// pairing are neither).
+#[inline(always)]
+fn finish(ctx: &TracePointContext, f: &Fields, dev: &DevInfo, emits: bool, pass: bool, shared: Option<i32>) {
+    if !emits {
+        return;
+    }
+    if pass {
+        emit(ctx, f, dev, shared);
+    } else {
+        bump(counter::FILTERED);
+    }
 }
 
 /// Reads a `__data_loc char[] name` field into `dev.name`.
@@ -124,9 +141,10 @@ fn read_name(ctx: &TracePointContext, cfg: &TpConfig, dev: &mut DevInfo) {
     }
 }
 
-/// PUSH / SET: records the entry event's device on this CPU's stack for its slot.
+/// PUSH / SET: records the entry event's device (and the stack id it went out with) on this
+/// CPU's stack for its slot.
 #[inline(always)]
-fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool) {
+fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool, stack_id: i32) {
     let slot = u32::from(cfg.pair_slot);
     if slot >= PAIR_SLOTS {
         return;
@@ -142,6 +160,8 @@ fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool) {
         pass: u32::from(pass),
         flags: u32::from(dev.flags),
         dev: dev.name,
+        stack_id,
+        _pad: 0,
     };
     let depth = if cfg.pair_role == PAIR_SET { 0 } else { st.depth as usize };
     match st.entries.get_mut(depth) {

@@ -181,6 +181,13 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
                 r.stack_sample
             );
         }
+        if c.stack_shared > 0 {
+            let note = format!(
+                "  ({} exit events, e.g. net_dev_xmit, took their entry event's stack: both fire in the same call)",
+                c.stack_shared
+            );
+            let _ = writeln!(s, "{}", style.dim(&note));
+        }
         for (f, n) in r.functions.iter().take(max_functions) {
             let _ = writeln!(s, "  {f:<40} {n:>10}");
         }
