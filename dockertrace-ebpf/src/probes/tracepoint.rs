@@ -73,56 +73,43 @@ fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
     }
 
     let skb = f.skbaddr as *const u8;
-    let emits = cfg.emit != 0;
-    match cfg.pair_role {
-        PAIR_PUSH | PAIR_SET => {
-            let pass =
-                pass_pid(&s, (pid_tgid >> 32) as u32) && pass_dev(&s, &dev) && pass_port(&s, skb, &layout());
-            // The entry goes out first, so that its exit can reuse the stack it went out with.
-            let stack_id = if emits && pass { emit(ctx, &f, &dev, None) } else { STACK_NONE };
-            if emits && !pass {
-                bump(counter::FILTERED);
-            }
-            remember(&cfg, &dev, pass, stack_id);
-        }
-        PAIR_POP | PAIR_GET => {
-            let (pass, shared) = match recall(&cfg) {
-                Some(entry) => {
-                    if entry.flags != 0 {
-                        dev.ifindex = entry.ifindex;
-                        dev.netns = entry.netns;
-                        dev.flags = entry.flags as u16;
-                        if cfg.name_off == NO_FIELD {
-                            dev.name = entry.dev;
-                        }
-                        f.flags |= EVENT_DEV_FROM_PAIR;
+    let (pass, shared) = match cfg.pair_role {
+        PAIR_PUSH | PAIR_SET => (
+            pass_pid(&s, (pid_tgid >> 32) as u32) && pass_dev(&s, &dev) && pass_port(&s, skb, &layout()),
+            None,
+        ),
+        PAIR_POP | PAIR_GET => match recall(&cfg) {
+            Some(entry) => {
+                if entry.flags != 0 {
+                    dev.ifindex = entry.ifindex;
+                    dev.netns = entry.netns;
+                    dev.flags = entry.flags as u16;
+                    if cfg.name_off == NO_FIELD {
+                        dev.name = entry.dev;
                     }
-                    (entry.pass != 0, stack_shared(entry.stack_id).then_some(entry.stack_id))
+                    f.flags |= EVENT_DEV_FROM_PAIR;
                 }
-                None => (pass_dev(&s, &dev) && pass_port(&s, skb, &layout()), None),
-            };
-            finish(ctx, &f, &dev, emits, pass, shared);
-        }
-        _ => {
-            let pass = pass_dev(&s, &dev) && pass_port(&s, skb, &layout());
-            finish(ctx, &f, &dev, emits, pass, None);
-        }
-    }
-    Ok(())
-}
-
-/// Sends a filtered event, or counts it as filtered (events of slots attached only for
-/// pairing are neither).
-#[inline(always)]
-fn finish(ctx: &TracePointContext, f: &Fields, dev: &DevInfo, emits: bool, pass: bool, shared: Option<i32>) {
-    if !emits {
-        return;
-    }
-    if pass {
-        emit(ctx, f, dev, shared);
+                (entry.pass != 0, stack_shared(entry.stack_id).then_some(entry.stack_id))
+            }
+            None => (pass_dev(&s, &dev) && pass_port(&s, skb, &layout()), None),
+        },
+        _ => (pass_dev(&s, &dev) && pass_port(&s, skb, &layout()), None),
+    };
+    // One call site for `emit` (it is inlined: every extra site is another copy in each of
+    // the 64 programs). Slots attached only for pairing send nothing.
+    let stack_id = if cfg.emit == 0 {
+        STACK_NONE
+    } else if pass {
+        emit(ctx, &f, &dev, shared)
     } else {
         bump(counter::FILTERED);
+        STACK_NONE
+    };
+    // The entry is remembered after it went out, so that its exit can reuse its stack.
+    if cfg.pair_role == PAIR_PUSH || cfg.pair_role == PAIR_SET {
+        remember(&cfg, &dev, pass, stack_id);
     }
+    Ok(())
 }
 
 /// Reads a `__data_loc char[] name` field into `dev.name`.
