@@ -208,8 +208,15 @@ impl Qemu {
 
     fn command(&self) -> Command {
         let mut c = Command::new(self.exe());
-        c.env("LD_LIBRARY_PATH", self.root.join("usr/lib/x86_64-linux-gnu"));
+        c.env("LD_LIBRARY_PATH", self.lib_path());
         c
+    }
+
+    /// Where the unpacked packages keep their libraries: bookworm's packages are not all
+    /// merged-/usr (libnl-3-200 installs into /lib), and the host may not have them either.
+    fn lib_path(&self) -> std::ffi::OsString {
+        let dirs = ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"].map(|d| self.root.join(d));
+        std::env::join_paths(dirs).expect("library paths hold no ':'")
     }
 
     fn works(&self) -> bool {
@@ -222,10 +229,7 @@ impl Qemu {
     }
 
     fn missing_libs(&self) -> String {
-        let out = Command::new("ldd")
-            .arg(self.exe())
-            .env("LD_LIBRARY_PATH", self.root.join("usr/lib/x86_64-linux-gnu"))
-            .output();
+        let out = Command::new("ldd").arg(self.exe()).env("LD_LIBRARY_PATH", self.lib_path()).output();
         out.map(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
