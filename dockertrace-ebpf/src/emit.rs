@@ -9,8 +9,9 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use dockertrace_common::{
-    counter, AggKey, DevKey, Event, KernelLayout, Settings, EVENT_HAS_DEV, FILTER_DEV, FILTER_NETNS,
-    FILTER_PID, FILTER_PORT, NAME_LEN, RECORD_EVENT, STACK_NONE, STACK_SKIPPED, STACK_SPILL_BASE,
+    counter,
+    record::{Event, RecordHeader, EVENT_HAS_DEV, RECORD_EVENT, STACK_NONE, STACK_SKIPPED, STACK_SPILL_BASE},
+    AggKey, DevKey, KernelLayout, Settings, FILTER_DEV, FILTER_NETNS, FILTER_PID, FILTER_PORT, NAME_LEN,
 };
 use network_types::{
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
@@ -203,8 +204,7 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo, shared: Optio
     };
     let stack_id = stack_id(ctx, &s, shared);
     entry.write(Event {
-        record: RECORD_EVENT,
-        flags: f.flags | dev.flags,
+        header: RecordHeader::of::<Event>(RECORD_EVENT),
         // SAFETY: plain helpers without arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -217,7 +217,7 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo, shared: Optio
         netns: dev.netns,
         stack_id,
         protocol: f.protocol,
-        _pad: 0,
+        flags: f.flags | dev.flags,
         comm: bpf_get_current_comm().unwrap_or([0; NAME_LEN]),
         dev: dev.name,
     });

@@ -3,7 +3,7 @@
 //! - `dt_tp_<slot>`: one program per selected tracepoint, sharing one body; `TP_CONFIG[slot]`
 //!   says how to read that tracepoint's record (offsets from its tracefs `format`).
 //! - `kp_*` / `fe_*`: kprobe and fentry twins on the datapath functions in
-//!   `dockertrace_common::DATAPATH_FUNCS`; the loader attaches whichever the kernel allows.
+//!   `dockertrace_common::datapath::DATAPATH_FUNCS`; the loader attaches whichever the kernel allows.
 //!
 //! Every program funnels into `emit::emit`, which filters in the kernel, reserves a ring-buffer
 //! record, takes a stack id and counts every failure in `COUNTERS`.

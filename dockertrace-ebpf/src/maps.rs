@@ -4,7 +4,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use dockertrace_common::{
-    counter, AggKey, DevKey, KernelLayout, PairStack, Settings, TpConfig, NAME_LEN, PAIR_SLOTS, TP_SLOTS,
+    counter,
+    tracepoints::{PairStack, TpConfig, PAIR_SLOTS, TP_SLOTS},
+    AggKey, DevKey, KernelLayout, Settings, NAME_LEN,
 };
 
 /// Run-time settings (`EbpfLoader::override_global`).
@@ -69,7 +71,7 @@ pub static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(163
 #[map]
 pub static DEV_NAMES: HashMap<DevKey, [u8; NAME_LEN]> = HashMap::with_max_entries(4096, 0);
 
-/// Per-CPU entry/exit pairing stacks (see `dockertrace_common::PAIR_*`).
+/// Per-CPU entry/exit pairing stacks (see `dockertrace_common::tracepoints::PAIR_*`).
 #[map]
 pub static PAIRS: PerCpuArray<PairStack> = PerCpuArray::with_max_entries(PAIR_SLOTS, 0);
 

@@ -6,7 +6,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{datapath, recording::ModeRun, report::DeviceCount};
+use crate::{datapath, recording::ModeRun};
+
+/// Events of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCount {
+    pub dev: String,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub events: u64,
+}
 
 /// A count with its per-message rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,7 +270,7 @@ mod tests {
     use super::*;
     use crate::{
         recording::RunBuilder,
-        tracer::Counters,
+        counters::Counters,
         workload::{RttSummary, WorkloadReport},
     };
 

@@ -261,7 +261,7 @@ pub fn write_svgs(dir: &Path, runs: &[ModeRun]) -> anyhow::Result<Vec<PathBuf>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{recording::RunBuilder, tracer::Counters};
+    use crate::{recording::RunBuilder, counters::Counters};
 
     fn run(mode: &str, paths: &[(&str, &[&str], u64)]) -> ModeRun {
         let mut b = RunBuilder::default();

@@ -515,7 +515,7 @@ mod tests {
     use super::*;
     use crate::{
         recording::RunBuilder,
-        tracer::Counters,
+        counters::Counters,
         workload::{Pattern, RttSummary, WorkloadReport},
     };
 

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use crate::{
     recording::{ModeRun, RunBuilder},
-    tracer::Counters,
+    counters::Counters,
 };
 
 /// How many unparseable lines [`ImportStats::examples`] keeps.

@@ -9,11 +9,14 @@
 //! - [`workload`] is the TCP traffic generator that runs inside the containers.
 
 pub mod cli;
+pub mod aggregate;
 pub mod compare;
 pub mod cost;
+pub mod counters;
 pub mod datapath;
 pub mod decode;
 pub mod docker;
+pub mod errors;
 pub mod filter;
 pub mod flame;
 pub mod html;
@@ -22,11 +25,12 @@ pub mod kernel;
 pub mod modes;
 pub mod netns;
 pub mod pipeline;
+pub mod probes;
 pub mod recording;
-pub mod report;
 pub mod select;
 pub mod sinks;
 pub mod stacks;
+pub mod summary;
 pub mod teardown;
 pub mod tracer;
 pub mod ui;

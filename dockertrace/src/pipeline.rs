@@ -4,32 +4,25 @@
 //! itself: nothing is streamed, sinks only get ticks, and the counts are read once at the end
 //! into the same [`Aggregate`].
 //!
-//! New outputs (a TUI, per-packet journeys) plug in as [`Sink`]s; new probe kinds add record
-//! types to `decode`.
+//! New outputs (a TUI, per-packet journeys) plug in as [`Sink`]s; new record kinds are
+//! decoded in [`crate::decode`].
 use std::{
     future::Future,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
-use dockertrace_common::Event;
+use dockertrace_common::DevKey;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    decode::{decode, Record},
-    report::{Aggregate, TraceReport},
-    stacks::{Stack, StackCache},
-    tracer::{Counters, Tracer},
+    aggregate::{Aggregate, Counted},
+    counters::Counters,
+    decode::{decode, Decoder, Device, KernelStr, Record, TracedEvent},
+    stacks::StackCache,
+    summary::TraceReport,
+    tracer::Tracer,
 };
-
-/// A decoded event with its name and symbolized stack.
-#[derive(Debug, Clone)]
-pub struct TracedEvent {
-    pub raw: Event,
-    pub name: Arc<str>,
-    pub stack: Option<Arc<Stack>>,
-}
 
 /// Progress, handed to sinks about once a second.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +98,15 @@ pub async fn run_full(
     let mut poll = tokio::time::interval(crate::tracer::RING_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
-    let mut ctx = Ctx { tracer, stacks: &mut stacks, agg: &mut agg, decode_errors: &mut decode_errors };
+    let mut decoder = Decoder::new();
+    let mut ctx =
+        Ctx {
+        tracer: &mut *tracer,
+        stacks: &mut stacks,
+        agg: &mut agg,
+        decoder: &mut decoder,
+        decode_errors: &mut decode_errors,
+    };
     let counters = loop {
         tokio::select! {
             biased;
@@ -132,17 +133,31 @@ pub async fn run_full(
             }
         }
     };
-    let probes = ctx.tracer.probes.clone();
-    let cost = ctx.tracer.cost();
-    let mut report = agg.report(started.elapsed().as_secs_f64(), counters);
-    report.decode_errors = decode_errors;
-    report.stack_misses = stacks.misses;
-    report.probes = probes;
-    report.cost = Some(cost);
+    finish(tracer, sinks, Finished { agg, counters, started, decode_errors, stack_misses: stacks.misses })
+}
+
+/// What a pipeline run ends with, before its report is made.
+struct Finished {
+    agg: Aggregate,
+    /// The kernel's counters, read after the last event was taken.
+    counters: Counters,
+    started: Instant,
+    decode_errors: u64,
+    stack_misses: u64,
+}
+
+/// The one finishing step of both modes: the report from the aggregate and the tracer's live
+/// facts, handed to every sink.
+fn finish(tracer: &Tracer, sinks: &mut [&mut dyn Sink], f: Finished) -> anyhow::Result<Outcome> {
+    let mut report = TraceReport::new(&f.agg, f.started.elapsed().as_secs_f64(), f.counters);
+    report.decode_errors = f.decode_errors;
+    report.stack_misses = f.stack_misses;
+    report.probes = tracer.probes.clone();
+    report.cost = Some(tracer.cost());
     for s in sinks.iter_mut() {
         s.finish(&report)?;
     }
-    Ok(Outcome { report, aggregate: agg })
+    Ok(Outcome { report, aggregate: f.agg })
 }
 
 /// [`run_full`] in aggregate mode: ticks until `stop` resolves, then reads the kernel's counts
@@ -176,14 +191,7 @@ async fn run_aggregated(
     let agg = collect_aggregated(tracer, &mut stacks)?;
     // After the counts: `sent` then covers at least every counted event.
     let counters = tracer.counters();
-    let mut report = agg.report(started.elapsed().as_secs_f64(), counters);
-    report.stack_misses = stacks.misses;
-    report.probes = tracer.probes.clone();
-    report.cost = Some(tracer.cost());
-    for s in sinks.iter_mut() {
-        s.finish(&report)?;
-    }
-    Ok(Outcome { report, aggregate: agg })
+    finish(tracer, sinks, Finished { agg, counters, started, decode_errors: 0, stack_misses: stacks.misses })
 }
 
 /// Reads the in-kernel counts into an [`Aggregate`]. Keys with netns and ifindex 0 are events
@@ -193,11 +201,17 @@ fn collect_aggregated(tracer: &Tracer, stacks: &mut StackCache) -> anyhow::Resul
     let names = tracer.aggregated_dev_names()?;
     let mut agg = Aggregate::new(tracer.stack_sample);
     for (k, n) in counts {
-        let known = (k.netns, k.ifindex) != (0, 0) || names.contains_key(&(k.netns, k.ifindex));
+        let key = DevKey { netns: k.netns, ifindex: k.ifindex };
+        let known = (k.netns, k.ifindex) != (0, 0) || names.contains_key(&key);
         // A device without a name: DEV_NAMES was full when it was first seen.
-        let dev = known.then(|| names.get(&(k.netns, k.ifindex)).map_or("", String::as_str));
+        let dev = known.then(|| Device {
+            netns: k.netns,
+            ifindex: k.ifindex,
+            name: names.get(&key).cloned().unwrap_or_else(|| KernelStr::from("")),
+        });
         let stack = stacks.get(k.stack_id);
-        agg.add_counted(tracer.catalog.name(k.kind), k.netns, k.ifindex, dev, stack, k.stack_id, n);
+        let name = tracer.catalog.name(k.kind);
+        agg.add_counted(Counted { name: &name, dev: dev.as_ref(), stack_id: k.stack_id, stack: stack.as_ref() }, n);
     }
     Ok(agg)
 }
@@ -206,6 +220,7 @@ struct Ctx<'a> {
     tracer: &'a mut Tracer,
     stacks: &'a mut StackCache,
     agg: &'a mut Aggregate,
+    decoder: &'a mut Decoder,
     decode_errors: &'a mut u64,
 }
 
@@ -222,8 +237,7 @@ fn drain(ring: &mut RingBuf<MapData>, ctx: &mut Ctx<'_>, sinks: &mut [&mut dyn S
             }
         };
         drop(item);
-        let ev =
-            TracedEvent { name: ctx.tracer.catalog.name(raw.kind), stack: ctx.stacks.get(raw.stack_id), raw };
+        let ev = ctx.decoder.event(&raw, ctx.tracer.catalog.name(raw.kind), ctx.stacks.get(raw.stack_id));
         ctx.agg.add(&ev);
         for s in sinks.iter_mut() {
             s.event(&ev)?;

@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{tracer::Counters, workload::WorkloadReport};
+use crate::{counters::Counters, workload::WorkloadReport};
 
 pub const FORMAT: &str = "dockertrace-recording";
 pub const VERSION: u32 = 1;

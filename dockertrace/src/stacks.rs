@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use aya::maps::{MapData, StackTraceMap};
-use dockertrace_common::STACK_SPILL_BASE;
+use dockertrace_common::record::STACK_SPILL_BASE;
 
 use crate::kernel::kallsyms::Kallsyms;
 

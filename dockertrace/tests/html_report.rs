@@ -12,7 +12,7 @@ use dockertrace::{
     compare::{Comparison, ModeReport},
     html,
     recording::{ModeRun, RunBuilder},
-    tracer::Counters,
+    counters::Counters,
     workload::{Pattern, RttSummary, WorkloadReport},
 };
 

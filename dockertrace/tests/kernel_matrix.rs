@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use dockertrace::{
     filter::Filter,
-    tracer::{ProbeState, Tracer},
+    probes::datapath::ProbeState,
+    tracer::Tracer,
 };
 use support::{options, trace_while, Topology, Traced};
 
@@ -151,7 +152,7 @@ fn ipvlan_between_slaves(mode: &str) {
     let crossed = traced
         .events
         .iter()
-        .filter(|e| e.raw.protocol == 0x0800)
+        .filter(|e| e.protocol == 0x0800)
         .any(|e| e.stack.as_ref().is_some_and(|s| s.functions().any(|f| f == "veth_xmit")));
     assert!(!crossed, "IPv4 between ipvlans must not cross the veth parent");
 }
@@ -180,7 +181,7 @@ fn ipvlan_l3_routing_path_to_external_host() {
     // a's requests leave on the parent, queued from inside ipvlan's transmit by IP output.
     let queued: Vec<_> = traced.on(parent.0, parent.1).filter(|e| &*e.name == "net:net_dev_queue").collect();
     assert!(queued.len() as u64 >= N, "{} net_dev_queue on the parent", queued.len());
-    let ipv4: Vec<_> = queued.iter().filter(|e| e.raw.protocol == 0x0800).collect();
+    let ipv4: Vec<_> = queued.iter().filter(|e| e.protocol == 0x0800).collect();
     assert!(ipv4.len() as u64 >= N, "{} IPv4 net_dev_queue on the parent", ipv4.len());
     // Every request is routed in p: ipvlan's transmit hands it to IP output onto the parent.
     // (The connection's first packet waits for ARP and leaves later, from the neighbour code.)

@@ -8,7 +8,10 @@ use std::{
 };
 
 use dockertrace::filter::Filter;
-use dockertrace_common::{DevKey, EVENT_DEV_FROM_PAIR, STACK_SKIPPED, STACK_SPILL_BASE};
+use dockertrace_common::{
+    record::{STACK_SKIPPED, STACK_SPILL_BASE},
+    DevKey,
+};
 use support::{background_loopback, options, trace_while, Topology};
 
 const N: u64 = 200;
@@ -28,7 +31,7 @@ fn common_checks(t: &Topology, traced: &support::Traced, rx_on_endpoints: bool) 
     assert_eq!(r.counters.lost(), 0, "no event may be lost at this rate: {:?}", r.counters);
     assert_eq!(r.decode_errors, 0);
     assert!(!traced.events.is_empty(), "no events at all");
-    let strays: Vec<_> = traced.events.iter().filter(|e| !allowed.contains(&e.raw.netns)).collect();
+    let strays: Vec<_> = traced.events.iter().filter(|e| !allowed.contains(&e.dev.as_ref().map_or(0, |d| d.netns))).collect();
     assert!(strays.is_empty(), "events outside the netns filter: {:?}", strays.first());
     assert!(
         r.counters.filtered > 0,
@@ -55,7 +58,7 @@ fn common_checks(t: &Topology, traced: &support::Traced, rx_on_endpoints: bool) 
         .events
         .iter()
         .filter(|e| &*e.name == "net:net_dev_xmit")
-        .all(|e| e.raw.flags & EVENT_DEV_FROM_PAIR != 0);
+        .all(|e| e.dev_from_pair);
     assert!(paired, "net:net_dev_xmit events must take the device of their net_dev_start_xmit");
     (an, ai, bn, bi)
 }
@@ -83,20 +86,20 @@ fn veth_pair_events_devices_and_stacks() {
     let traced = run_echo(&t, "net:*");
     let (an, ai, bn, bi) = common_checks(&t, &traced, true);
     // Names travel with the events.
-    assert!(traced.on(an, ai).all(|e| dockertrace::decode::c_str(&e.raw.dev) == "dtva"));
-    assert!(traced.on(bn, bi).all(|e| dockertrace::decode::c_str(&e.raw.dev) == "dtvb"));
+    assert!(traced.on(an, ai).all(|e| e.dev.as_ref().is_some_and(|d| d.name == "dtva")));
+    assert!(traced.on(bn, bi).all(|e| e.dev.as_ref().is_some_and(|d| d.name == "dtvb")));
     // veth_xmit forwards into the peer: netif_rx fires inside it, on the peer's device.
     // A stack lost to a bucket collision in the kernel's stack map (-EEXIST, counted) is
     // no evidence either way; any other event must show veth_xmit.
     let rx: Vec<_> = traced.on(bn, bi).filter(|e| &*e.name == "net:netif_rx").collect();
-    let collided = rx.iter().filter(|e| e.raw.stack_id == -libc::EEXIST).count();
+    let collided = rx.iter().filter(|e| e.stack_id == -libc::EEXIST).count();
     let offenders: Vec<String> = rx
         .iter()
-        .filter(|e| e.raw.stack_id != -libc::EEXIST)
+        .filter(|e| e.stack_id != -libc::EEXIST)
         .filter(|e| !e.stack.as_ref().is_some_and(|s| s.functions().any(|f| f == "veth_xmit")))
         .map(|e| match &e.stack {
             Some(s) => s.functions().take(16).collect::<Vec<_>>().join(" < "),
-            None => format!("no stack (stack id {})", e.raw.stack_id),
+            None => format!("no stack (stack id {})", e.stack_id),
         })
         .collect();
     assert!(
@@ -160,7 +163,7 @@ fn macvlan_path_shows_macvlan_frames() {
     let (pn, pi) = (p.inode().unwrap(), p.ifindex("dtmp0").unwrap());
     // IPv4 only: broadcasts (ARP) are delivered later from a workqueue.
     let on_parent: Vec<_> =
-        traced.on(pn, pi).filter(|e| &*e.name == "net:netif_rx" && e.raw.protocol == 0x0800).collect();
+        traced.on(pn, pi).filter(|e| &*e.name == "net:netif_rx" && e.protocol == 0x0800).collect();
     assert!(on_parent.len() as u64 >= 2 * N, "{} netif_rx on the parent for {N} echoes", on_parent.len());
     assert!(
         on_parent
@@ -174,7 +177,7 @@ fn macvlan_path_shows_macvlan_frames() {
     let crossed = traced
         .events
         .iter()
-        .filter(|e| e.raw.protocol == 0x0800)
+        .filter(|e| e.protocol == 0x0800)
         .any(|e| e.stack.as_ref().is_some_and(|s| s.functions().any(|f| f == "veth_xmit")));
     assert!(!crossed, "IPv4 between the macvlans must not cross the veth parent");
 }
@@ -190,7 +193,7 @@ fn device_filter_keeps_one_device() {
     let topo = t.clone();
     let (traced, _) = trace_while(&options("net:*", filter), move || topo.echo(N));
     assert!(traced.events.len() as u64 >= 2 * N, "only {} events", traced.events.len());
-    let other = traced.events.iter().find(|e| DevKey { netns: e.raw.netns, ifindex: e.raw.ifindex } != key);
+    let other = traced.events.iter().find(|e| e.dev_key() != Some(key));
     assert!(other.is_none(), "event outside the device filter: {other:?}");
     assert!(traced.report.counters.filtered > 0);
 }
@@ -225,8 +228,8 @@ fn no_stacks_mode_sends_no_stack_ids() {
     let topo = t.clone();
     let (traced, _) = trace_while(&opts, move || topo.echo(50));
     assert!(traced.events.len() >= 100, "{} events", traced.events.len());
-    assert!(traced.events.iter().all(|e| e.stack.is_none() && e.raw.stack_id < 0));
-    assert!(traced.report.functions.is_empty());
+    assert!(traced.events.iter().all(|e| e.stack.is_none() && e.stack_id < 0));
+    assert!(traced.report.summary.functions.is_empty());
 }
 
 /// Exit events fire in the same call as their entry event (`net_dev_xmit` after
@@ -240,9 +243,9 @@ fn exit_events_reuse_their_entry_events_stack() {
     }
     let t = Arc::new(Topology::veth());
     let traced = run_echo(&t, "net:*");
-    let mut by_cpu: BTreeMap<u32, Vec<&dockertrace::pipeline::TracedEvent>> = BTreeMap::new();
+    let mut by_cpu: BTreeMap<u32, Vec<&dockertrace::decode::TracedEvent>> = BTreeMap::new();
     for e in &traced.events {
-        by_cpu.entry(e.raw.cpu).or_default().push(e);
+        by_cpu.entry(e.cpu).or_default().push(e);
     }
     let pairs = [
         ("net:net_dev_start_xmit", "net:net_dev_xmit"),
@@ -251,16 +254,16 @@ fn exit_events_reuse_their_entry_events_stack() {
     ];
     let mut shared = BTreeMap::<&str, u64>::new();
     for evs in by_cpu.values_mut() {
-        evs.sort_by_key(|e| e.raw.ts_ns);
+        evs.sort_by_key(|e| e.ts_ns);
         for (entry, exit) in pairs {
             let mut open = Vec::new();
             for e in evs.iter() {
                 if &*e.name == entry {
-                    open.push(e.raw.stack_id);
+                    open.push(e.stack_id);
                 } else if &*e.name == exit {
                     let Some(id) = open.pop() else { continue };
                     if id >= 0 {
-                        assert_eq!(e.raw.stack_id, id, "{exit} must reuse the stack of its {entry}");
+                        assert_eq!(e.stack_id, id, "{exit} must reuse the stack of its {entry}");
                         *shared.entry(exit).or_default() += 1;
                     }
                 }
@@ -281,7 +284,7 @@ fn exit_events_reuse_their_entry_events_stack() {
     let alone = run_echo(&t, "net:net_dev_xmit");
     assert!(alone.events.len() as u64 >= 2 * N, "{} events", alone.events.len());
     assert_eq!(alone.report.counters.stack_shared, 0);
-    let walked = alone.events.iter().filter(|e| e.raw.stack_id >= 0 && e.stack.is_some()).count() as u64;
+    let walked = alone.events.iter().filter(|e| e.stack_id >= 0 && e.stack.is_some()).count() as u64;
     assert_eq!(walked + alone.report.counters.stack_collision, alone.events.len() as u64);
 }
 
@@ -369,7 +372,7 @@ fn port_filter_keeps_one_loopback_flow() {
     let queue: Vec<_> = traced.events.iter().filter(|e| &*e.name == "net:net_dev_queue").collect();
     // One echo = request + reply (+ a few handshake, ACK and FIN segments), for one flow only.
     assert!(queue.len() as u64 >= 2 * N && (queue.len() as u64) < 3 * N, "{} net_dev_queue", queue.len());
-    assert!(traced.events.iter().all(|e| dockertrace::decode::c_str(&e.raw.dev) == "lo"));
+    assert!(traced.events.iter().all(|e| e.dev.as_ref().map(|d| &d.name).or(e.name_only.as_ref()).is_some_and(|n| *n == "lo")));
     assert!(traced.report.counters.filtered >= 2 * N, "the other flow must be filtered in the kernel");
     assert!(traced.stack_has("loopback_xmit"));
 }
@@ -399,13 +402,13 @@ fn aggregate_counts_equal_streaming_counts() {
     assert_eq!(a_report.counters.lost(), 0, "streaming lost events: {:?}", a_report.counters);
     assert_eq!(b_report.counters.lost(), 0, "aggregate lost events: {:?}", b_report.counters);
     assert_eq!(b_report.counters.agg_full, 0);
-    assert!(a_report.total_events >= 4 * N, "only {} events streamed", a_report.total_events);
-    assert_eq!(b_report.total_events, a_report.total_events, "total events");
-    assert_eq!(b_report.counters.sent, b_report.total_events, "every counted event is `sent`");
-    assert_eq!(b_report.events, a_report.events, "per-event counts");
-    assert_eq!(b_report.devices, a_report.devices, "per-device counts");
-    let funcs = |r: &dockertrace::report::TraceReport| -> BTreeSet<String> {
-        r.functions.iter().map(|(f, _)| f.clone()).collect()
+    assert!(a_report.total_events() >= 4 * N, "only {} events streamed", a_report.total_events());
+    assert_eq!(b_report.total_events(), a_report.total_events(), "total events");
+    assert_eq!(b_report.counters.sent, b_report.total_events(), "every counted event is `sent`");
+    assert_eq!(b_report.summary.events, a_report.summary.events, "per-event counts");
+    assert_eq!(b_report.summary.devices, a_report.summary.devices, "per-device counts");
+    let funcs = |r: &dockertrace::summary::TraceReport| -> BTreeSet<String> {
+        r.summary.functions.iter().map(|f| f.name.clone()).collect()
     };
     assert!(!funcs(a_report).is_empty(), "no stacks symbolized");
     assert_eq!(funcs(&b_report), funcs(a_report), "kernel functions seen");
@@ -429,17 +432,17 @@ fn stacks_whose_bucket_is_taken_spill_into_the_second_map() {
     let ev = &traced.events;
     assert!(ev.len() as u64 >= 4 * N, "only {} events", ev.len());
     let main: BTreeSet<i32> =
-        ev.iter().map(|e| e.raw.stack_id).filter(|id| (0..STACK_SPILL_BASE).contains(id)).collect();
+        ev.iter().map(|e| e.stack_id).filter(|id| (0..STACK_SPILL_BASE).contains(id)).collect();
     assert_eq!(main, BTreeSet::from([0]), "STACKS has one bucket");
-    let spilled: Vec<_> = ev.iter().filter(|e| e.raw.stack_id >= STACK_SPILL_BASE).collect();
-    let distinct: BTreeSet<i32> = spilled.iter().map(|e| e.raw.stack_id).collect();
+    let spilled: Vec<_> = ev.iter().filter(|e| e.stack_id >= STACK_SPILL_BASE).collect();
+    let distinct: BTreeSet<i32> = spilled.iter().map(|e| e.stack_id).collect();
     assert!(distinct.len() >= 3, "only {} spilled stacks", distinct.len());
     assert!(spilled.iter().all(|e| e.stack.is_some()), "every spilled stack id resolves to a stack");
     // What neither map could take is counted, once per event; nothing else fails.
-    let collided = ev.iter().filter(|e| e.raw.stack_id == -libc::EEXIST).count() as u64;
+    let collided = ev.iter().filter(|e| e.stack_id == -libc::EEXIST).count() as u64;
     assert_eq!(collided, traced.report.counters.stack_collision);
     assert_eq!(traced.report.counters.stack_error, 0);
-    assert!(ev.iter().all(|e| e.stack.is_some() || e.raw.stack_id == -libc::EEXIST));
+    assert!(ev.iter().all(|e| e.stack.is_some() || e.stack_id == -libc::EEXIST));
     assert!(collided * 2 < ev.len() as u64, "{collided} of {} events lost their stack", ev.len());
     // Spilled stacks are real ones.
     assert!(spilled.iter().any(|e| e.stack.as_ref().unwrap().functions().any(|f| f == "veth_xmit")));
@@ -465,10 +468,10 @@ fn sampled_stacks_take_a_fraction_and_scale_to_the_counts() {
 
     let total = a.events.len();
     assert!(total as u64 >= 4 * N, "only {total} events");
-    let with_stack = a.events.iter().filter(|e| e.raw.stack_id >= 0).count();
-    let skipped: Vec<_> = a.events.iter().filter(|e| e.raw.stack_id == STACK_SKIPPED).collect();
+    let with_stack = a.events.iter().filter(|e| e.stack_id >= 0).count();
+    let skipped: Vec<_> = a.events.iter().filter(|e| e.stack_id == STACK_SKIPPED).collect();
     // A sampled event whose stack neither stack map could take keeps its (counted) errno.
-    let failed = a.events.iter().filter(|e| e.raw.stack_id == -libc::EEXIST).count();
+    let failed = a.events.iter().filter(|e| e.stack_id == -libc::EEXIST).count();
     assert_eq!(failed as u64, a.report.counters.stack_collision);
     assert_eq!(
         with_stack + skipped.len() + failed,
@@ -479,20 +482,20 @@ fn sampled_stacks_take_a_fraction_and_scale_to_the_counts() {
     // 1 in 4 at random: the expected 25% is many standard deviations inside these bounds.
     let share = with_stack as f64 / total as f64;
     assert!((0.10..0.45).contains(&share), "{with_stack} of {total} events took a stack");
-    assert_eq!(a.report.stack_sample, 4);
+    assert_eq!(a.report.stack_sample(), 4);
 
     // Every netif_rx on b runs inside veth_xmit; the estimate covers at least those events.
     let (bn, bi) = (t.b.inode().unwrap(), t.b.ifindex(t.b_dev).unwrap());
     let rx_b = a.count("net:netif_rx", bn, bi) as u64;
-    let veth = a.report.functions.iter().find(|(f, _)| f == "veth_xmit").map_or(0, |(_, n)| *n);
+    let veth = a.report.function_count("veth_xmit");
     assert!(
-        veth >= rx_b && veth <= a.report.total_events,
+        veth >= rx_b && veth <= a.report.total_events(),
         "veth_xmit estimated {veth}, netif_rx on b {rx_b}"
     );
 
     // The aggregate tracer saw the same traffic: exact counts agree, functions are estimated.
     assert_eq!(b_report.counters.lost(), 0);
-    assert_eq!(b_report.events, a.report.events, "per-event counts");
-    assert_eq!(b_report.stack_sample, 4);
-    assert!(b_report.has_function("veth_xmit"), "aggregate: {:?}", b_report.functions);
+    assert_eq!(b_report.summary.events, a.report.summary.events, "per-event counts");
+    assert_eq!(b_report.stack_sample(), 4);
+    assert!(b_report.has_function("veth_xmit"), "aggregate: {:?}", b_report.summary.functions);
 }

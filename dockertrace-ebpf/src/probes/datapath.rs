@@ -1,12 +1,16 @@
 //! Datapath function probes: a kprobe and an fentry twin per function in
-//! `dockertrace_common::DATAPATH_FUNCS`. The loader attaches the kprobe where the kernel has
+//! `dockertrace_common::datapath::DATAPATH_FUNCS`. The loader attaches the kprobe where the kernel has
 //! kprobes, else the fentry, else reports the function as unavailable.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::{fentry, kprobe},
     programs::{tracing::StackIdContext, FEntryContext, ProbeContext},
 };
-use dockertrace_common::{counter, DATAPATH_FUNCS, EVENT_HAS_SKB, PROBE_BASE};
+use dockertrace_common::{
+    counter,
+    datapath::{DatapathFunc, DATAPATH_FUNCS, PROBE_BASE},
+    record::EVENT_HAS_SKB,
+};
 
 use crate::{
     emit::{emit, pass_dev, pass_pid, pass_port, read_skb, Fields},
@@ -60,14 +64,14 @@ macro_rules! datapath_probe {
     ($index:literal, $kprobe:ident, $fentry:ident) => {
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            const F: dockertrace_common::DatapathFunc = DATAPATH_FUNCS[$index];
+            const F: DatapathFunc = DATAPATH_FUNCS[$index];
             let skb: *const u8 = ctx.arg(F.skb_arg as usize).unwrap_or(core::ptr::null());
             on_call(&ctx, $index, skb, F.skb_arg_is_pptr)
         }
 
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
-            const F: dockertrace_common::DatapathFunc = DATAPATH_FUNCS[$index];
+            const F: DatapathFunc = DATAPATH_FUNCS[$index];
             let skb: *const u8 = ctx.arg(F.skb_arg as usize);
             on_call(&ctx, $index, skb, F.skb_arg_is_pptr)
         }

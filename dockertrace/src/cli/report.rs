@@ -279,7 +279,7 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{recording::RunBuilder, tracer::Counters};
+    use crate::{recording::RunBuilder, counters::Counters};
 
     fn report(mode: &str, fs: &[&str], n: u64) -> ModeReport {
         let mut b = RunBuilder::default();

@@ -13,10 +13,10 @@ use crate::{
     modes::{self, links, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
     pipeline,
     recording::{ModeRun, Recording, RunBuilder},
-    report::TraceReport,
+    summary::TraceReport,
     sinks::{live::render_summary, style::Style},
     teardown::Teardown,
-    tracer::{Counters, Tracer},
+    {counters::Counters, tracer::Tracer},
     ui::Ui,
     workload::{Pattern, WorkloadReport, DEFAULT_MESSAGE_SIZE, DEFAULT_PORT},
 };
@@ -397,8 +397,8 @@ pub fn render_workload(
     if w.messages > 0 {
         s.push_str(&format!(
             "  kernel events per message: {:.1} ({} events / {} messages)\n",
-            r.total_events as f64 / w.messages as f64,
-            r.total_events,
+            r.total_events() as f64 / w.messages as f64,
+            r.total_events(),
             w.messages
         ));
     }

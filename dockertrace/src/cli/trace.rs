@@ -11,7 +11,8 @@ use crate::{
     recording::Recording,
     select::{EventSelector, DEFAULT_EVENTS},
     sinks::{json::JsonSink, live::render_summary, live::LiveSink, style::Style},
-    tracer::{ProbeState, TraceOptions, Tracer},
+    probes::datapath::ProbeState,
+    tracer::{TraceOptions, Tracer},
 };
 
 /// How to trace and what to show: shared by `dockertrace trace` and `dockertrace --mode`.

@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn recordings_name_the_runtime_and_older_ones_still_load() {
-        use crate::{compare::ModeReport, recording::RunBuilder, sinks, tracer::Counters};
+        use crate::{compare::ModeReport, recording::RunBuilder, sinks, counters::Counters};
         let mut run = RunBuilder::default().finish("bridge", 1.0, None, Counters::default());
         let old = serde_json::to_string(&run).unwrap();
         assert!(!old.contains("runtime"), "{old}");

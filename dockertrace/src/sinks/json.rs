@@ -5,9 +5,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::{
-    decode::c_str,
-    pipeline::{Progress, Sink, TracedEvent},
-    report::TraceReport,
+    decode::{KernelStr, TracedEvent},
+    pipeline::{Progress, Sink},
+    summary::TraceReport,
 };
 
 /// One JSON line. Field names are a public interface: see docs/json-schema.md.
@@ -18,8 +18,8 @@ struct Line<'a> {
     cpu: u32,
     pid: u32,
     tgid: u32,
-    comm: &'a str,
-    dev: &'a str,
+    comm: &'a KernelStr,
+    dev: &'a KernelStr,
     ifindex: u32,
     netns: u32,
     len: u32,
@@ -35,42 +35,42 @@ pub struct JsonSink<W: Write> {
     /// Each stack's JSON array, rendered once per stack id (stacks repeat a lot).
     stacks: HashMap<i32, Box<RawValue>>,
     empty: Box<RawValue>,
+    no_name: KernelStr,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> Self {
         let empty = RawValue::from_string("[]".into()).expect("valid JSON");
-        JsonSink { out, stacks: HashMap::new(), empty }
+        JsonSink { out, stacks: HashMap::new(), empty, no_name: KernelStr::from("") }
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
-        let r = &ev.raw;
         let stack: &RawValue = match &ev.stack {
             None => &self.empty,
             Some(st) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = self.stacks.entry(r.stack_id) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.stacks.entry(ev.stack_id) {
                     let names: Vec<&str> = st.functions().collect();
                     slot.insert(RawValue::from_string(serde_json::to_string(&names)?)?);
                 }
-                &self.stacks[&r.stack_id]
+                &self.stacks[&ev.stack_id]
             }
         };
         let line = Line {
             event: &ev.name,
-            ts_ns: r.ts_ns,
-            cpu: r.cpu,
-            pid: r.pid,
-            tgid: r.tgid,
-            comm: c_str(&r.comm),
-            dev: c_str(&r.dev),
-            ifindex: r.ifindex,
-            netns: r.netns,
-            len: r.len,
-            skbaddr: format!("0x{:x}", r.skbaddr),
-            protocol: r.protocol,
-            stack_id: r.stack_id,
+            ts_ns: ev.ts_ns,
+            cpu: ev.cpu,
+            pid: ev.pid,
+            tgid: ev.tgid,
+            comm: &ev.comm,
+            dev: ev.dev.as_ref().map(|d| &d.name).or(ev.name_only.as_ref()).unwrap_or(&self.no_name),
+            ifindex: ev.dev.as_ref().map_or(0, |d| d.ifindex),
+            netns: ev.dev.as_ref().map_or(0, |d| d.netns),
+            len: ev.len,
+            skbaddr: format!("0x{:x}", ev.skb.unwrap_or(0)),
+            protocol: ev.protocol,
+            stack_id: ev.stack_id,
             stack,
         };
         serde_json::to_writer(&mut self.out, &line)?;
@@ -93,39 +93,28 @@ impl<W: Write> Sink for JsonSink<W> {
 mod tests {
     use super::*;
     use crate::stacks::{Frame, Stack};
-    use dockertrace_common::{Event, NAME_LEN, RECORD_EVENT};
     use std::sync::Arc;
 
     #[test]
     fn writes_the_documented_fields() {
-        let mut dev = [0u8; NAME_LEN];
-        dev[..4].copy_from_slice(b"eth0");
         let ev = TracedEvent {
-            raw: Event {
-                record: RECORD_EVENT,
-                flags: 0,
-                cpu: 1,
-                ts_ns: 42,
-                kind: 9,
-                pid: 3,
-                tgid: 3,
-                len: 100,
-                skbaddr: 0xffff0000,
-                ifindex: 2,
-                netns: 4026531840,
-                stack_id: 5,
-                protocol: 0x0800,
-                _pad: 0,
-                comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-                dev,
-            },
-            name: Arc::from("net:net_dev_xmit"),
+            cpu: 1,
+            ts_ns: 42,
+            kind: 9,
+            pid: 3,
+            tgid: 3,
+            comm: KernelStr::from("curl"),
+            len: 100,
+            skb: Some(0xffff0000),
+            protocol: 0x0800,
+            stack_id: 5,
             stack: Some(Arc::new(Stack {
                 frames: ["dev_hard_start_xmit", "__dev_queue_xmit"]
                     .iter()
                     .map(|f| Frame { addr: 1, function: Arc::from(*f), offset: 4, module: None })
                     .collect(),
             })),
+            ..TracedEvent::named("net:net_dev_xmit").on(4026531840, 2, "eth0")
         };
         let mut sink = JsonSink::new(Vec::new());
         sink.event(&ev).unwrap();
@@ -141,5 +130,16 @@ mod tests {
         assert_eq!(v["skbaddr"], "0xffff0000");
         assert_eq!(v["comm"], "curl");
         assert_eq!(v["stack"][0], "dev_hard_start_xmit");
+    }
+
+    #[test]
+    fn kernel_strings_stay_escaped_in_json() {
+        let ev = TracedEvent { comm: KernelStr::from("\x1b[31mEVIL"), ..TracedEvent::named("net:netif_rx") };
+        let mut sink = JsonSink::new(Vec::new());
+        sink.event(&ev).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert!(!text.contains('\x1b') && text.contains(r"\u001b[31mEVIL"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!((v["dev"].as_str(), v["ifindex"].as_u64()), (Some(""), Some(0)));
     }
 }

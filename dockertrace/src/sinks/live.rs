@@ -5,10 +5,10 @@ use std::{collections::HashMap, io::Write, sync::Arc};
 
 use crate::{
     cost::TracerCost,
-    decode::c_str,
-    pipeline::{Progress, Sink, TracedEvent},
-    report::TraceReport,
+    decode::{printable, TracedEvent},
+    pipeline::{Progress, Sink},
     sinks::style::Style,
+    summary::TraceReport,
 };
 
 /// Prints events as they arrive.
@@ -42,25 +42,23 @@ impl<W: Write> LiveSink<W> {
 
     /// One event as a line (without newline).
     pub fn format(&self, ev: &TracedEvent, t0: u64) -> String {
-        let r = &ev.raw;
-        let t = r.ts_ns.saturating_sub(t0) as f64 / 1e9;
-        let dev = c_str(&r.dev);
-        let dev = if r.flags & dockertrace_common::EVENT_HAS_DEV != 0 {
-            format!("{}@{}", if dev.is_empty() { "?" } else { dev }, r.netns)
-        } else if !dev.is_empty() {
-            dev.to_owned()
-        } else {
-            "-".to_owned()
+        let t = ev.ts_ns.saturating_sub(t0) as f64 / 1e9;
+        // Kernel strings print escaped (`KernelStr`'s Display): a task or device name cannot
+        // drive the terminal.
+        let dev = match &ev.dev {
+            Some(d) if d.name.is_empty() => format!("?@{}", d.netns),
+            Some(d) => format!("{}@{}", d.name, d.netns),
+            None => ev.name_only.as_ref().map_or_else(|| "-".to_owned(), |n| n.to_string()),
         };
         let func = ev.stack.as_ref().and_then(|s| s.innermost_datapath()).unwrap_or("");
         format!(
             "{} {} {:<15} {} {:<24} len={:<5} {}",
             self.style.dim(&format!("{t:>10.6}")),
-            self.style.dim(&format!("cpu{:<2}", r.cpu)),
-            c_str(&r.comm),
+            self.style.dim(&format!("cpu{:<2}", ev.cpu)),
+            ev.comm.to_string(),
             self.style.cyan(&format!("{:<30}", ev.name)),
             dev,
-            r.len,
+            ev.len,
             self.style.yellow(func)
         )
     }
@@ -80,7 +78,7 @@ impl<W: Write> LiveSink<W> {
 
 impl<W: Write> Sink for LiveSink<W> {
     fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
-        let t0 = *self.first_ts.get_or_insert(ev.raw.ts_ns);
+        let t0 = *self.first_ts.get_or_insert(ev.ts_ns);
         if self.cap != 0 && self.shown_this_second >= self.cap {
             *self.suppressed.entry(ev.name.clone()).or_default() += 1;
             return Ok(());
@@ -137,13 +135,14 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
     use std::fmt::Write as _;
     let mut s = String::new();
     let c = &r.counters;
-    let rate = if r.duration_s > 0.0 { r.total_events as f64 / r.duration_s } else { 0.0 };
+    let m = &r.summary;
+    let rate = if r.duration_s > 0.0 { m.total_events as f64 / r.duration_s } else { 0.0 };
     let _ = writeln!(
         s,
         "{}",
         style.bold(&format!(
             "dockertrace: {} events in {:.1} s ({:.0}/s)",
-            r.total_events, r.duration_s, rate
+            m.total_events, r.duration_s, rate
         ))
     );
     let lost_line = format!(
@@ -155,30 +154,30 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
         lost_line.push_str(&format!("   aggregation map full: {}", c.agg_full));
     }
     let _ = writeln!(s, "{}", if c.lost() > 0 { style.red(&lost_line) } else { style.green(&lost_line) });
-    if !r.events.is_empty() {
+    if !m.events.is_empty() {
         let _ = writeln!(s, "\n{}", style.bold("Events"));
-        for (name, n) in &r.events {
-            let _ = writeln!(s, "  {name:<40} {n:>10}");
+        for e in &m.events {
+            let _ = writeln!(s, "  {:<40} {:>10}", e.name, e.count);
         }
     }
-    if !r.devices.is_empty() {
+    if !m.devices.is_empty() {
         let _ = writeln!(s, "\n{}", style.bold("Devices (name@netns, ifindex)"));
-        for d in &r.devices {
-            let label = format!("{}@{} ({})", d.dev, d.netns, d.ifindex);
+        for d in &m.devices {
+            let label = format!("{}@{} ({})", printable(&d.dev), d.netns, d.ifindex);
             let _ = writeln!(s, "  {label:<40} {:>10}", d.events);
         }
     }
-    if !r.functions.is_empty() {
+    if !m.functions.is_empty() {
         let _ = writeln!(
             s,
             "\n{}",
-            style.bold(&format!("Kernel functions in stacks ({} distinct, by events)", r.functions.len()))
+            style.bold(&format!("Kernel functions in stacks ({} distinct, by events)", m.functions.len()))
         );
-        if r.stack_sample > 1 {
+        if r.stack_sample() > 1 {
             let _ = writeln!(
                 s,
                 "  (stacks sampled 1 in {}: these counts are estimates; the event counts above are exact)",
-                r.stack_sample
+                r.stack_sample()
             );
         }
         if c.stack_shared > 0 {
@@ -188,11 +187,11 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
             );
             let _ = writeln!(s, "{}", style.dim(&note));
         }
-        for (f, n) in r.functions.iter().take(max_functions) {
-            let _ = writeln!(s, "  {f:<40} {n:>10}");
+        for f in m.functions.iter().take(max_functions) {
+            let _ = writeln!(s, "  {:<40} {:>10}", f.name, f.count);
         }
-        if r.functions.len() > max_functions {
-            let rest: Vec<&str> = r.functions[max_functions..].iter().map(|(f, _)| f.as_str()).collect();
+        if m.functions.len() > max_functions {
+            let rest: Vec<&str> = m.functions[max_functions..].iter().map(|f| f.name.as_str()).collect();
             let _ = writeln!(s, "  … and {}: {}", rest.len(), rest.join(" "));
         }
     }
@@ -255,34 +254,16 @@ pub fn render_cost(c: &TracerCost, duration_s: f64, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{cost::ProgramCost, tracer::Counters};
-    use dockertrace_common::{Event, EVENT_HAS_DEV, NAME_LEN, RECORD_EVENT};
+    use crate::{
+        aggregate::{Aggregate, Counted},
+        cost::ProgramCost,
+        counters::Counters,
+        decode::{Device, KernelStr},
+        stacks::{Frame, Stack},
+    };
 
     fn ev(ts: u64) -> TracedEvent {
-        let mut dev = [0u8; NAME_LEN];
-        dev[..4].copy_from_slice(b"eth0");
-        TracedEvent {
-            raw: Event {
-                record: RECORD_EVENT,
-                flags: EVENT_HAS_DEV,
-                cpu: 0,
-                ts_ns: ts,
-                kind: 1,
-                pid: 1,
-                tgid: 1,
-                len: 60,
-                skbaddr: 0,
-                ifindex: 2,
-                netns: 99,
-                stack_id: -1,
-                protocol: 0,
-                _pad: 0,
-                comm: [0; NAME_LEN],
-                dev,
-            },
-            name: Arc::from("net:netif_rx"),
-            stack: None,
-        }
+        TracedEvent { ts_ns: ts, len: 60, ..TracedEvent::named("net:netif_rx").on(99, 2, "eth0") }
     }
 
     #[test]
@@ -313,24 +294,46 @@ mod tests {
 
     #[test]
     fn summary_lists_counts_and_loss() {
-        let r = TraceReport {
-            duration_s: 2.0,
-            total_events: 4,
-            events: vec![("net:netif_rx".into(), 4)],
-            functions: vec![("veth_xmit".into(), 4), ("netif_rx".into(), 4)],
-            ..Default::default()
-        };
+        let stack = Arc::new(Stack {
+            frames: ["veth_xmit", "netif_rx"]
+                .iter()
+                .map(|f| Frame { addr: 0, function: Arc::from(*f), offset: 0, module: None })
+                .collect(),
+        });
+        let mut a = Aggregate::new(1);
+        let name: Arc<str> = Arc::from("net:netif_rx");
+        a.add_counted(Counted { name: &name, dev: None, stack_id: 0, stack: Some(&stack) }, 4);
+        let r = TraceReport::new(&a, 2.0, Counters::default());
         let text = render_summary(&r, Style::plain(), 1);
         assert!(text.contains("4 events in 2.0 s"));
         assert!(text.contains("lost: 0"));
         assert!(text.contains("net:netif_rx"));
         assert!(text.contains("2 distinct"));
-        assert!(text.contains("… and 1: netif_rx"));
+        assert!(text.contains("… and 1: veth_xmit"), "{text}");
         assert!(!text.contains("aggregation map full"));
         let mut r = r;
         r.counters.agg_full = 3;
         assert!(render_summary(&r, Style::plain(), 1).contains("aggregation map full: 3"));
         assert!(!text.contains("Tracer cost"));
+    }
+
+    #[test]
+    fn kernel_strings_reach_the_terminal_escaped() {
+        let evil = "\x1b[31mEVIL\x1b[0m";
+        let mut e = ev(1);
+        e.comm = KernelStr::from(evil);
+        e.dev = Some(Device { netns: 9, ifindex: 3, name: KernelStr::from("v\x1b]0;t\x07") });
+        let mut sink = LiveSink::new(Vec::new(), Style::plain(), 0);
+        sink.event(&e).unwrap();
+        let mut a = Aggregate::new(1);
+        a.add(&e);
+        let summary = render_summary(&TraceReport::new(&a, 1.0, Counters::default()), Style::plain(), 5);
+        for text in [String::from_utf8(sink.out).unwrap(), summary] {
+            assert!(!text.contains('\x1b') && !text.contains('\x07'), "raw control bytes in {text:?}");
+            assert!(text.contains("v\\x1b]0;t\\x07@9"), "{text}");
+        }
+        let line = LiveSink::new(Vec::new(), Style::plain(), 0).format(&e, 0);
+        assert!(line.contains("\\x1b[31mEVIL\\x1b[0m"), "{line}");
     }
 
     #[test]

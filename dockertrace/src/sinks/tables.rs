@@ -148,7 +148,7 @@ pub fn render_comparison(c: &Comparison, style: Style, max_functions: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{compare::Comparison, recording::RunBuilder, tracer::Counters};
+    use crate::{compare::Comparison, recording::RunBuilder, counters::Counters};
 
     #[test]
     fn tables_show_every_mode_and_the_differences() {

@@ -14,8 +14,9 @@ use std::{
 use dockertrace::{
     filter::Filter,
     netns::{self, Namespace},
-    pipeline::{self, MemorySink, TracedEvent},
-    report::TraceReport,
+    decode::TracedEvent,
+    pipeline::{self, MemorySink},
+    summary::TraceReport,
     select::EventSelector,
     tracer::{TraceOptions, Tracer},
     workload::{self, ClientArgs, ServerArgs, WorkloadReport},
@@ -326,7 +327,7 @@ pub fn trace_while<T: Send + 'static>(
 impl Traced {
     /// Events of one device.
     pub fn on(&self, netns: u32, ifindex: u32) -> impl Iterator<Item = &TracedEvent> {
-        self.events.iter().filter(move |e| e.raw.netns == netns && e.raw.ifindex == ifindex)
+        self.events.iter().filter(move |e| e.is_on(netns, ifindex))
     }
 
     pub fn count(&self, name: &str, netns: u32, ifindex: u32) -> usize {

@@ -6,8 +6,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use dockertrace_common::{
-    counter, stack_shared, PairEntry, TpConfig, EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, NO_FIELD, PAIR_DEPTH,
-    PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, PAIR_SLOTS, STACK_NONE,
+    counter,
+    record::{EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, STACK_NONE},
+    tracepoints::{
+        stack_shared, PairEntry, TpConfig, NO_FIELD, PAIR_DEPTH, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH,
+        PAIR_SET, PAIR_SLOTS,
+    },
 };
 
 use crate::{

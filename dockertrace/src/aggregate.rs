@@ -1,59 +1,28 @@
-//! The end-of-run aggregate: counts per event and per device, distinct kernel functions, loss.
+//! The end-of-run aggregate: counts per (event, device, stack), from which the recording entry
+//! is derived, and from that the summary.
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
-use dockertrace_common::{Event, EVENT_HAS_DEV, STACK_SKIPPED};
-use serde::{Deserialize, Serialize};
+use dockertrace_common::record::STACK_SKIPPED;
 
 use crate::{
-    decode::c_str,
-    pipeline::TracedEvent,
+    counters::Counters,
+    decode::{Device, TracedEvent},
     recording::{ModeRun, RunBuilder},
     stacks::Stack,
-    tracer::{Counters, ProbeStatus},
     workload::WorkloadReport,
 };
 
-/// Events of one device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceCount {
-    pub dev: String,
-    pub ifindex: u32,
-    pub netns: u32,
-    pub events: u64,
-}
-
-/// What a run saw, ready to print or save.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TraceReport {
-    pub duration_s: f64,
-    pub total_events: u64,
-    /// (event name, count), most frequent first.
-    pub events: Vec<(String, u64)>,
-    pub devices: Vec<DeviceCount>,
-    /// (kernel function, events whose stack contains it), most frequent first.
-    pub functions: Vec<(String, u64)>,
-    pub counters: Counters,
-    pub decode_errors: u64,
-    pub stack_misses: u64,
-    /// Stacks were taken for 1 in this many events (`--stack-sample`); above 1 the function
-    /// counts are estimates. 0 and 1: every event.
-    #[serde(default)]
-    pub stack_sample: u32,
-    #[serde(skip_deserializing)]
-    pub probes: Vec<ProbeStatus>,
-    /// What tracing cost (tracer CPU and memory; per-program statistics with `--stats`).
-    #[serde(default)]
-    pub cost: Option<crate::cost::TracerCost>,
-}
-
-impl TraceReport {
-    pub fn event_count(&self, name: &str) -> u64 {
-        self.events.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c)
-    }
-
-    pub fn has_function(&self, name: &str) -> bool {
-        self.functions.iter().any(|(f, _)| f == name)
-    }
+/// What [`Aggregate::add_counted`] counts: events of one kind, on one device, with one stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    /// The event's name.
+    pub name: &'a Arc<str>,
+    /// None when the device is unknown.
+    pub dev: Option<&'a Device>,
+    /// The kernel's stack id (`STACK_SKIPPED`: passed over by sampling).
+    pub stack_id: i32,
+    /// The symbolized `stack_id`; None: no usable stack.
+    pub stack: Option<&'a Arc<Stack>>,
 }
 
 /// One cell of the aggregate: events of one kind, on one device, with one stack.
@@ -66,8 +35,8 @@ struct Key {
 }
 
 /// Accumulates the event stream into counts per (event, device, stack) — the same shape as a
-/// recording's count table — from which the summary ([`TraceReport`]) and the recording
-/// ([`ModeRun`]) are both derived.
+/// recording's count table — from which the recording ([`ModeRun`]) is derived, and from that
+/// the summary ([`crate::summary::TraceReport`]).
 ///
 /// With sampled stacks (`--stack-sample N`), events passed over by the sampling are counted
 /// under [`STACK_SKIPPED`]; the summary and the recording hand each (event, device)'s skipped
@@ -91,46 +60,33 @@ impl Aggregate {
 
     /// Counts one streamed event.
     pub fn add(&mut self, ev: &TracedEvent) {
-        let raw: &Event = &ev.raw;
-        let has_dev = raw.flags & EVENT_HAS_DEV != 0;
-        let (netns, ifindex) = if has_dev { (raw.netns, raw.ifindex) } else { (0, 0) };
-        let dev_name = has_dev.then(|| c_str(&raw.dev));
-        self.add_counted(ev.name.clone(), netns, ifindex, dev_name, ev.stack.clone(), raw.stack_id, 1);
+        self.add_counted(
+            Counted { name: &ev.name, dev: ev.dev.as_ref(), stack_id: ev.stack_id, stack: ev.stack.as_ref() },
+            1,
+        );
     }
 
-    /// Counts `n` events of kind `name` on one device with one stack: the one path behind both
-    /// the streaming mode ([`Aggregate::add`]) and the in-kernel aggregate mode.
-    /// `dev_name` is None when the device is unknown (then `netns` and `ifindex` are ignored and
-    /// recorded as 0); `stack` is the symbolized `stack_id` (None: no usable stack). The first
+    /// Counts `n` events of one kind on one device with one stack: the one path behind both
+    /// the streaming mode ([`Aggregate::add`]) and the in-kernel aggregate mode. The first
     /// name given for a device is kept.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_counted(
-        &mut self,
-        name: Arc<str>,
-        netns: u32,
-        ifindex: u32,
-        dev_name: Option<&str>,
-        stack: Option<Arc<Stack>>,
-        stack_id: i32,
-        n: u64,
-    ) {
+    pub fn add_counted(&mut self, c: Counted<'_>, n: u64) {
         self.total += n;
-        let (netns, ifindex) = match dev_name {
+        let (netns, ifindex) = match c.dev {
             Some(dev) => {
-                self.dev_names.entry((netns, ifindex)).or_insert_with(|| dev.to_owned());
-                (netns, ifindex)
+                self.dev_names.entry((dev.netns, dev.ifindex)).or_insert_with(|| dev.name.to_lossy().into_owned());
+                (dev.netns, dev.ifindex)
             }
             None => (0, 0),
         };
-        let stack_id = match stack {
+        let stack_id = match c.stack {
             Some(st) => {
-                self.stacks.entry(stack_id).or_insert(st);
-                stack_id
+                self.stacks.entry(c.stack_id).or_insert_with(|| st.clone());
+                c.stack_id
             }
-            None if stack_id == STACK_SKIPPED => STACK_SKIPPED,
+            None if c.stack_id == STACK_SKIPPED => STACK_SKIPPED,
             None => -1,
         };
-        *self.counts.entry(Key { name, netns, ifindex, stack_id }).or_default() += n;
+        *self.counts.entry(Key { name: c.name.clone(), netns, ifindex, stack_id }).or_default() += n;
     }
 
     pub fn total(&self) -> u64 {
@@ -169,56 +125,6 @@ impl Aggregate {
             }
         }
         Cow::Owned(out)
-    }
-
-    /// The end-of-run summary. `duration_s` is the wall-clock length of the run.
-    pub fn report(&self, duration_s: f64, counters: Counters) -> TraceReport {
-        let mut per_event: HashMap<&str, u64> = HashMap::new();
-        let mut per_dev: HashMap<(u32, u32), u64> = HashMap::new();
-        let mut per_stack: HashMap<i32, u64> = HashMap::new();
-        let counts = self.estimated();
-        for (k, &n) in counts.iter() {
-            *per_event.entry(&k.name).or_default() += n;
-            if self.dev_names.contains_key(&(k.netns, k.ifindex)) {
-                *per_dev.entry((k.netns, k.ifindex)).or_default() += n;
-            }
-            if k.stack_id >= 0 {
-                *per_stack.entry(k.stack_id).or_default() += n;
-            }
-        }
-        let mut events: Vec<(String, u64)> = per_event.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        events.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut devices: Vec<DeviceCount> = per_dev
-            .into_iter()
-            .map(|((netns, ifindex), n)| DeviceCount {
-                dev: self.dev_names[&(netns, ifindex)].clone(),
-                ifindex,
-                netns,
-                events: n,
-            })
-            .collect();
-        devices.sort_by(|a, b| b.events.cmp(&a.events).then(a.dev.cmp(&b.dev)));
-        let mut funcs: HashMap<&str, u64> = HashMap::new();
-        for (id, n) in per_stack {
-            let mut seen: Vec<&str> = self.stacks[&id].functions().collect();
-            seen.sort_unstable();
-            seen.dedup();
-            for f in seen {
-                *funcs.entry(f).or_default() += n;
-            }
-        }
-        let mut functions: Vec<(String, u64)> = funcs.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
-        functions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        TraceReport {
-            duration_s,
-            total_events: self.total,
-            events,
-            devices,
-            functions,
-            counters,
-            stack_sample: self.stack_sample.max(1),
-            ..Default::default()
-        }
     }
 
     /// The run as a recording entry.
@@ -274,34 +180,10 @@ fn apportion(total: u64, weights: &mut [(i32, u64)]) -> Vec<(i32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stacks::Frame;
-    use dockertrace_common::{NAME_LEN, RECORD_EVENT};
+    use crate::{decode::KernelStr, stacks::Frame, summary::TraceReport};
 
     fn ev(name: &str, dev: &str, ifindex: u32, stack: Option<Arc<Stack>>) -> TracedEvent {
-        let mut d = [0u8; NAME_LEN];
-        d[..dev.len()].copy_from_slice(dev.as_bytes());
-        TracedEvent {
-            raw: Event {
-                record: RECORD_EVENT,
-                flags: EVENT_HAS_DEV,
-                cpu: 0,
-                ts_ns: 1_000,
-                kind: 1,
-                pid: 1,
-                tgid: 1,
-                len: 60,
-                skbaddr: 1,
-                ifindex,
-                netns: 7,
-                stack_id: 0,
-                protocol: 0x800,
-                _pad: 0,
-                comm: [0; NAME_LEN],
-                dev: d,
-            },
-            name: Arc::from(name),
-            stack,
-        }
+        TracedEvent { stack_id: 0, stack, len: 60, ..TracedEvent::named(name).on(7, ifindex, dev) }
     }
 
     fn stack(fs: &[&str]) -> Arc<Stack> {
@@ -321,17 +203,18 @@ mod tests {
         a.add(&ev("net:netif_rx", "veth0", 4, Some(s1.clone())));
         a.add(&ev("net:netif_rx", "veth0", 4, Some(s1)));
         let mut e = ev("net:net_dev_queue", "br0", 3, Some(s2));
-        e.raw.stack_id = 1;
+        e.stack_id = 1;
         a.add(&e);
         a.add(&ev("net:net_dev_queue", "br0", 3, None));
-        let r = a.report(1.0, Counters::default());
-        assert_eq!(r.total_events, 4);
-        assert_eq!(r.events, vec![("net:net_dev_queue".into(), 2), ("net:netif_rx".into(), 2)]);
+        let r = TraceReport::new(&a, 1.0, Counters::default());
+        assert_eq!(r.total_events(), 4);
+        let events: Vec<(&str, u64)> = r.summary.events.iter().map(|e| (e.name.as_str(), e.count)).collect();
+        assert_eq!(events, vec![("net:net_dev_queue", 2), ("net:netif_rx", 2)]);
         assert_eq!(r.event_count("net:netif_rx"), 2);
-        assert_eq!(r.devices.len(), 2);
-        assert_eq!(r.functions[0], ("netif_rx".into(), 3));
+        assert_eq!(r.summary.devices.len(), 2);
+        assert_eq!((r.summary.functions[0].name.as_str(), r.summary.functions[0].count), ("netif_rx", 3));
         // veth_xmit appears twice in one stack but counts once per event.
-        assert!(r.functions.contains(&("veth_xmit".into(), 2)));
+        assert_eq!(r.function_count("veth_xmit"), 2);
         assert!(r.has_function("br_dev_xmit"));
         assert!(!r.has_function("macvlan_start_xmit"));
         // The recording entry carries the same information.
@@ -370,19 +253,22 @@ mod tests {
         let s2 = stack(&["netif_rx", "br_dev_xmit"]);
         let mut a = Aggregate::new(4);
         let name: Arc<str> = Arc::from("net:netif_rx");
+        let veth0 = Device { netns: 7, ifindex: 4, name: KernelStr::from("veth0") };
+        let br0 = Device { netns: 7, ifindex: 3, name: KernelStr::from("br0") };
+        let at = |dev, stack_id, stack| Counted { name: &name, dev: Some(dev), stack_id, stack };
         // veth0: 3 events sampled with s1, 1 with s2, 12 skipped; br0: 5 skipped, none sampled.
-        a.add_counted(name.clone(), 7, 4, Some("veth0"), Some(s1), 0, 3);
-        a.add_counted(name.clone(), 7, 4, Some("veth0"), Some(s2), 1, 1);
-        a.add_counted(name.clone(), 7, 4, Some("veth0"), None, STACK_SKIPPED, 12);
-        a.add_counted(name.clone(), 7, 3, Some("br0"), None, STACK_SKIPPED, 5);
-        let r = a.report(1.0, Counters::default());
-        assert_eq!(r.total_events, 21);
+        a.add_counted(at(&veth0, 0, Some(&s1)), 3);
+        a.add_counted(at(&veth0, 1, Some(&s2)), 1);
+        a.add_counted(at(&veth0, STACK_SKIPPED, None), 12);
+        a.add_counted(at(&br0, STACK_SKIPPED, None), 5);
+        let r = TraceReport::new(&a, 1.0, Counters::default());
+        assert_eq!(r.total_events(), 21);
         assert_eq!(r.event_count("net:netif_rx"), 21);
-        assert_eq!(r.stack_sample, 4);
+        assert_eq!(r.stack_sample(), 4);
         // veth0's 16 events: 12 with s1's functions, 4 with s2's; br0's stay stackless.
-        assert!(r.functions.contains(&("netif_rx".into(), 16)));
-        assert!(r.functions.contains(&("veth_xmit".into(), 12)));
-        assert!(r.functions.contains(&("br_dev_xmit".into(), 4)));
+        assert_eq!(r.function_count("netif_rx"), 16);
+        assert_eq!(r.function_count("veth_xmit"), 12);
+        assert_eq!(r.function_count("br_dev_xmit"), 4);
         let run = a.to_run("bridge", 1.0, None, Counters::default());
         assert_eq!(run.stack_sample, Some(4));
         assert_eq!(run.counts.iter().map(|c| c.count).sum::<u64>(), 21);
