@@ -20,14 +20,16 @@ pub const PAIR_SLOTS: u32 = 8;
 /// Depth of each slot's per-CPU stack.
 pub const PAIR_DEPTH: usize = 8;
 
-/// Number of tracepoint programs (`dt_tp_0` .. `dt_tp_63`): at most this many tracepoints are
-/// traced at once. The kernel fills `common_type` only after BPF programs ran, so a program
-/// cannot learn which tracepoint fired from the record: each attached tracepoint gets its own
-/// program, whose slot indexes `TP_CONFIG`.
+/// Number of program slots of each attach type (`dt_tp_<slot>`, `dt_btf_<slot>`,
+/// `dt_raw_<slot>`, slots 0..63): at most this many tracepoints are traced at once. A program
+/// cannot learn which tracepoint fired (on the perf path the kernel fills `common_type` only
+/// after BPF programs ran; raw tracepoints have no record at all), so each attached tracepoint
+/// gets its own program, whose slot indexes `TP_CONFIG`.
 pub const TP_SLOTS: u32 = 64;
 
-/// How the tracepoint program of one slot reads its tracepoint's record (`TP_CONFIG[slot]`).
-/// Offsets come from the tracepoint's `format` file.
+/// How the tracepoint program of one slot reads its tracepoint (`TP_CONFIG[slot]`): record
+/// offsets from the tracepoint's `format` file (perf path), argument positions from the
+/// kernel's BTF prototype `btf_trace_<name>` (`tp_btf`, `raw_tp`), and its pairing role.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TpConfig {
@@ -45,7 +47,26 @@ pub struct TpConfig {
     pub pair_slot: u8,
     /// One of `PAIR_*`.
     pub pair_role: u8,
-    pub _pad: [u8; 3],
+    /// `tp_btf`/`raw_tp` programs: index of the `struct sk_buff *` argument, or `NO_ARG`.
+    pub skb_arg: u8,
+    /// `tp_btf`/`raw_tp` programs: index of the `struct net_device *` argument, or `NO_ARG`.
+    pub dev_arg: u8,
+    /// `tp_btf`/`raw_tp` programs: index of an unsigned length argument (`net_dev_xmit`'s
+    /// `skb_len`: its skb may be gone by then), or `NO_ARG`.
+    pub len_arg: u8,
+}
+
+/// Sentinel for "this tracepoint has no such argument" in [`TpConfig`].
+pub const NO_ARG: u8 = u8::MAX;
+
+/// How the programs of the tracepoint family are attached (`--attach`).
+pub mod attach {
+    /// A `tp_btf` program (BTF-typed raw tracepoint, no trace record; kernels since 5.5).
+    pub const TP_BTF: u8 = 1;
+    /// A `raw_tp` program (raw tracepoint: the `TP_PROTO` arguments, no record).
+    pub const RAW_TP: u8 = 2;
+    /// A classic tracepoint program on the perf path (reads the trace record).
+    pub const PERF: u8 = 3;
 }
 
 /// One entry of a pairing stack.

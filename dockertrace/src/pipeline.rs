@@ -153,6 +153,7 @@ fn finish(tracer: &Tracer, sinks: &mut [&mut dyn Sink], f: Finished) -> anyhow::
     report.decode_errors = f.decode_errors;
     report.stack_misses = f.stack_misses;
     report.probes = tracer.probes.clone();
+    report.attach = tracer.attach.clone();
     report.cost = Some(tracer.cost());
     for s in sinks.iter_mut() {
         s.finish(&report)?;

@@ -35,7 +35,8 @@ impl Stack {
         self.functions().find(|f| crate::datapath::component(f).is_some_and(|c| c.is_device()))
     }
 
-    /// Symbolizes raw instruction pointers.
+    /// Symbolizes raw instruction pointers, without the tracing machinery's own innermost
+    /// frames (see [`is_tracing_frame`]).
     pub fn symbolize(ips: impl IntoIterator<Item = u64>, syms: &Kallsyms, names: &mut Interner) -> Stack {
         let frames = ips
             .into_iter()
@@ -48,9 +49,20 @@ impl Stack {
                 },
                 None => Frame { addr, function: Arc::from(format!("0x{addr:x}")), offset: 0, module: None },
             })
+            .skip_while(|f| is_tracing_frame(&f.function))
             .collect();
         Stack { frames }
     }
+}
+
+/// Frames of the tracing machinery itself, which a stack walked from inside a raw tracepoint
+/// (`tp_btf`, `raw_tp`) or fentry program starts with: the program and its subprograms
+/// (`bpf_prog_<tag>_<name>`), the kernel's `bpf_trace_run<N>`, `__bpf_trace_<tp>`,
+/// `__traceiter_<tp>` and BPF trampolines. A stack walked on the perf path starts at the traced
+/// function instead, so without them every attach type names the same functions.
+pub fn is_tracing_frame(function: &str) -> bool {
+    const PREFIXES: [&str; 5] = ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_trampoline_"];
+    PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
 /// Shares one allocation per distinct symbol name across stacks.
@@ -68,7 +80,6 @@ impl Interner {
     }
 }
 
-/// Resolves stack ids of the running tracer.
 /// The kernel's stack maps: `STACKS`, and `STACKS_SPILL` for stacks whose bucket in `STACKS`
 /// was taken (ids from [`STACK_SPILL_BASE`] up).
 pub struct StackMaps {
@@ -114,5 +125,20 @@ impl StackCache {
         }
         self.cache.insert(id, stack.clone());
         stack
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracing_frames_are_only_the_machinery() {
+        for f in ["bpf_prog_62b22a01c9408433_dt_btf_15", "bpf_trace_run2", "__traceiter_netif_rx", "__bpf_trace_net_dev_xmit", "bpf_trampoline_6442"] {
+            assert!(is_tracing_frame(f), "{f}");
+        }
+        for f in ["__dev_queue_xmit", "bpf_skb_output", "netif_rx", "trace_netif_rx"] {
+            assert!(!is_tracing_frame(f), "{f}");
+        }
     }
 }

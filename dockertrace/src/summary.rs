@@ -27,6 +27,8 @@ pub struct TraceReport {
     /// Stack ids that could not be read back from the kernel's stack maps.
     pub stack_misses: u64,
     pub probes: Vec<ProbeStatus>,
+    /// How the tracepoints were attached (`tp_btf`, `raw_tp`, `perf`, or a mix with counts).
+    pub attach: String,
     /// What tracing cost (tracer CPU and memory; per-program statistics with `--stats`).
     pub cost: Option<TracerCost>,
 }
@@ -42,6 +44,7 @@ impl TraceReport {
             decode_errors: 0,
             stack_misses: 0,
             probes: Vec::new(),
+            attach: String::new(),
             cost: None,
         }
     }

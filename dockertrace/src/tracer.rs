@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
 };
 use dockertrace_common::{counter, AggKey, DevKey, KernelLayout, Settings, NAME_LEN};
 
@@ -21,7 +21,7 @@ use crate::{
     kernel::{btf::KernelBtf, kallsyms::Kallsyms, tracefs::{Tracefs, TracepointId}},
     probes::{
         datapath::{Datapath, ProbeStatus},
-        tracepoints::Tracepoints,
+        tracepoints::{AttachType, Tracepoints},
         AttachEnv, AttachedProgram, Catalog, Family,
     },
     select::EventSelector,
@@ -51,6 +51,8 @@ pub struct TraceOptions {
     /// Count events in the kernel (`AGG` map) instead of sending each through the ring buffer;
     /// read them with [`Tracer::aggregated`] at the end.
     pub aggregate: bool,
+    /// How the tracepoints are attached (`--attach`).
+    pub attach: AttachType,
 }
 
 /// Errors a user can cause or meet on a kernel that lacks something. Each prints as one line.
@@ -80,6 +82,8 @@ pub enum TraceError {
     MissingMap(&'static str),
     #[error("eBPF map error: {0}")]
     Map(#[from] aya::maps::MapError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// A loaded and attached tracer.
@@ -92,6 +96,8 @@ pub struct Tracer {
     pub tracepoint_errors: Vec<(TracepointId, String)>,
     /// What each datapath probe became (empty without `--datapath`).
     pub probes: Vec<ProbeStatus>,
+    /// How the tracepoints were attached (`tp_btf`, or each type with its count when mixed).
+    pub attach: String,
     pub kallsyms: Arc<Kallsyms>,
     pub attach_time: Duration,
     maps: Option<RunMaps>,
@@ -187,12 +193,13 @@ fn settings(opts: &TraceOptions) -> Settings {
     }
 }
 
-/// Loads the object with its globals and map sizes. The loader holds its own parse of the
-/// kernel's BTF (tens of MiB): it is dropped on return, before a family may parse another.
-fn load(opts: &TraceOptions, layout: &KernelLayout) -> Result<Ebpf, TraceError> {
+/// Loads the object with its globals and map sizes, relocating against `btf` (the parse the
+/// tracepoints' `tp_btf` programs load against too: tens of MiB, parsed once).
+fn load(opts: &TraceOptions, layout: &KernelLayout, btf: Option<&Btf>) -> Result<Ebpf, TraceError> {
     raise_memlock();
     let settings = settings(opts);
     let mut loader = EbpfLoader::new();
+    loader.btf(btf);
     loader.override_global("SETTINGS", &settings, true).override_global("LAYOUT", layout, true);
     if opts.aggregate {
         // Nothing goes through the ring buffer: keep it as small as the kernel allows.
@@ -204,6 +211,20 @@ fn load(opts: &TraceOptions, layout: &KernelLayout) -> Result<Ebpf, TraceError> 
         loader.map_max_entries("STACKS", entries.max(1));
     }
     loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))
+}
+
+/// One family's turn: configure its maps, attach its programs, note them for the cost report.
+fn attach_family(
+    family: &mut dyn Family,
+    ebpf: &mut Ebpf,
+    env: &AttachEnv<'_>,
+    catalog: &mut Catalog,
+    programs: &mut Vec<AttachedProgram>,
+) -> Result<(), TraceError> {
+    family.configure(ebpf)?;
+    family.attach(ebpf, env, catalog)?;
+    programs.extend(family.programs());
+    Ok(())
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, TraceError> {
@@ -218,31 +239,35 @@ impl Tracer {
         let started = Instant::now();
         let cpu_at_start = crate::cost::process_cpu();
         let tracefs = Tracefs::locate()?;
-        let layout = KernelBtf::from_sys()?.kernel_layout()?;
-        let mut tracepoints = Tracepoints::plan(&tracefs, &opts.events)?;
+        let (layout, mut tracepoints) = {
+            // dockertrace's own BTF reader: struct offsets and tracepoint prototypes.
+            let kbtf = KernelBtf::from_sys()?;
+            (kbtf.kernel_layout()?, Tracepoints::plan(&tracefs, &kbtf, &opts.events, opts.attach)?)
+        };
         let mut datapath = opts.datapath.then(Datapath::plan);
 
-        let mut ebpf = load(opts, &layout)?;
+        let mut catalog = Catalog::default();
+        let mut programs = Vec::new();
+        let (mut ebpf, logger) = {
+            // aya's parse of the same BTF, for relocations and tp_btf; dropped once the
+            // tracepoints are attached, before the symbols come in, so the peaks do not add.
+            let btf = Btf::from_sys_fs().ok();
+            let mut ebpf = load(opts, &layout, btf.as_ref())?;
+            let logger = aya_log::EbpfLogger::init(&mut ebpf)
+                .map_err(|e| log::debug!("eBPF logs unavailable: {e}"))
+                .ok();
+            fill_filter_maps(&mut ebpf, &opts.filter)?;
+            let env = AttachEnv { btf: btf.as_ref(), kallsyms: None };
+            attach_family(&mut tracepoints, &mut ebpf, &env, &mut catalog, &mut programs)?;
+            (ebpf, logger)
+        };
         // Loading peaks at tens of MiB (BTF, the object's sections), all free now: give them
-        // back before the symbol table and the ring buffer's pages come in, so the peaks do not add.
+        // back before the symbol table and the ring buffer's pages come in.
         release_freed_memory();
         let kallsyms = Arc::new(Kallsyms::load()?);
-        let logger = aya_log::EbpfLogger::init(&mut ebpf)
-            .map_err(|e| log::debug!("eBPF logs unavailable: {e}"))
-            .ok();
-        fill_filter_maps(&mut ebpf, &opts.filter)?;
-
-        let mut catalog = Catalog::default();
-        let env = AttachEnv { kallsyms: &kallsyms };
-        let mut programs = Vec::new();
-        {
-            let mut families: Vec<&mut dyn Family> = vec![&mut tracepoints];
-            families.extend(datapath.as_mut().map(|d| d as &mut dyn Family));
-            for family in families {
-                family.configure(&mut ebpf)?;
-                family.attach(&mut ebpf, &env, &mut catalog)?;
-                programs.extend(family.programs());
-            }
+        if let Some(datapath) = datapath.as_mut() {
+            let env = AttachEnv { btf: None, kallsyms: Some(&kallsyms) };
+            attach_family(datapath, &mut ebpf, &env, &mut catalog, &mut programs)?;
         }
 
         let maps = RunMaps {
@@ -258,6 +283,7 @@ impl Tracer {
             dev_names: BpfHashMap::try_from(take_map(&mut ebpf, "DEV_NAMES")?)?,
             ebpf,
             catalog,
+            attach: tracepoints.attach_summary(),
             tracepoints: tracepoints.attached,
             tracepoint_errors: tracepoints.errors,
             probes: datapath.map(|d| d.status).unwrap_or_default(),

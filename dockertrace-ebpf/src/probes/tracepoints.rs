@@ -1,7 +1,10 @@
-//! The tracepoint programs: one per slot, sharing one body (see `TP_SLOTS` for why).
+//! The tracepoint family's programs: one per slot and attach type (see `TP_SLOTS` for why),
+//! sharing one body per way of reading the event: `dt_tp_<slot>` on the perf path (fields from
+//! the trace record), `dt_btf_<slot>` (`tp_btf`) and `dt_raw_<slot>` (`raw_tp`), whose fields
+//! come from the tracepoint's arguments. All three end in the same `deliver` step.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
-    programs::TracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    programs::{tracing::StackIdContext, BtfTracePointContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -9,13 +12,13 @@ use dockertrace_common::{
     counter,
     record::{EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, STACK_NONE},
     tracepoints::{
-        stack_shared, PairEntry, TpConfig, NO_FIELD, PAIR_DEPTH, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH,
-        PAIR_SET, PAIR_SLOTS,
+        stack_shared, PairEntry, TpConfig, NO_ARG, NO_FIELD, PAIR_DEPTH, PAIR_GET, PAIR_NONE, PAIR_POP,
+        PAIR_PUSH, PAIR_SET, PAIR_SLOTS,
     },
 };
 
 use crate::{
-    emit::{emit, pass_dev, pass_pid, pass_port, read_skb, DevInfo, Fields},
+    emit::{emit, pass_dev, pass_pid, pass_port, read_dev, read_skb, DevInfo, Fields},
     maps::{bump, layout, settings, PAIRS, TP_CONFIG},
 };
 
@@ -23,97 +26,176 @@ use crate::{
 /// of the same tracepoint (`perf record` running beside dockertrace); 0 would hide it from them.
 const PASS_THROUGH: u32 = 1;
 
-/// Shared body of the slot programs.
+/// Shared body of the perf-path slot programs.
 #[inline(always)]
 fn on_tracepoint(ctx: &TracePointContext, slot: u32) -> u32 {
-    if try_tracepoint(ctx, slot).is_err() {
-        bump(counter::READ_ERROR);
+    if let Some(cfg) = config(ctx, slot) {
+        if try_record(ctx, &cfg).is_err() {
+            bump(counter::READ_ERROR);
+        }
     }
     PASS_THROUGH
 }
 
+/// Shared body of the `tp_btf` and `raw_tp` slot programs: both get the tracepoint's
+/// `TP_PROTO` arguments as an array of u64 at `ctx` (no trace record is written for them).
+///
+/// Not inlined: the 128 slot programs call this one body (a BPF-to-BPF call, linked into each
+/// program the loader loads) instead of carrying a copy each.
+#[inline(never)]
+fn on_args<C: StackIdContext + EbpfContext>(ctx: &C, slot: u32) -> i32 {
+    if let Some(cfg) = config(ctx, slot) {
+        try_args(ctx, &cfg);
+    }
+    0
+}
+
+/// The slot's configuration, counting the event as seen (and a slot without one).
 #[inline(always)]
-fn try_tracepoint(ctx: &TracePointContext, slot: u32) -> Result<(), i32> {
+fn config<C: EbpfContext>(ctx: &C, slot: u32) -> Option<TpConfig> {
     bump(counter::SEEN);
-    let cfg = match TP_CONFIG.get(slot) {
-        Some(c) if c.kind != 0 => *c,
+    match TP_CONFIG.get(slot) {
+        Some(c) if c.kind != 0 => Some(*c),
         _ => {
             if bump(counter::NO_CONFIG) == 0 {
                 warn!(ctx, "tracepoint program slot {} fired without configuration", slot);
             }
-            return Ok(());
+            None
         }
-    };
-    let kind = cfg.kind;
-    let s = settings();
+    }
+}
+
+/// Whether an event of this role takes its device from the paired entry event: an exit
+/// event's skb may already belong to someone else (net_dev_xmit runs after the driver took
+/// it, veth has re-pointed `skb->dev` to its peer).
+#[inline(always)]
+fn inherits(cfg: &TpConfig) -> bool {
+    cfg.pair_role == PAIR_POP || cfg.pair_role == PAIR_GET
+}
+
+/// Perf path: reads the event's fields from the trace record at the offsets of its format.
+#[inline(always)]
+fn try_record(ctx: &TracePointContext, cfg: &TpConfig) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !pass_pid(&s, (pid_tgid >> 32) as u32) && cfg.pair_role == PAIR_NONE {
+    if !pass_pid(&settings(), (pid_tgid >> 32) as u32) && cfg.pair_role == PAIR_NONE {
         bump(counter::FILTERED);
         return Ok(());
     }
-
-    let mut f = Fields { kind, flags: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid };
+    let mut f = Fields { kind: cfg.kind, flags: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid };
     let mut dev = DevInfo::UNKNOWN;
-    let inherits = cfg.pair_role == PAIR_POP || cfg.pair_role == PAIR_GET;
     if cfg.skbaddr_off != NO_FIELD {
         f.skbaddr = unsafe { ctx.read_at::<u64>(usize::from(cfg.skbaddr_off)) }?;
-        if f.skbaddr != 0 {
-            f.flags |= EVENT_HAS_SKB;
-            // An exit event's skb may already belong to someone else (net_dev_xmit runs after
-            // the driver took it): its device comes from the paired entry instead.
-            if !inherits {
-                let skb = read_skb(f.skbaddr as *const u8, &layout());
-                f.len = skb.len;
-                f.protocol = skb.protocol;
-                dev = skb.dev;
-            }
-        }
+        from_skb(cfg, &mut f, &mut dev);
     }
     if cfg.len_off != NO_FIELD {
         f.len = unsafe { ctx.read_at::<u32>(usize::from(cfg.len_off)) }?;
     }
-    if cfg.name_off != NO_FIELD {
-        read_name(ctx, &cfg, &mut dev);
+    let named = cfg.name_off != NO_FIELD;
+    if named {
+        read_name(ctx, cfg, &mut dev);
     }
+    deliver(ctx, cfg, &mut f, &mut dev, named);
+    Ok(())
+}
 
+/// `tp_btf` / `raw_tp`: reads the event's fields from the tracepoint's arguments, at the
+/// positions the loader found in the kernel's BTF prototype.
+#[inline(always)]
+fn try_args<C: StackIdContext + EbpfContext>(ctx: &C, cfg: &TpConfig) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !pass_pid(&settings(), (pid_tgid >> 32) as u32) && cfg.pair_role == PAIR_NONE {
+        bump(counter::FILTERED);
+        return;
+    }
+    let mut f = Fields { kind: cfg.kind, flags: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid };
+    let mut dev = DevInfo::UNKNOWN;
+    if cfg.skb_arg != NO_ARG {
+        f.skbaddr = arg(ctx, cfg.skb_arg);
+        from_skb(cfg, &mut f, &mut dev);
+    }
+    if cfg.len_arg != NO_ARG {
+        f.len = arg(ctx, cfg.len_arg) as u32;
+    }
+    // A device argument names the device of an event without an skb (net_dev_xmit_timeout);
+    // with an skb, the skb's device is the one every attach type reports.
+    if cfg.dev_arg != NO_ARG && !dev.known() && !inherits(cfg) {
+        read_dev(arg(ctx, cfg.dev_arg) as *const u8, &layout(), &mut dev);
+    }
+    deliver(ctx, cfg, &mut f, &mut dev, false);
+}
+
+/// Argument `n` of a raw tracepoint. The context is an array of u64; the verifier allows only
+/// constant offsets into it, so the slot's (run-time) index is read through
+/// bpf_probe_read_kernel instead.
+#[inline(always)]
+fn arg<C: EbpfContext>(ctx: &C, n: u8) -> u64 {
+    let at = (ctx.as_ptr() as *const u64).wrapping_add(usize::from(n & 15));
+    // SAFETY: bpf_probe_read_kernel tolerates any address; the arguments live on the stack
+    // of the kernel's tracepoint trampoline.
+    unsafe { bpf_probe_read_kernel(at) }.unwrap_or_else(|_| {
+        bump(counter::READ_ERROR);
+        0
+    })
+}
+
+/// The event's skb: its device, length and protocol, unless the event inherits them.
+#[inline(always)]
+fn from_skb(cfg: &TpConfig, f: &mut Fields, dev: &mut DevInfo) {
+    if f.skbaddr == 0 {
+        return;
+    }
+    f.flags |= EVENT_HAS_SKB;
+    if !inherits(cfg) {
+        let skb = read_skb(f.skbaddr as *const u8, &layout());
+        f.len = skb.len;
+        f.protocol = skb.protocol;
+        *dev = skb.dev;
+    }
+}
+
+/// What every attach type shares once the fields are read: filters, pairing, emit. `named`:
+/// the device name came from the event itself (a record's `name` field), so an inherited
+/// device keeps it.
+#[inline(always)]
+fn deliver<C: StackIdContext>(ctx: &C, cfg: &TpConfig, f: &mut Fields, dev: &mut DevInfo, named: bool) {
+    let s = settings();
     let skb = f.skbaddr as *const u8;
     let (pass, shared) = match cfg.pair_role {
         PAIR_PUSH | PAIR_SET => (
-            pass_pid(&s, (pid_tgid >> 32) as u32) && pass_dev(&s, &dev) && pass_port(&s, skb, &layout()),
+            pass_pid(&s, (f.pid_tgid >> 32) as u32) && pass_dev(&s, dev) && pass_port(&s, skb, &layout()),
             None,
         ),
-        PAIR_POP | PAIR_GET => match recall(&cfg) {
+        PAIR_POP | PAIR_GET => match recall(cfg) {
             Some(entry) => {
                 if entry.flags != 0 {
                     dev.ifindex = entry.ifindex;
                     dev.netns = entry.netns;
                     dev.flags = entry.flags as u16;
-                    if cfg.name_off == NO_FIELD {
+                    if !named {
                         dev.name = entry.dev;
                     }
                     f.flags |= EVENT_DEV_FROM_PAIR;
                 }
                 (entry.pass != 0, stack_shared(entry.stack_id).then_some(entry.stack_id))
             }
-            None => (pass_dev(&s, &dev) && pass_port(&s, skb, &layout()), None),
+            None => (pass_dev(&s, dev) && pass_port(&s, skb, &layout()), None),
         },
-        _ => (pass_dev(&s, &dev) && pass_port(&s, skb, &layout()), None),
+        _ => (pass_dev(&s, dev) && pass_port(&s, skb, &layout()), None),
     };
-    // One call site for `emit` (it is inlined: every extra site is another copy in each of
-    // the 64 programs). Slots attached only for pairing send nothing.
+    // One call site for `emit` (it is inlined: every extra site is another copy in each
+    // program). Slots attached only for pairing send nothing.
     let stack_id = if cfg.emit == 0 {
         STACK_NONE
     } else if pass {
-        emit(ctx, &f, &dev, shared)
+        emit(ctx, f, dev, shared)
     } else {
         bump(counter::FILTERED);
         STACK_NONE
     };
     // The entry is remembered after it went out, so that its exit can reuse its stack.
     if cfg.pair_role == PAIR_PUSH || cfg.pair_role == PAIR_SET {
-        remember(&cfg, &dev, pass, stack_id);
+        remember(cfg, dev, pass, stack_id);
     }
-    Ok(())
 }
 
 /// Reads a `__data_loc char[] name` field into `dev.name`.
@@ -192,85 +274,99 @@ fn recall(cfg: &TpConfig) -> Option<PairEntry> {
     st.entries.get(top).copied()
 }
 
-/// One program per slot: `dt_tp_<slot>` (the loader relies on these names).
+/// Three programs per slot: `dt_tp_<slot>`, `dt_btf_<slot>`, `dt_raw_<slot>` (the loader
+/// relies on these names).
 ///
 /// Written out instead of using `#[tracepoint]`: aya's macro always returns 0, which makes the
 /// kernel drop the event for every perf user of the tracepoint (see `PASS_THROUGH`).
+/// Raw tracepoint programs' return values are ignored.
 macro_rules! slots {
-    ($($name:ident = $slot:literal),* $(,)?) => {
+    ($($slot:literal: $tp:ident $btf:ident $raw:ident),* $(,)?) => {
         $(
             #[no_mangle]
             #[link_section = "tracepoint"]
-            pub fn $name(ctx: *mut core::ffi::c_void) -> u32 {
+            pub fn $tp(ctx: *mut core::ffi::c_void) -> u32 {
                 on_tracepoint(&TracePointContext::new(ctx), $slot)
+            }
+
+            #[no_mangle]
+            #[link_section = "tp_btf"]
+            pub fn $btf(ctx: *mut core::ffi::c_void) -> i32 {
+                on_args(&BtfTracePointContext::new(ctx), $slot)
+            }
+
+            #[no_mangle]
+            #[link_section = "raw_tp"]
+            pub fn $raw(ctx: *mut core::ffi::c_void) -> i32 {
+                on_args(&RawTracePointContext::new(ctx), $slot)
             }
         )*
     };
 }
 
 slots!(
-    dt_tp_0 = 0,
-    dt_tp_1 = 1,
-    dt_tp_2 = 2,
-    dt_tp_3 = 3,
-    dt_tp_4 = 4,
-    dt_tp_5 = 5,
-    dt_tp_6 = 6,
-    dt_tp_7 = 7,
-    dt_tp_8 = 8,
-    dt_tp_9 = 9,
-    dt_tp_10 = 10,
-    dt_tp_11 = 11,
-    dt_tp_12 = 12,
-    dt_tp_13 = 13,
-    dt_tp_14 = 14,
-    dt_tp_15 = 15,
-    dt_tp_16 = 16,
-    dt_tp_17 = 17,
-    dt_tp_18 = 18,
-    dt_tp_19 = 19,
-    dt_tp_20 = 20,
-    dt_tp_21 = 21,
-    dt_tp_22 = 22,
-    dt_tp_23 = 23,
-    dt_tp_24 = 24,
-    dt_tp_25 = 25,
-    dt_tp_26 = 26,
-    dt_tp_27 = 27,
-    dt_tp_28 = 28,
-    dt_tp_29 = 29,
-    dt_tp_30 = 30,
-    dt_tp_31 = 31,
-    dt_tp_32 = 32,
-    dt_tp_33 = 33,
-    dt_tp_34 = 34,
-    dt_tp_35 = 35,
-    dt_tp_36 = 36,
-    dt_tp_37 = 37,
-    dt_tp_38 = 38,
-    dt_tp_39 = 39,
-    dt_tp_40 = 40,
-    dt_tp_41 = 41,
-    dt_tp_42 = 42,
-    dt_tp_43 = 43,
-    dt_tp_44 = 44,
-    dt_tp_45 = 45,
-    dt_tp_46 = 46,
-    dt_tp_47 = 47,
-    dt_tp_48 = 48,
-    dt_tp_49 = 49,
-    dt_tp_50 = 50,
-    dt_tp_51 = 51,
-    dt_tp_52 = 52,
-    dt_tp_53 = 53,
-    dt_tp_54 = 54,
-    dt_tp_55 = 55,
-    dt_tp_56 = 56,
-    dt_tp_57 = 57,
-    dt_tp_58 = 58,
-    dt_tp_59 = 59,
-    dt_tp_60 = 60,
-    dt_tp_61 = 61,
-    dt_tp_62 = 62,
-    dt_tp_63 = 63,
+    0: dt_tp_0 dt_btf_0 dt_raw_0,
+    1: dt_tp_1 dt_btf_1 dt_raw_1,
+    2: dt_tp_2 dt_btf_2 dt_raw_2,
+    3: dt_tp_3 dt_btf_3 dt_raw_3,
+    4: dt_tp_4 dt_btf_4 dt_raw_4,
+    5: dt_tp_5 dt_btf_5 dt_raw_5,
+    6: dt_tp_6 dt_btf_6 dt_raw_6,
+    7: dt_tp_7 dt_btf_7 dt_raw_7,
+    8: dt_tp_8 dt_btf_8 dt_raw_8,
+    9: dt_tp_9 dt_btf_9 dt_raw_9,
+    10: dt_tp_10 dt_btf_10 dt_raw_10,
+    11: dt_tp_11 dt_btf_11 dt_raw_11,
+    12: dt_tp_12 dt_btf_12 dt_raw_12,
+    13: dt_tp_13 dt_btf_13 dt_raw_13,
+    14: dt_tp_14 dt_btf_14 dt_raw_14,
+    15: dt_tp_15 dt_btf_15 dt_raw_15,
+    16: dt_tp_16 dt_btf_16 dt_raw_16,
+    17: dt_tp_17 dt_btf_17 dt_raw_17,
+    18: dt_tp_18 dt_btf_18 dt_raw_18,
+    19: dt_tp_19 dt_btf_19 dt_raw_19,
+    20: dt_tp_20 dt_btf_20 dt_raw_20,
+    21: dt_tp_21 dt_btf_21 dt_raw_21,
+    22: dt_tp_22 dt_btf_22 dt_raw_22,
+    23: dt_tp_23 dt_btf_23 dt_raw_23,
+    24: dt_tp_24 dt_btf_24 dt_raw_24,
+    25: dt_tp_25 dt_btf_25 dt_raw_25,
+    26: dt_tp_26 dt_btf_26 dt_raw_26,
+    27: dt_tp_27 dt_btf_27 dt_raw_27,
+    28: dt_tp_28 dt_btf_28 dt_raw_28,
+    29: dt_tp_29 dt_btf_29 dt_raw_29,
+    30: dt_tp_30 dt_btf_30 dt_raw_30,
+    31: dt_tp_31 dt_btf_31 dt_raw_31,
+    32: dt_tp_32 dt_btf_32 dt_raw_32,
+    33: dt_tp_33 dt_btf_33 dt_raw_33,
+    34: dt_tp_34 dt_btf_34 dt_raw_34,
+    35: dt_tp_35 dt_btf_35 dt_raw_35,
+    36: dt_tp_36 dt_btf_36 dt_raw_36,
+    37: dt_tp_37 dt_btf_37 dt_raw_37,
+    38: dt_tp_38 dt_btf_38 dt_raw_38,
+    39: dt_tp_39 dt_btf_39 dt_raw_39,
+    40: dt_tp_40 dt_btf_40 dt_raw_40,
+    41: dt_tp_41 dt_btf_41 dt_raw_41,
+    42: dt_tp_42 dt_btf_42 dt_raw_42,
+    43: dt_tp_43 dt_btf_43 dt_raw_43,
+    44: dt_tp_44 dt_btf_44 dt_raw_44,
+    45: dt_tp_45 dt_btf_45 dt_raw_45,
+    46: dt_tp_46 dt_btf_46 dt_raw_46,
+    47: dt_tp_47 dt_btf_47 dt_raw_47,
+    48: dt_tp_48 dt_btf_48 dt_raw_48,
+    49: dt_tp_49 dt_btf_49 dt_raw_49,
+    50: dt_tp_50 dt_btf_50 dt_raw_50,
+    51: dt_tp_51 dt_btf_51 dt_raw_51,
+    52: dt_tp_52 dt_btf_52 dt_raw_52,
+    53: dt_tp_53 dt_btf_53 dt_raw_53,
+    54: dt_tp_54 dt_btf_54 dt_raw_54,
+    55: dt_tp_55 dt_btf_55 dt_raw_55,
+    56: dt_tp_56 dt_btf_56 dt_raw_56,
+    57: dt_tp_57 dt_btf_57 dt_raw_57,
+    58: dt_tp_58 dt_btf_58 dt_raw_58,
+    59: dt_tp_59 dt_btf_59 dt_raw_59,
+    60: dt_tp_60 dt_btf_60 dt_raw_60,
+    61: dt_tp_61 dt_btf_61 dt_raw_61,
+    62: dt_tp_62 dt_btf_62 dt_raw_62,
+    63: dt_tp_63 dt_btf_63 dt_raw_63,
 );

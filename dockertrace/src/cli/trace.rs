@@ -11,7 +11,7 @@ use crate::{
     recording::Recording,
     select::{EventSelector, DEFAULT_EVENTS},
     sinks::{json::JsonSink, live::render_summary, live::LiveSink, style::Style},
-    probes::datapath::ProbeState,
+    probes::{datapath::ProbeState, tracepoints::AttachType},
     tracer::{TraceOptions, Tracer},
 };
 
@@ -53,6 +53,11 @@ pub struct TracingArgs {
     /// JSON lines): the summary and recordings are the same.
     #[arg(long)]
     pub aggregate: bool,
+    /// How to attach the tracepoints: `tp_btf` (BTF-typed raw tracepoints: the kernel writes
+    /// no trace record, the cheapest), `raw_tp` (raw tracepoints), `perf` (classic
+    /// tracepoints, perf's path), or `auto`: the first of those that attaches, per tracepoint.
+    #[arg(long, value_name = "TYPE", default_value = "auto")]
+    pub attach: AttachType,
     /// Measure each eBPF program's run count and average run time (the kernel's
     /// BPF_ENABLE_STATS, as `sysctl kernel.bpf_stats_enabled=1`) and show them in the summary.
     #[arg(long)]
@@ -110,6 +115,7 @@ impl TracingArgs {
             ring_bytes: Some(self.ring_mib << 20),
             stack_map_entries: None,
             aggregate: self.aggregate,
+            attach: self.attach,
         })
     }
 }
@@ -169,8 +175,9 @@ pub fn print_attached(tracer: &Tracer, filtered: bool) {
     eprintln!(
         "{}",
         err.dim(&format!(
-            "dockertrace: attached {} tracepoints and {probes} datapath probes in {} ms{}; Ctrl-C to stop",
+            "dockertrace: attached {} tracepoints ({}) and {probes} datapath probes in {} ms{}; Ctrl-C to stop",
             tracer.tracepoints.len(),
+            tracer.attach,
             tracer.attach_time.as_millis(),
             if filtered { " (filtered in kernel)" } else { "" },
         ))

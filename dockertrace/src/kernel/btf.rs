@@ -123,6 +123,28 @@ pub struct MemberInfo {
     pub size: u64,
 }
 
+/// What a tracepoint argument is, as far as dockertrace cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// `struct sk_buff *`
+    Skb,
+    /// `struct net_device *`
+    NetDevice,
+    /// Any other pointer.
+    Pointer,
+    /// An integer of `size` bytes.
+    Int { size: u32, signed: bool },
+    Other,
+}
+
+/// One argument of a tracepoint's `TP_PROTO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpArg {
+    /// The parameter's name, when the BTF keeps it ("" otherwise).
+    pub name: String,
+    pub kind: ArgKind,
+}
+
 /// One type record: the 12-byte `struct btf_type` plus its kind-specific trailing data.
 #[derive(Clone, Copy)]
 struct Ty<'a> {
@@ -421,6 +443,44 @@ impl KernelBtf {
 
     /// The offsets the eBPF programs need, with each member's size checked against what the
     /// programs read.
+    /// The arguments of tracepoint `name` as its raw (`tp_btf`, `raw_tp`) programs get them:
+    /// the parameters of the kernel's `btf_trace_<name>` prototype after its leading
+    /// `void *__data`. None when this BTF has no such prototype (not a tracepoint of this
+    /// kernel, or BTF without tracepoint types).
+    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<TpArg>> {
+        let typedef = format!("btf_trace_{name}");
+        let id = self.ids().find(|&id| {
+            self.ty(id).is_some_and(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == typedef)
+        })?;
+        let ptr = self.ty(self.strip(id)).filter(|t| t.kind == KIND_PTR)?;
+        let proto = self.ty(self.strip(ptr.size_or_type)).filter(|t| t.kind == KIND_FUNC_PROTO)?;
+        let params = (0..proto.vlen).map(|i| {
+            let name = self.name(self.u32_at(proto.extra, i * 8)).to_owned();
+            let kind = self.arg_kind(self.u32_at(proto.extra, i * 8 + 4));
+            TpArg { name, kind }
+        });
+        Some(params.skip(1).collect())
+    }
+
+    fn arg_kind(&self, type_id: u32) -> ArgKind {
+        let Some(t) = self.ty(self.strip(type_id)) else { return ArgKind::Other };
+        match t.kind {
+            KIND_PTR => match self.ty(self.strip(t.size_or_type)) {
+                Some(p) if matches!(p.kind, KIND_STRUCT | KIND_FWD) => match self.name(p.name_off) {
+                    "sk_buff" => ArgKind::Skb,
+                    "net_device" => ArgKind::NetDevice,
+                    _ => ArgKind::Pointer,
+                },
+                _ => ArgKind::Pointer,
+            },
+            KIND_INT => {
+                let signed = self.u32_at(t.extra, 0) >> 24 & 1 == 1;
+                ArgKind::Int { size: t.size_or_type, signed }
+            }
+            _ => ArgKind::Other,
+        }
+    }
+
     pub fn kernel_layout(&self) -> Result<KernelLayout, BtfError> {
         let get = |struct_name: &str, path: &str, expected: u64| {
             let m = self.member(struct_name, path)?;
@@ -703,5 +763,28 @@ mod tests {
         assert!(matches!(btf.member_offset("sk_buff", "nope"), Err(BtfError::NoMember { .. })));
         // `pkt_type` is a 3-bit field of sk_buff.
         assert!(matches!(btf.member_offset("sk_buff", "pkt_type"), Err(BtfError::Bitfield { .. })));
+    }
+}
+
+#[cfg(test)]
+mod tracepoint_arg_tests {
+    use super::*;
+
+    #[test]
+    fn real_kernel_tracepoint_prototypes() {
+        let Ok(btf) = KernelBtf::from_sys() else {
+            eprintln!("skipping: no readable {VMLINUX_BTF}");
+            return;
+        };
+        for name in ["net_dev_xmit", "netif_rx", "netif_rx_exit", "net_dev_start_xmit", "kfree_skb", "net_dev_xmit_timeout"] {
+            eprintln!("{name}: {:?}", btf.tracepoint_args(name));
+        }
+        let xmit = btf.tracepoint_args("net_dev_xmit").expect("net_dev_xmit's prototype");
+        let kinds: Vec<ArgKind> = xmit.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds[0], ArgKind::Skb);
+        assert_eq!(kinds[2], ArgKind::NetDevice);
+        assert!(matches!(kinds[3], ArgKind::Int { size: 4, signed: false }), "{xmit:?}");
+        assert_eq!(btf.tracepoint_args("netif_rx_exit").unwrap()[0].kind, ArgKind::Int { size: 4, signed: true });
+        assert!(btf.tracepoint_args("no_such_tracepoint").is_none());
     }
 }

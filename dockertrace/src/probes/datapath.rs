@@ -75,11 +75,12 @@ impl Family for Datapath {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &AttachEnv<'_>, catalog: &mut Catalog) -> Result<(), TraceError> {
+        let kallsyms = env.kallsyms.ok_or(TraceError::Internal("the datapath probes need the kernel's symbols"))?;
         let kprobes = Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
         // Parsed only if a probe falls back to fentry (the parse costs tens of MiB and ~0.1 s).
         let mut btf: Option<Option<Btf>> = None;
         for (i, f) in DATAPATH_FUNCS.iter().enumerate() {
-            let status = attach_one(ebpf, f, kprobes, env.kallsyms, &mut btf);
+            let status = attach_one(ebpf, f, kprobes, kallsyms, &mut btf);
             let label = match status.state {
                 ProbeState::Kprobe => "kprobe",
                 ProbeState::Fentry => "fentry",

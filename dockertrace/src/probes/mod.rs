@@ -18,7 +18,7 @@
 //! in turn. Adding a family: see docs/architecture.md, "How to add a probe family".
 use std::{collections::HashMap, sync::Arc};
 
-use aya::{programs::ProgramError, Ebpf};
+use aya::{programs::ProgramError, Btf, Ebpf};
 
 use crate::{errors::chain, kernel::kallsyms::Kallsyms, tracer::TraceError};
 
@@ -61,9 +61,13 @@ pub struct AttachedProgram {
     pub emits: bool,
 }
 
-/// What the families may use while attaching.
+/// What the families may use while attaching. The conductor attaches the tracepoints while it
+/// holds the kernel's BTF (parsed once, shared with the loader), and the datapath probes after
+/// that parse is dropped and the symbols are loaded, so that the two never add up in memory.
+#[derive(Default, Clone, Copy)]
 pub struct AttachEnv<'a> {
-    pub kallsyms: &'a Kallsyms,
+    pub btf: Option<&'a Btf>,
+    pub kallsyms: Option<&'a Kallsyms>,
 }
 
 /// The conductor's view of a probe family, once its plan is made.

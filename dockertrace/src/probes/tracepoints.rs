@@ -1,18 +1,30 @@
 //! The tracepoint family: every selected tracepoint (`net:*`, `skb:*`, ...) gets a program slot
-//! of its own (`dt_tp_<slot>`), configured in `TP_CONFIG[slot]` from its tracefs `format`;
-//! entry/exit pairs (`PAIRS`) hand the entry's device to the exit on the same CPU.
+//! of its own, configured in `TP_CONFIG[slot]` from its tracefs `format` (record offsets) and
+//! its BTF prototype (argument positions); entry/exit pairs (`PAIRS`) hand the entry's device to
+//! the exit on the same CPU.
+//!
+//! Each slot has three programs, one per attach type: `dt_btf_<slot>` (`tp_btf`: the kernel
+//! passes the tracepoint's arguments and writes no trace record — the cheapest), `dt_raw_<slot>`
+//! (`raw_tp`: the same arguments, for kernels that cannot load `tp_btf`) and `dt_tp_<slot>` (the
+//! perf path: the kernel fills a trace record for the program, ~0.8 µs more per event here).
+//! `--attach auto` takes the first that attaches, per tracepoint, in that order.
+use std::{fmt, str::FromStr};
+
 use aya::{
     maps::Array,
-    programs::{ProgramError, TracePoint},
-    Ebpf,
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    Btf, Ebpf,
 };
 use dockertrace_common::tracepoints::{
-    TpConfig, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, TP_SLOTS,
+    TpConfig, NO_ARG, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, TP_SLOTS,
 };
 
 use super::{short, AttachEnv, AttachedProgram, Catalog, Family};
 use crate::{
-    kernel::tracefs::{TpField, TpFormat, Tracefs, TracepointId},
+    kernel::{
+        btf::{ArgKind, KernelBtf, TpArg},
+        tracefs::{TpField, TpFormat, Tracefs, TracepointId},
+    },
     select::EventSelector,
     tracer::TraceError,
 };
@@ -36,10 +48,94 @@ pub struct PlannedTracepoint {
     pub id: TracepointId,
     pub format_id: u32,
     pub config: TpConfig,
+    /// The kernel's BTF has the tracepoint's prototype: `tp_btf` and `raw_tp` can read it.
+    pub has_args: bool,
 }
 
-/// Builds the program configuration of one tracepoint from its format.
-pub fn tp_config(format: &TpFormat, emit: bool, slot: u8, role: u8) -> TpConfig {
+/// How the tracepoint family attaches its programs (`--attach`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachType {
+    /// The first of tp_btf, raw_tp, perf that attaches, per tracepoint.
+    #[default]
+    Auto,
+    TpBtf,
+    RawTp,
+    Perf,
+}
+
+impl AttachType {
+    pub const ALL: [AttachType; 4] = [AttachType::Auto, AttachType::TpBtf, AttachType::RawTp, AttachType::Perf];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachType::Auto => "auto",
+            AttachType::TpBtf => "tp_btf",
+            AttachType::RawTp => "raw_tp",
+            AttachType::Perf => "perf",
+        }
+    }
+
+    /// The attach types to try, in order.
+    fn ladder(self) -> &'static [AttachType] {
+        match self {
+            AttachType::Auto => &[AttachType::TpBtf, AttachType::RawTp, AttachType::Perf],
+            AttachType::TpBtf => &[AttachType::TpBtf],
+            AttachType::RawTp => &[AttachType::RawTp],
+            AttachType::Perf => &[AttachType::Perf],
+        }
+    }
+
+    /// The slot program of this attach type.
+    fn program(self, slot: usize) -> String {
+        match self {
+            AttachType::TpBtf => format!("dt_btf_{slot}"),
+            AttachType::RawTp => format!("dt_raw_{slot}"),
+            _ => format!("dt_tp_{slot}"),
+        }
+    }
+}
+
+impl fmt::Display for AttachType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for AttachType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttachType::ALL
+            .into_iter()
+            .find(|a| a.name() == s || a.name().replace('_', "-") == s)
+            .ok_or_else(|| format!("unknown attach type `{s}` (auto, tp_btf, raw_tp or perf)"))
+    }
+}
+
+/// Where the raw programs find the skb, device and length among the tracepoint's arguments.
+/// A length argument is used only where the record has a `len` field and the prototype one
+/// unsigned 32-bit argument (`net_dev_xmit`'s `skb_len`: its skb may be gone by then).
+fn arg_positions(args: &[TpArg], format: &TpFormat) -> (u8, u8, u8) {
+    let pos = |want: ArgKind| {
+        args.iter().position(|a| a.kind == want).and_then(|i| u8::try_from(i).ok()).unwrap_or(NO_ARG)
+    };
+    let unsigned: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.kind == ArgKind::Int { size: 4, signed: false })
+        .map(|(i, _)| i)
+        .collect();
+    let len = match unsigned[..] {
+        [i] if format.field("len").is_some() => u8::try_from(i).unwrap_or(NO_ARG),
+        _ => NO_ARG,
+    };
+    (pos(ArgKind::Skb), pos(ArgKind::NetDevice), len)
+}
+
+/// Builds the program configuration of one tracepoint from its format (perf path) and, when
+/// the kernel's BTF has its prototype, its arguments (`tp_btf`, `raw_tp`).
+pub fn tp_config(format: &TpFormat, args: Option<&[TpArg]>, emit: bool, slot: u8, role: u8) -> TpConfig {
+    let (skb_arg, dev_arg, len_arg) = args.map_or((NO_ARG, NO_ARG, NO_ARG), |a| arg_positions(a, format));
     let off = |name: &str, ok: &dyn Fn(&TpField) -> bool| {
         format.field(name).filter(|f| ok(f)).and_then(|f| u16::try_from(f.offset).ok()).unwrap_or(NO_FIELD)
     };
@@ -51,7 +147,9 @@ pub fn tp_config(format: &TpFormat, emit: bool, slot: u8, role: u8) -> TpConfig 
         emit: u8::from(emit),
         pair_slot: slot,
         pair_role: role,
-        _pad: [0; 3],
+        skb_arg,
+        dev_arg,
+        len_arg,
     }
 }
 
@@ -59,6 +157,7 @@ pub fn tp_config(format: &TpFormat, emit: bool, slot: u8, role: u8) -> TpConfig 
 /// (attached with `emit = 0`). Exits come first so that no entry is pushed without its pop.
 pub fn plan(
     tracefs: &Tracefs,
+    btf: &KernelBtf,
     available: &[TracepointId],
     selected: &[&TracepointId],
 ) -> Result<Vec<PlannedTracepoint>, TraceError> {
@@ -79,7 +178,9 @@ pub fn plan(
     for (id, emit) in wanted {
         let format = tracefs.format(&id)?;
         let (slot, role) = pair_role(&id);
-        out.push(PlannedTracepoint { format_id: format.id, config: tp_config(&format, emit, slot, role), id });
+        let args = btf.tracepoint_args(&id.name);
+        let config = tp_config(&format, args.as_deref(), emit, slot, role);
+        out.push(PlannedTracepoint { format_id: format.id, config, has_args: args.is_some(), id });
     }
     let rank = |p: &PlannedTracepoint| match p.config.pair_role {
         PAIR_POP | PAIR_GET => 0,
@@ -112,21 +213,30 @@ fn pair_role(id: &TracepointId) -> (u8, u8) {
 #[derive(Debug, Default)]
 pub struct Tracepoints {
     planned: Vec<PlannedTracepoint>,
+    mode: AttachType,
     /// Tracepoints attached and emitting events.
     pub attached: Vec<TracepointId>,
+    /// How each attached slot (emitting or pairing only) was attached, by slot.
+    pub attach_types: Vec<(usize, AttachType)>,
     /// Tracepoints that failed to attach, with the reason.
     pub errors: Vec<(TracepointId, String)>,
 }
 
 impl Tracepoints {
-    /// Plans the tracepoints `events` selects on this kernel, with their pairing partners.
-    pub fn plan(tracefs: &Tracefs, events: &EventSelector) -> Result<Tracepoints, TraceError> {
+    /// Plans the tracepoints `events` selects on this kernel, with their pairing partners,
+    /// to be attached as `mode` says.
+    pub fn plan(
+        tracefs: &Tracefs,
+        btf: &KernelBtf,
+        events: &EventSelector,
+        mode: AttachType,
+    ) -> Result<Tracepoints, TraceError> {
         let available = tracefs.events()?;
         let selected = events.select(&available);
         if selected.is_empty() {
             return Err(TraceError::NoEvents(events.to_string()));
         }
-        let planned = plan(tracefs, &available, &selected)?;
+        let planned = plan(tracefs, btf, &available, &selected)?;
         if planned.len() > TP_SLOTS as usize {
             return Err(TraceError::TooManyEvents {
                 spec: events.to_string(),
@@ -134,12 +244,56 @@ impl Tracepoints {
                 max: TP_SLOTS,
             });
         }
-        Ok(Tracepoints { planned, ..Default::default() })
+        Ok(Tracepoints { planned, mode, ..Default::default() })
     }
 
-    fn slot_program(slot: usize) -> String {
-        format!("dt_tp_{slot}")
+    /// How the emitting tracepoints were attached: one type (`tp_btf`), or each type with its
+    /// count when they differ (`tp_btf ×15, perf ×2`).
+    pub fn attach_summary(&self) -> String {
+        let mut counts: Vec<(AttachType, usize)> = Vec::new();
+        for &(slot, t) in &self.attach_types {
+            if self.planned[slot].config.emit == 0 {
+                continue;
+            }
+            match counts.iter_mut().find(|(a, _)| *a == t) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((t, 1)),
+            }
+        }
+        match &counts[..] {
+            [] => "none".to_owned(),
+            [(t, _)] => t.to_string(),
+            many => many.iter().map(|(t, n)| format!("{t} ×{n}")).collect::<Vec<_>>().join(", "),
+        }
     }
+}
+
+/// Loads and attaches slot `slot`'s program of type `t` to tracepoint `p`.
+fn attach_as(
+    ebpf: &mut Ebpf,
+    t: AttachType,
+    slot: usize,
+    p: &PlannedTracepoint,
+    btf: Option<&Btf>,
+) -> Result<(), String> {
+    let name = t.program(slot);
+    let prog = ebpf.program_mut(&name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let r = match t {
+        AttachType::TpBtf => {
+            let btf = btf.ok_or("tp_btf needs the kernel's BTF")?;
+            let prog: &mut BtfTracePoint = prog.try_into().map_err(|e: ProgramError| short(&e))?;
+            prog.load(&p.id.name, btf).and_then(|()| prog.attach().map(drop))
+        }
+        AttachType::RawTp => {
+            let prog: &mut RawTracePoint = prog.try_into().map_err(|e: ProgramError| short(&e))?;
+            prog.load().and_then(|()| prog.attach(&p.id.name).map(drop))
+        }
+        _ => {
+            let prog: &mut TracePoint = prog.try_into().map_err(|e: ProgramError| short(&e))?;
+            prog.load().and_then(|()| prog.attach(&p.id.category, &p.id.name).map(drop))
+        }
+    };
+    r.map_err(|e| short(&e))
 }
 
 impl Family for Tracepoints {
@@ -156,22 +310,37 @@ impl Family for Tracepoints {
         Ok(())
     }
 
-    /// Slot i's program reads `TP_CONFIG[i]`; the plan put exits before entries.
-    fn attach(&mut self, ebpf: &mut Ebpf, _env: &AttachEnv<'_>, catalog: &mut Catalog) -> Result<(), TraceError> {
+    /// Slot i's programs read `TP_CONFIG[i]`; the plan put exits before entries. Each
+    /// tracepoint goes down the attach ladder until one type attaches.
+    fn attach(&mut self, ebpf: &mut Ebpf, env: &AttachEnv<'_>, catalog: &mut Catalog) -> Result<(), TraceError> {
         for (slot, p) in self.planned.iter().enumerate() {
             catalog.insert(p.format_id, &p.id.to_string());
-            let name = Self::slot_program(slot);
-            let attached = (|| -> Result<(), ProgramError> {
-                let prog: &mut TracePoint =
-                    ebpf.program_mut(&name).ok_or(ProgramError::UnexpectedProgramType)?.try_into()?;
-                prog.load()?;
-                prog.attach(&p.id.category, &p.id.name)?;
-                Ok(())
-            })();
-            match attached {
-                Ok(()) if p.config.emit != 0 => self.attached.push(p.id.clone()),
-                Ok(()) => {}
-                Err(e) => self.errors.push((p.id.clone(), short(&e))),
+            let mut why = Vec::new();
+            let mut done = None;
+            for &t in self.mode.ladder() {
+                if t != AttachType::Perf && !p.has_args {
+                    why.push(format!("{t}: the kernel's BTF has no prototype btf_trace_{}", p.id.name));
+                    continue;
+                }
+                match attach_as(ebpf, t, slot, p, env.btf) {
+                    Ok(()) => {
+                        done = Some(t);
+                        break;
+                    }
+                    Err(e) => why.push(format!("{t}: {e}")),
+                }
+            }
+            match done {
+                Some(t) => {
+                    self.attach_types.push((slot, t));
+                    if !why.is_empty() {
+                        log::debug!("{} attached as {t} after: {}", p.id, why.join("; "));
+                    }
+                    if p.config.emit != 0 {
+                        self.attached.push(p.id.clone());
+                    }
+                }
+                None => self.errors.push((p.id.clone(), why.join("; "))),
             }
         }
         if self.attached.is_empty() {
@@ -182,14 +351,11 @@ impl Family for Tracepoints {
     }
 
     fn programs(&self) -> Vec<AttachedProgram> {
-        self.planned
+        self.attach_types
             .iter()
-            .enumerate()
-            .filter(|(_, p)| !self.errors.iter().any(|(t, _)| *t == p.id))
-            .map(|(slot, p)| AttachedProgram {
-                label: p.id.to_string(),
-                program: Self::slot_program(slot),
-                emits: p.config.emit != 0,
+            .map(|&(slot, t)| {
+                let p = &self.planned[slot];
+                AttachedProgram { label: p.id.to_string(), program: t.program(slot), emits: p.config.emit != 0 }
             })
             .collect()
     }
@@ -206,12 +372,38 @@ mod tests {
     #[test]
     fn config_from_format() {
         let f = TpFormat::parse(NET_DEV_XMIT).unwrap();
-        let c = tp_config(&f, true, 1, PAIR_POP);
+        let c = tp_config(&f, None, true, 1, PAIR_POP);
         assert_eq!((c.skbaddr_off, c.len_off, c.name_off), (8, 16, 24));
         assert_eq!((c.emit, c.pair_slot, c.pair_role), (1, 1, PAIR_POP));
         let f = TpFormat::parse(RX_EXIT).unwrap();
-        let c = tp_config(&f, false, 0, PAIR_NONE);
+        let c = tp_config(&f, None, false, 0, PAIR_NONE);
         assert_eq!((c.skbaddr_off, c.len_off, c.name_off, c.emit), (NO_FIELD, NO_FIELD, NO_FIELD, 0));
+        assert_eq!((c.skb_arg, c.dev_arg, c.len_arg), (NO_ARG, NO_ARG, NO_ARG));
+    }
+
+    #[test]
+    fn argument_positions_from_the_prototype() {
+        let arg = |kind| TpArg { name: String::new(), kind };
+        let u32_ = ArgKind::Int { size: 4, signed: false };
+        let i32_ = ArgKind::Int { size: 4, signed: true };
+        // net_dev_xmit(skb, rc, dev, skb_len), whose record has `len`.
+        let xmit = [arg(ArgKind::Skb), arg(i32_), arg(ArgKind::NetDevice), arg(u32_)];
+        let f = TpFormat::parse(NET_DEV_XMIT).unwrap();
+        let c = tp_config(&f, Some(&xmit), true, 1, PAIR_POP);
+        assert_eq!((c.skb_arg, c.dev_arg, c.len_arg), (0, 2, 3));
+        // An exit event: `int ret` only.
+        let f = TpFormat::parse(RX_EXIT).unwrap();
+        let c = tp_config(&f, Some(&[arg(i32_)]), true, 2, PAIR_POP);
+        assert_eq!((c.skb_arg, c.dev_arg, c.len_arg), (NO_ARG, NO_ARG, NO_ARG));
+    }
+
+    #[test]
+    fn attach_types_parse_and_ladder() {
+        assert_eq!("tp_btf".parse::<AttachType>(), Ok(AttachType::TpBtf));
+        assert_eq!("raw-tp".parse::<AttachType>(), Ok(AttachType::RawTp));
+        assert!("kprobe".parse::<AttachType>().unwrap_err().contains("auto, tp_btf, raw_tp or perf"));
+        assert_eq!(AttachType::Auto.ladder(), &[AttachType::TpBtf, AttachType::RawTp, AttachType::Perf]);
+        assert_eq!(AttachType::RawTp.program(7), "dt_raw_7");
     }
 
     #[test]

@@ -195,6 +195,9 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
             let _ = writeln!(s, "  … and {}: {}", rest.len(), rest.join(" "));
         }
     }
+    if !r.attach.is_empty() {
+        let _ = writeln!(s, "{}", style.dim(&format!("tracepoints attached as {}", r.attach)));
+    }
     if !r.probes.is_empty() {
         let _ = writeln!(s, "\n{}", style.bold("Datapath probes"));
         for p in &r.probes {

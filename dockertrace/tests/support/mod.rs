@@ -15,6 +15,7 @@ use dockertrace::{
     filter::Filter,
     netns::{self, Namespace},
     decode::TracedEvent,
+    probes::tracepoints::AttachType,
     pipeline::{self, MemorySink},
     summary::TraceReport,
     select::EventSelector,
@@ -297,6 +298,7 @@ pub fn options(events: &str, filter: Filter) -> TraceOptions {
         ring_bytes: None,
         stack_map_entries: None,
         aggregate: false,
+        attach: AttachType::Auto,
     }
 }
 
