@@ -10,7 +10,7 @@ use std::{
 
 use dockertrace::{
     compare::{Comparison, ModeReport},
-    html,
+    render::html,
     recording::{ModeRun, RunBuilder},
     tracer::Counters,
     workload::{Pattern, RttSummary, WorkloadReport},

@@ -8,7 +8,7 @@ use clap::Args;
 use crate::{
     compare::{Comparison, ModeReport},
     recording::{ModeRun, Recording},
-    sinks::{style::Style, tables},
+    render::{style::Style, tables},
 };
 
 /// Where to write pictures and pages.
@@ -46,11 +46,11 @@ pub fn present(
     }
     print!("{text}");
     if let Some(dir) = &out.svg {
-        let written = crate::flame::write_svgs(dir, runs)?;
+        let written = crate::render::flame::write_svgs(dir, runs)?;
         eprintln!("dockertrace: wrote {} files to {}", written.len(), dir.display());
     }
     if let Some(file) = &out.html {
-        let page = crate::html::render(&comparison, runs, "dockertrace: networking modes compared")?;
+        let page = crate::render::html::render(&comparison, runs, "dockertrace: networking modes compared")?;
         std::fs::write(file, page).with_context(|| format!("cannot write {}", file.display()))?;
         eprintln!("dockertrace: wrote {}", file.display());
     }
@@ -215,12 +215,12 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
         }
         if let Some(dir) = &args.svg {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            let svg = crate::flame::diff_svg(
-                &crate::flame::folded(x),
-                &crate::flame::folded(y),
+            let svg = crate::render::flame::diff_svg(
+                &crate::render::flame::folded(x),
+                &crate::render::flame::folded(y),
                 &format!("{}: {} → {}", d.mode, args.a.display(), args.b.display()),
             )?;
-            let file = dir.join(format!("diff-{}.svg", crate::flame::file_stem(&x.mode)));
+            let file = dir.join(format!("diff-{}.svg", crate::render::flame::file_stem(&x.mode)));
             std::fs::write(&file, svg).with_context(|| format!("cannot write {}", file.display()))?;
         }
         failures.extend(violations(&d, &args.fail_on, args.threshold));

@@ -14,7 +14,7 @@ use crate::{
     pipeline,
     recording::{ModeRun, Recording, RunBuilder},
     report::TraceReport,
-    sinks::{live::render_summary, style::Style},
+    render::{style::Style, summary::render_summary},
     teardown::Teardown,
     tracer::{Counters, Tracer},
     ui::Ui,
@@ -346,7 +346,7 @@ async fn session(
     if args.mode.as_ref().is_some_and(|m| m.0.len() == 1) && args.out.svg.is_none() && args.out.html.is_none()
     {
         let m = crate::compare::ModeReport::from_run(&run, args.out.paths);
-        text.push_str(&crate::sinks::tables::render_mode(&m, style, args.out.functions));
+        text.push_str(&crate::render::tables::render_mode(&m, style, args.out.functions));
     }
     outputs.print(&text);
     Ok(Some(run))

@@ -10,7 +10,8 @@ use crate::{
     pipeline::{self, Sink},
     recording::Recording,
     select::{EventSelector, DEFAULT_EVENTS},
-    sinks::{json::JsonSink, live::render_summary, live::LiveSink, style::Style},
+    render::{style::Style, summary::render_summary},
+    sinks::{json::JsonSink, live::LiveSink},
     tracer::{ProbeState, TraceOptions, Tracer},
 };
 

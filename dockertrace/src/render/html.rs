@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use crate::{
     compare::{Comparison, ModeReport, Rate},
     datapath::{self, Component},
-    flame,
+    render::flame,
     recording::ModeRun,
 };
 
