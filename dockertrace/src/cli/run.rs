@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 
 use super::{
-    report::{present, OutputArgs},
+    outputs::{present, OutputArgs},
     trace::{print_attached, stop_signal, warn_unmatched, Outputs, TracingArgs},
 };
 use crate::{
