@@ -24,6 +24,7 @@ pub mod recording;
 pub mod render;
 pub mod report;
 pub mod select;
+pub mod session;
 pub mod sinks;
 pub mod stacks;
 pub mod teardown;

@@ -10,8 +10,8 @@ use std::{
 
 use dockertrace::{
     compare::{Comparison, ModeReport},
-    render::html,
     recording::{ModeRun, RunBuilder},
+    render::html,
     tracer::Counters,
     workload::{Pattern, RttSummary, WorkloadReport},
 };

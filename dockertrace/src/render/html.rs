@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use crate::{
     compare::{Comparison, ModeReport, Rate},
     datapath::{self, Component},
-    render::flame,
     recording::ModeRun,
+    render::flame,
 };
 
 /// Escapes text for HTML content and (quoted) attribute values.

@@ -5,3 +5,4 @@ pub mod html;
 pub mod style;
 pub mod summary;
 pub mod tables;
+pub mod workload;

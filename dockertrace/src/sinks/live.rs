@@ -6,8 +6,8 @@ use std::{collections::HashMap, io::Write, sync::Arc};
 use crate::{
     decode::c_str,
     pipeline::{Progress, Sink, TracedEvent},
-    report::TraceReport,
     render::style::Style,
+    report::TraceReport,
 };
 
 /// Prints events as they arrive.
