@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::outputs::{present, OutputArgs};
+use super::outputs::{check_dir, check_file, present, OutputArgs};
 use crate::{
     compare::ModeReport,
     recording::{ModeRun, Recording},
@@ -30,6 +30,7 @@ fn load_runs(files: &[PathBuf]) -> anyhow::Result<Vec<ModeRun>> {
 
 /// `dockertrace report FILE...`
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    args.out.check()?;
     let runs = load_runs(&args.files)?;
     present(&runs, Vec::new(), &args.out, Style::for_stdout())
 }
@@ -143,6 +144,9 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
         args.threshold >= 0.0 && args.threshold.is_finite(),
         "--threshold must be a non-negative percentage"
     );
+    if let Some(dir) = &args.svg {
+        check_dir("--svg", dir)?;
+    }
     let (ra, rb) = (Recording::load(&args.a)?, Recording::load(&args.b)?);
     let pairs = pair(&ra.runs, &rb.runs);
     anyhow::ensure!(
@@ -199,6 +203,9 @@ pub struct ImportArgs {
 
 /// `dockertrace import FILE`
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.output {
+        check_file("--output", out)?;
+    }
     let (run, stats) = crate::import::perf_script_file(&args.file, args.label.as_deref())?;
     let out = args.output.clone().unwrap_or_else(|| with_suffix(&args.file, ".dtrec.json"));
     let mut rec = Recording::new("perf-script", vec![run]);
