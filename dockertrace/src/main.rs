@@ -9,9 +9,9 @@ fn main() {
         Some(Command::Trace(args)) => dockertrace::cli::trace::run(args),
         Some(Command::Workload(cmd)) => dockertrace::workload::run(cmd),
         Some(Command::Cleanup) => dockertrace::cli::cleanup::run(),
-        Some(Command::Report(args)) => dockertrace::cli::report::report(args),
-        Some(Command::Import(args)) => dockertrace::cli::report::import(args),
-        Some(Command::Diff(args)) => match dockertrace::cli::report::diff(args) {
+        Some(Command::Report(args)) => dockertrace::cli::offline::report(args),
+        Some(Command::Import(args)) => dockertrace::cli::offline::import(args),
+        Some(Command::Diff(args)) => match dockertrace::cli::offline::diff(args) {
             Ok(0) => Ok(()),
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),

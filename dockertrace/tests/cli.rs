@@ -50,6 +50,87 @@ fn bad_arguments_are_rejected_before_anything_runs() {
     assert_one_line_error(&["trace", "--duration=-1"], "--duration");
 }
 
+/// A scratch directory removed on drop (also when the test fails).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("dt-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create scratch dir");
+        Scratch(p)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().expect("UTF-8 temp dir").to_owned()
+    }
+
+    fn is_empty(&self) -> bool {
+        std::fs::read_dir(&self.0).expect("read scratch dir").next().is_none()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Arguments and outputs are checked before root, the eBPF object and the machine: the same
+/// one line for any user on any build (without root, or with an empty eBPF object, the run
+/// would otherwise stop at that check), before anything is deployed (a deployment prints its
+/// steps on stderr: the error is the only line), and nothing is left behind.
+#[test]
+fn arguments_and_outputs_are_checked_before_anything_runs() {
+    let s = Scratch::new("early");
+    let json = s.path("events.jsonl");
+    let no_dir = "/nonexistent-dockertrace-dir/out.json";
+    let not_a_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/perf/loopback.txt/svg");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--mode", "bridge", "--record", no_dir], "--record /nonexistent-dockertrace-dir/out.json: directory /nonexistent-dockertrace-dir does not exist"),
+        (&["--mode", "all", "--html", no_dir], "--html /nonexistent-dockertrace-dir/out.json: directory"),
+        (&["--mode", "bridge", "--json", no_dir], "--json /nonexistent-dockertrace-dir/out.json: directory"),
+        (&["--mode", "bridge", "--svg", not_a_dir], "loopback.txt is not a directory"),
+        (&["--mode", "bridge", "--html", "/tmp"], "is a directory"),
+        (&["--mode", "normal", "--json", &json, "--size", "1000000000"], "--size must be between 1 and 16777216 bytes, got 1000000000"),
+        (&["--mode", "normal", "--json", &json, "--connections", "5000"], "--connections must be between 1 and 1024"),
+        (&["--mode", "normal", "--json", &json, "--duration", "0"], "--duration"),
+        (&["--mode", "normal", "--json", &json, "--events", ""], "empty"),
+        (&["--mode", "normal", "--json", &json, "--aggregate"], "--aggregate"),
+        (&["--runtime", "netns", "--mode", "bridge", "--image", "x"], "--image only applies"),
+        (&["trace", "-d", "1", "--record", no_dir], "--record /nonexistent-dockertrace-dir/out.json: directory"),
+        (&["trace", "-d", "1", "--json", no_dir], "--json /nonexistent-dockertrace-dir/out.json: directory"),
+        (&["diff", "a.json", "b.json", "--svg", not_a_dir], "loopback.txt is not a directory"),
+        (&["report", "a.json", "--html", no_dir], "--html /nonexistent-dockertrace-dir/out.json: directory"),
+        (&["import", "perf.txt", "-o", no_dir], "--output /nonexistent-dockertrace-dir/out.json: directory"),
+    ];
+    for (args, needle) in cases {
+        assert_one_line_error(args, needle);
+    }
+    assert!(s.is_empty(), "a rejected run left files behind in {}", s.0.display());
+    assert!(!std::path::Path::new("/nonexistent-dockertrace-dir").exists());
+}
+
+/// A result that cannot be written does not take the others with it: the report is printed,
+/// the flame graphs are written, and the command fails with one line naming the failed file.
+#[test]
+fn a_failed_output_keeps_the_others() {
+    let s = Scratch::new("partial");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/perf/loopback.txt");
+    let rec = s.path("perf.json");
+    let (code, _, err) = run(&["import", fixture, "-o", &rec]);
+    assert_eq!(code, 0, "{err}");
+    let svg = s.path("svg");
+    // /dev/full opens for writing (so it passes the early check) and fails every write.
+    let (code, out, err) = run(&["report", &rec, "--svg", &svg, "--html", "/dev/full"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("Mode loopback"), "the report is printed: {out}");
+    assert!(std::fs::read_dir(&svg).is_ok_and(|mut d| d.next().is_some()), "the flame graphs are written");
+    let errors: Vec<_> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].starts_with("dockertrace: error: ") && errors[0].contains("/dev/full"), "{err}");
+}
+
 #[test]
 fn without_root_it_says_so() {
     // As root, drop to nobody with setpriv; otherwise we already are unprivileged.

@@ -10,9 +10,9 @@ use std::{
 
 use dockertrace::{
     compare::{Comparison, ModeReport},
-    html,
     recording::{ModeRun, RunBuilder},
     counters::Counters,
+    render::html,
     workload::{Pattern, RttSummary, WorkloadReport},
 };
 

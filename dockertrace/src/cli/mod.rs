@@ -2,7 +2,8 @@
 use clap::{Parser, Subcommand};
 
 pub mod cleanup;
-pub mod report;
+pub mod offline;
+pub mod outputs;
 pub mod run;
 pub mod trace;
 
@@ -41,9 +42,9 @@ pub enum Command {
     /// Remove containers, networks, links and namespaces left behind by crashed runs.
     Cleanup,
     /// Rebuild the per-mode reports and the comparison from recordings (`--record`, `import`).
-    Report(report::ReportArgs),
+    Report(offline::ReportArgs),
     /// Compare two recordings; with --fail-on, exit 3 when the datapath changed.
-    Diff(report::DiffArgs),
+    Diff(offline::DiffArgs),
     /// Turn `perf script` text (perf record -e 'net:*' --call-graph fp) into a recording.
-    Import(report::ImportArgs),
+    Import(offline::ImportArgs),
 }

@@ -1,24 +1,23 @@
 //! `dockertrace --mode MODE`: the main job. Launches the workload on one networking mode,
 //! traces only its packets, streams them live, reports, and removes everything it created.
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::IpAddr, time::Duration};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 
 use super::{
-    report::{present, OutputArgs},
-    trace::{print_attached, stop_signal, warn_unmatched, Outputs, TracingArgs},
+    outputs::{check_file, present, Failures, OutputArgs, OutputFile},
+    trace::{print_attached, print_warnings, stop_signal, warn_unmatched, Outputs, TracingArgs},
 };
 use crate::{
-    modes::{self, links, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
-    pipeline,
+    modes::{links, Addressing, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
     recording::{ModeRun, Recording, RunBuilder},
-    summary::TraceReport,
-    sinks::{live::render_summary, style::Style},
+    render::{style::Style, summary::render_summary, workload::render_workload},
+    session::{Outcome, Session},
     teardown::Teardown,
-    {counters::Counters, tracer::Tracer},
+    counters::Counters,
     ui::Ui,
-    workload::{Pattern, WorkloadReport, DEFAULT_MESSAGE_SIZE, DEFAULT_PORT},
+    workload::{ClientArgs, Pattern, WorkloadReport, DEFAULT_MESSAGE_SIZE, DEFAULT_PORT},
 };
 
 /// Options of the main job.
@@ -93,22 +92,51 @@ impl RunArgs {
         }
     }
 
-    /// The client's command line (after the binary).
-    fn client_args(&self, server: &std::net::IpAddr) -> Vec<String> {
-        let mut v: Vec<String> = vec!["workload".into(), "client".into(), server.to_string()];
-        for (k, val) in [
-            ("--port", self.port.to_string()),
-            ("--duration", self.duration.to_string()),
-            ("--size", self.size.to_string()),
-            ("--connections", self.connections.to_string()),
-            ("--pattern", self.pattern.as_str().to_owned()),
-            ("--connect-timeout", "10".to_owned()),
-        ] {
-            v.push(k.into());
-            v.push(val);
+    /// The workload client this run launches against `server`.
+    fn client(&self, server: IpAddr) -> ClientArgs {
+        ClientArgs {
+            port: self.port,
+            duration: self.duration,
+            size: self.size,
+            connections: self.connections,
+            pattern: self.pattern,
+            connect_timeout: 10.0,
+            json: true,
+            ..ClientArgs::new(server.to_string())
         }
-        v.push("--json".into());
-        v
+    }
+
+    /// Checks every argument and output before anything is created; returns the modes to run,
+    /// each with its checked addressing.
+    fn check(&self) -> anyhow::Result<Vec<(Mode, Option<Addressing>)>> {
+        let modes = self.mode.clone().context("--mode is required")?.0;
+        let mut planned = Vec::new();
+        for &m in &modes {
+            let addressing =
+                if modes.len() > 1 && !m.needs_parent() { None } else { self.lan().validate(m)? };
+            planned.push((m, addressing));
+        }
+        if self.runtime == RuntimeKind::Netns {
+            anyhow::ensure!(
+                self.parent.is_none(),
+                "--parent only applies to --runtime docker (the netns runtime builds its own isolated parent)"
+            );
+            anyhow::ensure!(self.image.is_none(), "--image only applies to --runtime docker");
+        }
+        // The client's own checks (--size, --connections, --duration), made before deploying
+        // instead of inside the container; the server's address is not known yet.
+        self.client(IpAddr::from([0, 0, 0, 0])).validate()?;
+        self.tracing.check()?;
+        if let Some(path) = &self.record {
+            check_file("--record", path)?;
+        }
+        self.out.check()?;
+        Ok(planned)
+    }
+
+    /// The reports follow the runs (the comparison, or a single mode's pictures and pages).
+    fn presents(&self, modes: usize) -> bool {
+        modes > 1 || self.out.svg.is_some() || self.out.html.is_some()
     }
 }
 
@@ -167,37 +195,21 @@ pub fn parse_modes(s: &str) -> Result<ModeList, String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let modes = args.mode.clone().context("--mode is required")?.0;
-    // Everything the user can get wrong is checked before anything is created.
-    let mut addressing = Vec::new();
-    for &m in &modes {
-        addressing.push(if modes.len() > 1 && !m.needs_parent() { None } else { args.lan().validate(m)? });
-    }
-    anyhow::ensure!(
-        args.duration > 0.0 && args.duration.is_finite(),
-        "--duration must be a positive number of seconds"
-    );
-    anyhow::ensure!(args.size > 0, "--size must be at least 1 byte");
-    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
-    if args.runtime == RuntimeKind::Netns {
-        anyhow::ensure!(
-            args.parent.is_none(),
-            "--parent only applies to --runtime docker (the netns runtime builds its own isolated parent)"
-        );
-        anyhow::ensure!(args.image.is_none(), "--image only applies to --runtime docker");
-    }
+    // What the user can get wrong first, then root and the eBPF object, then the machine.
+    let modes = args.check()?;
     crate::tracer::preflight()?;
-    let opts = args.tracing.options(Default::default())?;
-    warn_unmatched(&opts.events);
+    warn_unmatched(&args.tracing.options(Default::default())?.events);
+    let mut json = args.tracing.open_json()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut runs: Vec<ModeRun> = Vec::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
     let mut interrupted = false;
-    for (&mode, addr) in modes.iter().zip(addressing) {
-        if modes.len() > 1 {
+    let several = modes.len() > 1;
+    for (mode, addr) in modes.iter().cloned() {
+        if several {
             eprintln!("\ndockertrace: ── mode {mode} ──");
         }
-        match runtime.block_on(run_async(&args, mode, addr)) {
+        match runtime.block_on(run_async(&args, mode, addr, json.as_mut())) {
             Ok((run, cut_short)) => {
                 runs.extend(run);
                 if cut_short {
@@ -206,25 +218,43 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             // One mode: its failure is the command's. Several: skip it and go on.
-            Err(e) if modes.len() > 1 => {
+            Err(e) if several => {
                 eprintln!("dockertrace: {mode}: skipped: {e:#}");
                 skipped.push((mode.to_string(), format!("{e:#}")));
             }
             Err(e) => return Err(e),
         }
     }
-    if let Some(path) = &args.record {
-        Recording::new("dockertrace", runs.clone()).save(path)?;
-        eprintln!("dockertrace: recorded {} runs in {}", runs.len(), path.display());
-    }
-    if modes.len() > 1 || args.out.svg.is_some() || args.out.html.is_some() {
-        present(&runs, skipped, &args.out, Style::for_stdout())?;
-    }
+    let written = write_results(&args, &runs, skipped, modes.len());
     if interrupted {
+        if let Err(e) = written {
+            eprintln!("dockertrace: error: {e:#}");
+        }
         std::process::exit(EXIT_INTERRUPTED);
     }
+    written?;
     anyhow::ensure!(!runs.is_empty(), "no mode could run here");
     Ok(())
+}
+
+/// Writes the recording and presents the reports; a result that cannot be written does not
+/// keep the others from being written and shown.
+fn write_results(
+    args: &RunArgs,
+    runs: &[ModeRun],
+    skipped: Vec<(String, String)>,
+    modes: usize,
+) -> anyhow::Result<()> {
+    let mut failures = Failures::default();
+    if let Some(path) = &args.record {
+        if failures.note(Recording::new("dockertrace", runs.to_vec()).save(path)).is_some() {
+            eprintln!("dockertrace: recorded {} runs in {}", runs.len(), path.display());
+        }
+    }
+    if args.presents(modes) {
+        failures.note(present(runs, skipped, &args.out, Style::for_stdout()));
+    }
+    failures.into_result()
 }
 
 /// Runs one mode; returns its recording entry (None when interrupted before the workload
@@ -232,14 +262,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn run_async(
     args: &RunArgs,
     mode: Mode,
-    addressing: Option<modes::Addressing>,
+    addressing: Option<Addressing>,
+    json: Option<&mut OutputFile>,
 ) -> anyhow::Result<(Option<ModeRun>, bool)> {
     let mut cancel = Cancel::install();
     let mut ui = Ui::new();
     let mut teardown = Teardown::new();
     let step = |m: &str| ui.step(m);
     let runtime = cancel.guard(Runtime::open(args.runtime, mode, &step)).await?;
-    let result = session(args, mode, addressing, &runtime, &mut teardown, &mut cancel, &ui).await;
+    let mut ctx = ModeCtx { args, mode, runtime: &runtime, cancel: &mut cancel, ui: &ui };
+    let result = ctx.session(addressing, &mut teardown, json).await;
     ui.resume();
     if !teardown.is_empty() {
         ui.step(&format!("removing what this run created ({} objects)", teardown.len()));
@@ -256,100 +288,134 @@ async fn run_async(
     result.map(|run| (run, interrupted))
 }
 
-async fn session(
-    args: &RunArgs,
+/// What every step of one mode's run needs.
+struct ModeCtx<'a> {
+    args: &'a RunArgs,
     mode: Mode,
-    addressing: Option<modes::Addressing>,
-    runtime: &Runtime,
-    teardown: &mut Teardown,
-    cancel: &mut Cancel,
-    ui: &Ui,
-) -> anyhow::Result<Option<ModeRun>> {
-    let run_id = run_id();
-    if let Some(kind) = mode.link_kind().filter(|k| *k != "bridge") {
-        ui.step(&format!("checking that the kernel supports {kind}"));
-        links::kernel_supports(kind)?;
-    }
+    runtime: &'a Runtime,
+    cancel: &'a mut Cancel,
+    ui: &'a Ui,
+}
 
-    // Deploy.
-    let lan = args.lan();
-    let req = DeployRequest {
-        mode,
-        run_id: &run_id,
-        image: args.image.as_deref(),
-        port: args.port,
-        lan: &lan,
-        addressing,
-    };
-    let step = |m: &str| ui.step(m);
-    let deployment = cancel.guard(runtime.deploy(&req, teardown, &step)).await?;
-    let describe = runtime.describe(mode);
+/// How the workload ended: its figures, its error, or nothing when interrupted.
+type WorkloadEnd = Option<anyhow::Result<WorkloadReport>>;
 
-    if args.untraced {
-        ui.clear();
-        return untraced(args, mode, &deployment, runtime, cancel).await;
-    }
-
-    // Trace.
-    ui.step("loading and attaching the eBPF programs");
-    let opts = args.tracing.options(deployment.filter.clone())?;
-    let mut tracer = Tracer::start(&opts)?;
-    args.tracing.enable_stats(&mut tracer);
-    ui.clear();
-    for n in &deployment.notes {
-        eprintln!("dockertrace: {n}");
-    }
-    print_attached(&tracer, true);
-    eprintln!(
-        "dockertrace: {mode}: running the workload for {} s ({describe}; runtime {})",
-        args.duration,
-        runtime.kind()
-    );
-
-    let client_args = args.client_args(&deployment.server_ip);
-    let (tx, mut rx) = tokio::sync::oneshot::channel::<anyhow::Result<WorkloadReport>>();
-    let mut c2 = cancel.clone();
-    let client = async {
-        let r = runtime.run_client(&deployment, &client_args).await;
-        let _ = tx.send(r);
-        // The last packets (FIN, ACK) are still on their way.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let stop = async move {
-        tokio::select! {
-            _ = client => {}
-            _ = c2.cancelled() => {}
+impl ModeCtx<'_> {
+    /// Deploys, traces the workload, and prints the mode's summary; returns the run.
+    async fn session(
+        &mut self,
+        addressing: Option<Addressing>,
+        teardown: &mut Teardown,
+        json: Option<&mut OutputFile>,
+    ) -> anyhow::Result<Option<ModeRun>> {
+        let deployment = self.deploy(addressing, teardown).await?;
+        if self.args.untraced {
+            self.ui.clear();
+            return untraced(self.args, self.mode, &deployment, self.runtime, self.cancel).await;
         }
-    };
-    let mut outputs = Outputs::new(&args.tracing)?;
-    let outcome = pipeline::run_full(&mut tracer, &mut outputs.sinks(), stop).await?;
-    tracer.stop();
-    let report = &outcome.report;
-    let workload = rx.try_recv().ok();
-    let style = outputs.style();
-    let mut text = format!("\n{}", render_summary(report, style, args.tracing.top));
-    let figures = match workload {
-        Some(Ok(w)) => {
-            text.push_str(&render_workload(mode, describe, &w, report, style));
-            Some(w)
-        }
-        Some(Err(e)) => bail!("{e:#}"),
-        None => {
-            text.push_str(&style.red("\nWorkload interrupted: no figures.\n"));
-            None
-        }
-    };
-    let mut run = outcome.aggregate.to_run(mode.name(), report.duration_s, figures, report.counters);
-    run.tracer = report.cost.clone();
-    run.runtime = Some(runtime.kind().name().to_owned());
-    // The per-mode report (a single mode's; several modes get theirs with the comparison).
-    if args.mode.as_ref().is_some_and(|m| m.0.len() == 1) && args.out.svg.is_none() && args.out.html.is_none()
-    {
-        let m = crate::compare::ModeReport::from_run(&run, args.out.paths);
-        text.push_str(&crate::sinks::tables::render_mode(&m, style, args.out.functions));
+        let (outcome, workload, outputs) = self.trace_workload(&deployment, json).await?;
+        let (text, run) = self.result(&outcome, workload, outputs.style())?;
+        outputs.print(&text);
+        Ok(Some(run))
     }
-    outputs.print(&text);
-    Ok(Some(run))
+
+    /// Checks the kernel's driver for the mode, then builds the topology and starts the server.
+    async fn deploy(
+        &mut self,
+        addressing: Option<Addressing>,
+        teardown: &mut Teardown,
+    ) -> anyhow::Result<Deployment> {
+        let ui = self.ui;
+        if let Some(kind) = self.mode.link_kind().filter(|k| *k != "bridge") {
+            ui.step(&format!("checking that the kernel supports {kind}"));
+            links::kernel_supports(kind)?;
+        }
+        let lan = self.args.lan();
+        let req = DeployRequest {
+            mode: self.mode,
+            run_id: &run_id(),
+            image: self.args.image.as_deref(),
+            port: self.args.port,
+            lan: &lan,
+            addressing,
+        };
+        let step = |m: &str| ui.step(m);
+        self.cancel.guard(self.runtime.deploy(&req, teardown, &step)).await
+    }
+
+    /// Attaches the tracer with the deployment's filter and traces until the client is done
+    /// (or the user interrupts).
+    async fn trace_workload(
+        &mut self,
+        deployment: &Deployment,
+        json: Option<&mut OutputFile>,
+    ) -> anyhow::Result<(Outcome, WorkloadEnd, Outputs)> {
+        let (args, mode, runtime) = (self.args, self.mode, self.runtime);
+        self.ui.step("loading and attaching the eBPF programs");
+        let opts = args.tracing.options(deployment.filter.clone())?;
+        let session = Session::start(&opts, args.tracing.stats)?;
+        self.ui.clear();
+        print_warnings(&session);
+        for n in &deployment.notes {
+            eprintln!("dockertrace: {n}");
+        }
+        print_attached(session.tracer(), true);
+        eprintln!(
+            "dockertrace: {mode}: running the workload for {} s ({}; runtime {})",
+            args.duration,
+            runtime.describe(mode),
+            runtime.kind()
+        );
+        let client_args = args.client(deployment.server_ip).command_line();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<anyhow::Result<WorkloadReport>>();
+        let mut cancel = self.cancel.clone();
+        let client = async {
+            let r = runtime.run_client(deployment, &client_args).await;
+            let _ = tx.send(r);
+            // The last packets (FIN, ACK) are still on their way.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let stop = async move {
+            tokio::select! {
+                _ = client => {}
+                _ = cancel.cancelled() => {}
+            }
+        };
+        let mut outputs = Outputs::new(&args.tracing, json)?;
+        let outcome = session.run(&mut outputs.sinks(), stop).await?;
+        Ok((outcome, rx.try_recv().ok(), outputs))
+    }
+
+    /// The mode's summary text (trace, workload, and a single mode's report) and its run.
+    fn result(
+        &self,
+        outcome: &Outcome,
+        workload: WorkloadEnd,
+        style: Style,
+    ) -> anyhow::Result<(String, ModeRun)> {
+        let (args, mode) = (self.args, self.mode);
+        let report = &outcome.report;
+        let mut text = format!("\n{}", render_summary(report, style, args.tracing.top));
+        let figures = match workload {
+            Some(Ok(w)) => {
+                text.push_str(&render_workload(mode, self.runtime.describe(mode), &w, report, style));
+                Some(w)
+            }
+            Some(Err(e)) => bail!("{e:#}"),
+            None => {
+                text.push_str(&style.red("\nWorkload interrupted: no figures.\n"));
+                None
+            }
+        };
+        let mut run = outcome.to_run(mode.name(), figures);
+        run.runtime = Some(self.runtime.kind().name().to_owned());
+        // The per-mode report (a single mode's; several modes get theirs with the comparison).
+        if !args.presents(args.mode.as_ref().map_or(0, |m| m.0.len())) {
+            let m = crate::compare::ModeReport::from_run(&run, args.out.paths);
+            text.push_str(&crate::render::tables::render_mode(&m, style, args.out.functions));
+        }
+        Ok((text, run))
+    }
 }
 
 /// `--untraced`: the workload alone, nothing loaded into the kernel.
@@ -368,7 +434,7 @@ async fn untraced(
         args.duration,
         runtime.describe(mode)
     );
-    let client_args = args.client_args(&deployment.server_ip);
+    let client_args = args.client(deployment.server_ip).command_line();
     let w = tokio::select! {
         r = runtime.run_client(deployment, &client_args) => r?,
         _ = cancel.cancelled() => return Ok(None),
@@ -382,27 +448,6 @@ async fn untraced(
     let mut run = RunBuilder::default().finish(mode.name(), args.duration, Some(w), Counters::default());
     run.runtime = Some(runtime.kind().name().to_owned());
     Ok(Some(run))
-}
-
-/// The workload's figures and what the kernel did per message.
-pub fn render_workload(
-    mode: Mode,
-    describe: &str,
-    w: &WorkloadReport,
-    r: &TraceReport,
-    style: Style,
-) -> String {
-    let mut s = format!("\n{}\n", style.bold(&format!("Workload ({mode}: {describe})")));
-    s.push_str(&format!("  {}\n", w.human().trim_end().replace('\n', "\n  ")));
-    if w.messages > 0 {
-        s.push_str(&format!(
-            "  kernel events per message: {:.1} ({} events / {} messages)\n",
-            r.total_events() as f64 / w.messages as f64,
-            r.total_events(),
-            w.messages
-        ));
-    }
-    s
 }
 
 /// A short random id for the names of this run's objects.

@@ -1,17 +1,19 @@
 //! `dockertrace trace`.
-use std::{fs::File, io::BufWriter, path::PathBuf, time::Duration};
+use std::{io::BufWriter, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use clap::Args;
 
+use super::outputs::{check_file, OutputFile};
 use crate::{
     filter::{Filter, FilterSpec, NetnsSpec},
     kernel::tracefs::Tracefs,
-    pipeline::{self, Sink},
+    pipeline::Sink,
     recording::Recording,
+    render::{style::Style, summary::render_summary},
     select::{EventSelector, DEFAULT_EVENTS},
-    sinks::{json::JsonSink, live::render_summary, live::LiveSink, style::Style},
     probes::{datapath::ProbeState, tracepoints::AttachType},
+    session::Session,
+    sinks::{json::JsonSink, live::LiveSink},
     tracer::{TraceOptions, Tracer},
 };
 
@@ -121,13 +123,29 @@ impl TracingArgs {
 }
 
 impl TracingArgs {
-    /// `--stats`: turns the per-program statistics on (a warning when the kernel cannot).
-    pub fn enable_stats(&self, tracer: &mut Tracer) {
-        if self.stats {
-            if let Err(e) = tracer.enable_stats() {
-                eprintln!("dockertrace: warning: {e}");
-            }
+    /// Checks everything these options can get wrong (the event globs, `--json` with
+    /// `--aggregate`, whether the `--json` file can be written) without touching the kernel.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.options(Filter::default())?;
+        match &self.json {
+            Some(p) if p.as_os_str() != "-" => check_file("--json", p),
+            _ => Ok(()),
         }
+    }
+
+    /// `--json FILE`, opened before anything is deployed or attached (None for none or stdout).
+    pub fn open_json(&self) -> anyhow::Result<Option<OutputFile>> {
+        match &self.json {
+            Some(p) if p.as_os_str() != "-" => Ok(Some(OutputFile::open("--json", p)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Prints what did not work but does not stop the session.
+pub fn print_warnings(session: &Session) {
+    for w in &session.warnings {
+        eprintln!("dockertrace: warning: {w}");
     }
 }
 
@@ -201,14 +219,13 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    pub fn new(t: &TracingArgs) -> anyhow::Result<Outputs> {
+    /// The sinks for one session; `json` is the `--json` file opened up front.
+    pub fn new(t: &TracingArgs, json: Option<&mut OutputFile>) -> anyhow::Result<Outputs> {
         let json_stdout = t.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-        let json: Option<JsonSink<Box<dyn std::io::Write>>> = match &t.json {
+        let json: Option<JsonSink<Box<dyn std::io::Write>>> = match json {
+            _ if json_stdout => Some(JsonSink::new(Box::new(BufWriter::new(std::io::stdout())))),
+            Some(file) => Some(JsonSink::new(Box::new(BufWriter::new(file.writer()?)))),
             None => None,
-            Some(_) if json_stdout => Some(JsonSink::new(Box::new(BufWriter::new(std::io::stdout())))),
-            Some(p) => Some(JsonSink::new(Box::new(BufWriter::new(
-                File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-            )))),
         };
         let live = (!t.quiet && !json_stdout)
             .then(|| LiveSink::new(std::io::stdout().lock(), Style::for_stdout(), t.rate));
@@ -245,29 +262,30 @@ impl Outputs {
 }
 
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+    // What the user can get wrong first, then root and the eBPF object, then the kernel.
     if let Some(d) = args.duration {
         anyhow::ensure!(d > 0.0 && d.is_finite(), "--duration must be a positive number of seconds");
+    }
+    args.tracing.check()?;
+    if let Some(path) = &args.record {
+        check_file("--record", path)?;
     }
     crate::tracer::preflight()?;
     let opts = args.options()?;
     warn_unmatched(&opts.events);
-    let mut tracer = Tracer::start(&opts)?;
-    args.tracing.enable_stats(&mut tracer);
-    print_attached(&tracer, !opts.filter.is_empty());
-    let mut outputs = Outputs::new(&args.tracing)?;
+    let mut json = args.tracing.open_json()?;
+    let mut outputs = Outputs::new(&args.tracing, json.as_mut())?;
+    let session = Session::start(&opts, args.tracing.stats)?;
+    print_warnings(&session);
+    print_attached(session.tracer(), !opts.filter.is_empty());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = args.duration.map(Duration::from_secs_f64);
-    let outcome =
-        runtime.block_on(pipeline::run_full(&mut tracer, &mut outputs.sinks(), stop_signal(duration)))?;
-    tracer.stop();
-    let report = &outcome.report;
-    let text = render_summary(report, outputs.style(), args.tracing.top);
+    let outcome = runtime.block_on(session.run(&mut outputs.sinks(), stop_signal(duration)))?;
+    let text = render_summary(&outcome.report, outputs.style(), args.tracing.top);
     drop(outputs.live.take());
     outputs.print(&format!("\n{text}"));
     if let Some(path) = &args.record {
-        let mut run = outcome.aggregate.to_run("trace", report.duration_s, None, report.counters);
-        run.tracer = report.cost.clone();
-        Recording::new("dockertrace", vec![run]).save(path)?;
+        Recording::new("dockertrace", vec![outcome.to_run("trace", None)]).save(path)?;
         eprintln!("dockertrace: recorded the trace in {}", path.display());
     }
     Ok(())

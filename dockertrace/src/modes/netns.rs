@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn recordings_name_the_runtime_and_older_ones_still_load() {
-        use crate::{compare::ModeReport, recording::RunBuilder, sinks, counters::Counters};
+        use crate::{compare::ModeReport, counters::Counters, recording::RunBuilder, render};
         let mut run = RunBuilder::default().finish("bridge", 1.0, None, Counters::default());
         let old = serde_json::to_string(&run).unwrap();
         assert!(!old.contains("runtime"), "{old}");
@@ -375,7 +375,7 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
         assert_eq!(back.runtime.as_deref(), Some("netns"));
         let text =
-            sinks::tables::render_mode(&ModeReport::from_run(&back, 3), sinks::style::Style::plain(), 5);
+            render::tables::render_mode(&ModeReport::from_run(&back, 3), render::style::Style::plain(), 5);
         assert!(text.contains("Mode bridge (runtime netns)"), "{text}");
     }
 

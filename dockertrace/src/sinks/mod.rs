@@ -1,5 +1,3 @@
-//! Outputs of the pipeline.
+//! Outputs of the pipeline: the [`crate::pipeline::Sink`] implementations.
 pub mod json;
 pub mod live;
-pub mod style;
-pub mod tables;

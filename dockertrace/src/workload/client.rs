@@ -94,6 +94,11 @@ struct ConnStats {
     rtt: Option<Histogram>,
 }
 
+/// Checks the settings without connecting: [`ClientArgs::validate`].
+pub(super) fn validate(args: &ClientArgs) -> Result<()> {
+    Plan::from_args(args).map(drop)
+}
+
 /// Connects, runs the pattern on every connection and returns the report.
 pub fn run_client(args: &ClientArgs) -> Result<WorkloadReport> {
     let plan = Plan::from_args(args)?;
@@ -490,6 +495,12 @@ mod tests {
         assert!(plan_error(&["--duration=-1"]).contains("--duration"));
         assert!(plan_error(&["--warmup", "NaN"]).contains("--warmup"));
         assert!(plan_error(&["--connect-timeout=-3"]).contains("--connect-timeout"));
+        assert!(plan_error(&["--size", "1000000000"]).contains("between 1 and 16777216 bytes"));
+        assert!(plan_error(&["--connections", "5000"]).contains("between 1 and 1024"));
+        assert!(plan_error(&["--duration", "1e300"]).contains("--duration"));
+        let e = format!("{:#}", args(&["--size", "1000000000"]).validate().unwrap_err());
+        assert_eq!(e, plan_error(&["--size", "1000000000"]), "validate() is the client's own check");
+        assert!(args(&["--size", "16777216", "--connections", "1024"]).validate().is_ok());
     }
 
     #[test]

@@ -149,6 +149,39 @@ impl ClientArgs {
             warmup: 0.0,
         }
     }
+
+    /// Checks the settings a user can get wrong (size, connections, count, durations) without
+    /// connecting: the very checks the client makes when it starts. A caller that launches the
+    /// client elsewhere (in a container, in a namespace) runs them before deploying anything.
+    pub fn validate(&self) -> Result<()> {
+        client::validate(self)
+    }
+
+    /// The command line (after the binary's name) that runs this client:
+    /// `workload client TARGET --port ...`.
+    pub fn command_line(&self) -> Vec<String> {
+        let mut v: Vec<String> = vec!["workload".into(), "client".into(), self.target.clone()];
+        let mut opt = |k: &str, val: String| {
+            v.push(k.into());
+            v.push(val);
+        };
+        opt("--port", self.port.to_string());
+        match self.count {
+            Some(n) => opt("--count", n.to_string()),
+            None => opt("--duration", self.duration.to_string()),
+        }
+        opt("--size", self.size.to_string());
+        opt("--connections", self.connections.to_string());
+        opt("--pattern", self.pattern.as_str().to_owned());
+        opt("--connect-timeout", self.connect_timeout.to_string());
+        if self.warmup != 0.0 {
+            opt("--warmup", self.warmup.to_string());
+        }
+        if self.json {
+            v.push("--json".into());
+        }
+        v
+    }
 }
 
 impl Default for ServerArgs {
@@ -262,6 +295,25 @@ mod tests {
         assert_eq!(args.size, 1000);
         assert!(args.json);
         assert_eq!(args.warmup, 0.5);
+    }
+
+    #[test]
+    fn command_line_parses_back_to_the_same_settings() {
+        let mut a = ClientArgs::new("10.213.0.2");
+        (a.port, a.size, a.connections, a.duration) = (10033, 1000, 3, 2.5);
+        (a.pattern, a.connect_timeout, a.json, a.warmup) = (Pattern::Stream, 10.0, true, 0.5);
+        let mut b = a.clone();
+        b.count = Some(7);
+        for args in [a, b, ClientArgs::new("h")] {
+            let line = args.command_line();
+            assert_eq!(line[..2], ["workload", "client"]);
+            let argv: Vec<&str> = line[1..].iter().map(String::as_str).collect();
+            let mut parsed = parse_client(&argv).unwrap();
+            if args.count.is_some() {
+                parsed.duration = args.duration; // --count replaces --duration
+            }
+            assert_eq!(format!("{parsed:?}"), format!("{args:?}"));
+        }
     }
 
     #[test]

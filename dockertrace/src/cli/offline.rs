@@ -1,61 +1,15 @@
-//! Offline commands on recordings: `report`, `diff`, `import`, and the shared outputs
-//! (`--svg DIR`, `--html FILE`) that `--mode` runs use too.
+//! Offline commands on recordings: `report`, `diff`, `import`.
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
 
+use super::outputs::{check_dir, check_file, present, OutputArgs};
 use crate::{
-    compare::{Comparison, ModeReport},
+    compare::ModeReport,
     recording::{ModeRun, Recording},
-    sinks::{style::Style, tables},
+    render::style::Style,
 };
-
-/// Where to write pictures and pages.
-#[derive(Args, Debug, Clone, Default)]
-pub struct OutputArgs {
-    /// Write folded stacks, flame graphs per mode and differential flame graphs into DIR.
-    #[arg(long, value_name = "DIR")]
-    pub svg: Option<PathBuf>,
-    /// Write one self-contained HTML page with the comparison and the flame graphs.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// Stack paths listed per mode.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub paths: usize,
-    /// Functions listed per mode and in the matrix.
-    #[arg(long, value_name = "N", default_value_t = 30)]
-    pub functions: usize,
-}
-
-/// Prints the per-mode reports and the comparison, and writes `--svg` / `--html`.
-pub fn present(
-    runs: &[ModeRun],
-    skipped: Vec<(String, String)>,
-    out: &OutputArgs,
-    style: Style,
-) -> anyhow::Result<()> {
-    let reports: Vec<ModeReport> = runs.iter().map(|r| ModeReport::from_run(r, out.paths)).collect();
-    let comparison = Comparison::new(reports, skipped);
-    let mut text = String::new();
-    for m in &comparison.modes {
-        text.push_str(&tables::render_mode(m, style, out.functions));
-    }
-    if comparison.modes.len() + comparison.skipped.len() > 1 {
-        text.push_str(&tables::render_comparison(&comparison, style, out.functions));
-    }
-    print!("{text}");
-    if let Some(dir) = &out.svg {
-        let written = crate::flame::write_svgs(dir, runs)?;
-        eprintln!("dockertrace: wrote {} files to {}", written.len(), dir.display());
-    }
-    if let Some(file) = &out.html {
-        let page = crate::html::render(&comparison, runs, "dockertrace: networking modes compared")?;
-        std::fs::write(file, page).with_context(|| format!("cannot write {}", file.display()))?;
-        eprintln!("dockertrace: wrote {}", file.display());
-    }
-    Ok(())
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
@@ -76,6 +30,7 @@ fn load_runs(files: &[PathBuf]) -> anyhow::Result<Vec<ModeRun>> {
 
 /// `dockertrace report FILE...`
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    args.out.check()?;
     let runs = load_runs(&args.files)?;
     present(&runs, Vec::new(), &args.out, Style::for_stdout())
 }
@@ -189,6 +144,9 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
         args.threshold >= 0.0 && args.threshold.is_finite(),
         "--threshold must be a non-negative percentage"
     );
+    if let Some(dir) = &args.svg {
+        check_dir("--svg", dir)?;
+    }
     let (ra, rb) = (Recording::load(&args.a)?, Recording::load(&args.b)?);
     let pairs = pair(&ra.runs, &rb.runs);
     anyhow::ensure!(
@@ -215,12 +173,12 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
         }
         if let Some(dir) = &args.svg {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            let svg = crate::flame::diff_svg(
-                &crate::flame::folded(x),
-                &crate::flame::folded(y),
+            let svg = crate::render::flame::diff_svg(
+                &crate::render::flame::folded(x),
+                &crate::render::flame::folded(y),
                 &format!("{}: {} → {}", d.mode, args.a.display(), args.b.display()),
             )?;
-            let file = dir.join(format!("diff-{}.svg", crate::flame::file_stem(&x.mode)));
+            let file = dir.join(format!("diff-{}.svg", crate::render::flame::file_stem(&x.mode)));
             std::fs::write(&file, svg).with_context(|| format!("cannot write {}", file.display()))?;
         }
         failures.extend(violations(&d, &args.fail_on, args.threshold));
@@ -245,6 +203,9 @@ pub struct ImportArgs {
 
 /// `dockertrace import FILE`
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.output {
+        check_file("--output", out)?;
+    }
     let (run, stats) = crate::import::perf_script_file(&args.file, args.label.as_deref())?;
     let out = args.output.clone().unwrap_or_else(|| with_suffix(&args.file, ".dtrec.json"));
     let mut rec = Recording::new("perf-script", vec![run]);

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use crate::{
     compare::{Comparison, ModeReport, Rate},
     datapath::{self, Component},
-    flame,
     recording::ModeRun,
+    render::flame,
 };
 
 /// Escapes text for HTML content and (quoted) attribute values.
@@ -327,12 +327,24 @@ fn rate_cell(r: &Rate) -> String {
     opt(r.per_msg)
 }
 
+/// One mode's section: its figures, tables, top paths and flame graphs.
 fn mode_section(
     out: &mut String,
     m: &ModeReport,
     run: Option<&ModeRun>,
     baseline: Option<(&str, &str)>,
 ) -> std::fmt::Result {
+    mode_header(out, m)?;
+    events_table(out, m)?;
+    datapath_table(out, m)?;
+    devices_table(out, m)?;
+    top_paths(out, m)?;
+    flame_graphs(out, m, run, baseline)?;
+    writeln!(out, "</section>")
+}
+
+/// The section's heading and its figures in one line.
+fn mode_header(out: &mut String, m: &ModeReport) -> std::fmt::Result {
     writeln!(
         out,
         r#"<section class="mode-section" id="{}"><h2>{}{}</h2>"#,
@@ -353,7 +365,11 @@ fn mode_section(
             "; stacks sampled 1 in {n}: function figures are estimates, rare functions may be missing"
         ))
     )?;
+    Ok(())
+}
 
+/// Events per tracepoint, in all and per message.
+fn events_table(out: &mut String, m: &ModeReport) -> std::fmt::Result {
     writeln!(out, "<h3>Events per tracepoint</h3>")?;
     writeln!(out, "<table><thead><tr><th>event</th><th>count</th><th>per message</th></tr></thead><tbody>")?;
     for e in &m.events {
@@ -366,7 +382,11 @@ fn mode_section(
         )?;
     }
     writeln!(out, "</tbody></table>")?;
+    Ok(())
+}
 
+/// The datapath functions seen, by component.
+fn datapath_table(out: &mut String, m: &ModeReport) -> std::fmt::Result {
     writeln!(out, "<h3>Datapath functions</h3>")?;
     if m.datapath.is_empty() {
         writeln!(
@@ -386,7 +406,11 @@ fn mode_section(
         }
         writeln!(out, "</tbody></table>")?;
     }
+    Ok(())
+}
 
+/// Events per device (none for runs without devices).
+fn devices_table(out: &mut String, m: &ModeReport) -> std::fmt::Result {
     if !m.devices.is_empty() {
         writeln!(out, "<h3>Devices</h3>")?;
         writeln!(out, "<table><thead><tr><th>device</th><th>netns</th><th>ifindex</th><th>events</th></tr></thead><tbody>")?;
@@ -402,7 +426,11 @@ fn mode_section(
         }
         writeln!(out, "</tbody></table>")?;
     }
+    Ok(())
+}
 
+/// The most frequent stack paths, outermost frame first.
+fn top_paths(out: &mut String, m: &ModeReport) -> std::fmt::Result {
     writeln!(out, "<h3>Top stack paths</h3>")?;
     writeln!(
         out,
@@ -425,7 +453,16 @@ fn mode_section(
         }
         writeln!(out, "</ol>")?;
     }
+    Ok(())
+}
 
+/// The mode's flame graph and, against the baseline, its differential one.
+fn flame_graphs(
+    out: &mut String,
+    m: &ModeReport,
+    run: Option<&ModeRun>,
+    baseline: Option<(&str, &str)>,
+) -> std::fmt::Result {
     writeln!(out, "<h3>Flame graph</h3>")?;
     match run {
         None => writeln!(out, r#"<p class="note">No recorded stacks for this mode.</p>"#)?,
@@ -458,7 +495,7 @@ fn mode_section(
             }
         }
     }
-    writeln!(out, "</section>")
+    Ok(())
 }
 
 /// Renders the comparison and the runs' flame graphs as one self-contained HTML page.

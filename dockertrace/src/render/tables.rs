@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use crate::{
     compare::{Comparison, ModeReport},
-    sinks::style::Style,
+    render::style::Style,
 };
 
 fn opt(v: Option<f64>, digits: usize) -> String {
