@@ -14,6 +14,7 @@ pub mod cost;
 pub mod datapath;
 pub mod decode;
 pub mod docker;
+pub mod errors;
 pub mod filter;
 pub mod flame;
 pub mod html;
