@@ -106,7 +106,7 @@ impl Run {
 }
 
 fn host_netns() -> u64 {
-    u64::from(dockertrace::netns::current_inode().unwrap())
+    u64::from(dockertrace::sys::netns::current_inode().unwrap())
 }
 
 /// Every event is on a device of the workload: a container's eth0, or in the host namespace a
@@ -143,7 +143,7 @@ fn assert_nothing_left() {
         .unwrap();
     let nets = String::from_utf8_lossy(&nets.stdout);
     assert!(nets.trim().is_empty(), "networks left: {nets}");
-    let links = dockertrace::modes::links::tagged_links();
+    let links = dockertrace::sys::links::tagged_links();
     assert!(links.is_empty(), "links left: {links:?}");
 }
 

@@ -93,7 +93,7 @@ impl Run {
 }
 
 fn host_netns() -> u32 {
-    dockertrace::netns::current_inode().unwrap()
+    dockertrace::sys::netns::current_inode().unwrap()
 }
 
 /// No namespace, tagged link or workload process of ours remains.
@@ -105,7 +105,7 @@ fn assert_nothing_left() {
     }
     assert_eq!(support::runs::netns_workload_processes(), Vec::<u32>::new(), "workload processes left");
     assert_eq!(support::runs::leftover_namespaces(), Vec::<String>::new(), "namespaces left");
-    let links = dockertrace::modes::links::tagged_links();
+    let links = dockertrace::sys::links::tagged_links();
     assert!(links.is_empty(), "links left: {links:?}");
 }
 
@@ -188,7 +188,7 @@ fn macvlan_runs_on_an_isolated_parent() {
 #[test]
 fn ipvlan_modes_run_or_fail_with_one_clear_line() {
     let Some(_s) = serial() else { return };
-    let supported = dockertrace::modes::links::kernel_supports("ipvlan");
+    let supported = dockertrace::sys::links::kernel_supports("ipvlan");
     for mode in ["ipvlan-l2", "ipvlan-l3"] {
         let r = run_netns(mode, &[]);
         if let Err(e) = &supported {

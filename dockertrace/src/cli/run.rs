@@ -10,11 +10,12 @@ use super::{
     trace::{print_attached, stop_signal, warn_unmatched, Outputs, TracingArgs},
 };
 use crate::{
-    modes::{self, links, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
+    modes::{self, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
     pipeline,
     recording::{ModeRun, Recording, RunBuilder},
     report::TraceReport,
     sinks::{live::render_summary, style::Style},
+    sys::links,
     teardown::Teardown,
     tracer::{Counters, Tracer},
     ui::Ui,

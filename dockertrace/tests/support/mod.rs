@@ -13,10 +13,10 @@ use std::{
 
 use dockertrace::{
     filter::Filter,
-    netns::{self, Namespace},
     pipeline::{self, MemorySink, TracedEvent},
     report::TraceReport,
     select::EventSelector,
+    sys::netns::{self, Namespace},
     tracer::{TraceOptions, Tracer},
     workload::{self, ClientArgs, ServerArgs, WorkloadReport},
 };
