@@ -334,9 +334,14 @@ impl Runtime {
             }
         };
         step("looking for what earlier runs left");
-        let removed = leftovers::remove_dead_runs(runtime.docker()).await?;
-        if !removed.is_empty() {
-            print_line(&format!("dockertrace: {}", removed.line()));
+        // What a dead run left is in the way of nothing this run creates (names are per run):
+        // a failure to remove it is worth a line, not the run.
+        match leftovers::remove_dead_runs(runtime.docker()).await {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => print_line(&format!("dockertrace: {}", removed.line())),
+            Err(e) => print_line(&format!(
+                "dockertrace: could not remove what an earlier run left ({e:#}); try `dockertrace cleanup`"
+            )),
         }
         Ok(runtime)
     }
