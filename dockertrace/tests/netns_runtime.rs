@@ -287,6 +287,49 @@ fn a_killed_run_leaves_no_process_and_cleanup_removes_its_namespaces() {
     assert_nothing_left();
 }
 
+#[test]
+fn the_next_run_removes_what_a_killed_run_left_and_says_so() {
+    let Some(_s) = serial() else { return };
+    let mut child = start_long_run("bridge");
+    let pid = child.id();
+    let runs = support::runs::runs_of(pid);
+    assert_eq!(runs.len(), 1, "the run records its owner: {runs:?}");
+    let _leftovers = support::runs::RunLeftovers(runs[0].clone());
+    child.kill(); // SIGKILL: no chance to clean up
+    let _ = child.wait();
+    let prefix = format!("dockertrace-{}-", runs[0]);
+    let left = || support::runs::leftover_namespaces().into_iter().filter(|n| n.starts_with(&prefix)).count();
+    assert_eq!(left(), 3, "a crash leaves its namespaces");
+
+    let r = run_netns("normal", &["--port", "10044"]);
+    r.assert_ok();
+    let line = format!("dockertrace: removed what an earlier run (pid {pid}, gone) left: 3 namespaces");
+    assert_eq!(r.stderr.lines().filter(|l| l.contains("removed what")).collect::<Vec<_>>(), [line.as_str()]);
+    assert_eq!(left(), 0, "the dead run's namespaces are gone");
+    assert!(support::runs::runs_of(pid).is_empty(), "its state file is gone");
+    assert_nothing_left();
+}
+
+#[test]
+fn a_run_never_touches_what_a_live_run_uses() {
+    let Some(_s) = serial() else { return };
+    let mut child = start_long_run("macvlan");
+    let runs = support::runs::runs_of(child.id());
+    assert_eq!(runs.len(), 1, "the run records its owner: {runs:?}");
+    let _leftovers = support::runs::RunLeftovers(runs[0].clone());
+    let before = support::runs::leftover_namespaces();
+    assert_eq!(before.len(), 3, "host, server, client");
+
+    let r = run_netns("normal", &["--port", "10045"]);
+    r.assert_ok();
+    assert!(!r.stderr.contains("removed what"), "{}", r.stderr);
+    assert_eq!(support::runs::leftover_namespaces(), before, "the live run keeps its namespaces");
+    assert!(child.running(), "the live run still runs");
+    child.interrupt();
+    assert_eq!(child.wait().code(), Some(130), "interrupted runs exit 130");
+    assert_nothing_left();
+}
+
 /// `--mode all --runtime netns`: every mode the kernel supports runs without Docker, the rest is
 /// skipped with its reason, and the comparison and the recording come out as with Docker.
 #[test]

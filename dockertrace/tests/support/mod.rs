@@ -378,6 +378,11 @@ impl Child {
         self.0.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("child").id()
+    }
+
     /// SIGKILL (a crash, as far as the child can tell).
     pub fn kill(&mut self) {
         if let Some(c) = self.0.as_mut() {
