@@ -7,7 +7,7 @@ use std::{
 
 use dockertrace_common::{DevKey, FILTER_DEV, FILTER_NETNS, FILTER_PID, FILTER_PORT};
 
-use crate::netns::{self, NetnsError};
+use crate::sys::netns::{self, NetnsError};
 
 /// A network namespace as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,7 @@ impl std::str::FromStr for NetnsSpec {
             return s.parse().map(NetnsSpec::Inode).map_err(|_| format!("`{s}` is not a valid netns inode"));
         }
         // A bare name means `ip netns add NAME`'s file.
-        let path = if s.contains('/') { PathBuf::from(s) } else { Path::new("/var/run/netns").join(s) };
+        let path = if s.contains('/') { PathBuf::from(s) } else { Path::new(netns::NETNS_DIR).join(s) };
         Ok(NetnsSpec::Path(path))
     }
 }
@@ -101,7 +101,7 @@ impl Filter {
 
 /// Finds a path for a netns inode, so we can enter it.
 pub fn path_of_inode(inode: u32) -> Result<PathBuf, FilterError> {
-    let named = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten().map(|e| e.path());
+    let named = std::fs::read_dir(netns::NETNS_DIR).into_iter().flatten().flatten().map(|e| e.path());
     let procs = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()

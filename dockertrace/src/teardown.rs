@@ -3,7 +3,13 @@
 //! panics (the `Drop` guard, which tears down on a thread of its own).
 use std::path::PathBuf;
 
-use crate::{docker::Docker, modes::links};
+use crate::{
+    docker::Docker,
+    sys::{
+        links,
+        netns::{self, IpError, Namespace, Removal},
+    },
+};
 
 /// A thing a run created.
 #[derive(Debug)]
@@ -52,6 +58,13 @@ impl Teardown {
         self.items.push(r);
     }
 
+    /// Registers namespace `name`, then creates it: the teardown deletes it (dropping the
+    /// returned value does not).
+    pub fn create_namespace(&mut self, name: &str) -> Result<Namespace, IpError> {
+        self.push(Resource::Namespace(name.to_owned()));
+        Namespace::create_with(name, Removal::Registered)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -75,9 +88,7 @@ impl Teardown {
                     None => Err("no connection to the Docker engine".into()),
                 },
                 Resource::Link(l) => links::delete_link(&l).map_err(|e| e.to_string()),
-                Resource::Namespace(n) => {
-                    crate::modes::netns::delete_namespace(&n).map_err(|e| e.to_string())
-                }
+                Resource::Namespace(n) => netns::delete_namespace(&n).map_err(|e| e.to_string()),
                 Resource::Child(mut c) => {
                     // Our own child, by pid: ask politely, then insist.
                     // SAFETY: plain syscall on our child's pid.
@@ -156,5 +167,22 @@ mod tests {
         assert!(!f.exists());
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} still running");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn namespaces_it_created_go_with_the_teardown_not_with_their_value() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: creating network namespaces needs root");
+            return;
+        }
+        let name = format!("dt-u{}-teardown", std::process::id());
+        let mut t = Teardown::new();
+        let ns = t.create_namespace(&name).expect("create");
+        let path = ns.path();
+        drop(ns);
+        assert!(path.exists(), "the teardown owns {name}");
+        drop(t); // the guard removes it
+        assert!(!path.exists(), "{name} outlived the teardown");
     }
 }

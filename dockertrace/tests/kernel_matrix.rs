@@ -114,7 +114,7 @@ fn kprobe_loopback_xmit_fires_on_lo() {
         let mut args = dockertrace::workload::ClientArgs::new("127.0.0.1");
         args.port = server.addr.port();
         args.count = Some(N);
-        let r = dockertrace::netns::run_in(&ns_path, move || dockertrace::workload::run_client(&args))
+        let r = dockertrace::sys::netns::run_in(&ns_path, move || dockertrace::workload::run_client(&args))
             .unwrap()
             .unwrap();
         assert_eq!(r.messages, N);

@@ -106,7 +106,7 @@ impl Run {
 }
 
 fn host_netns() -> u64 {
-    u64::from(dockertrace::netns::current_inode().unwrap())
+    u64::from(dockertrace::sys::netns::current_inode().unwrap())
 }
 
 /// Every event is on a device of the workload: a container's eth0, or in the host namespace a
@@ -143,7 +143,7 @@ fn assert_nothing_left() {
         .unwrap();
     let nets = String::from_utf8_lossy(&nets.stdout);
     assert!(nets.trim().is_empty(), "networks left: {nets}");
-    let links = dockertrace::modes::links::tagged_links();
+    let links = dockertrace::sys::links::tagged_links();
     assert!(links.is_empty(), "links left: {links:?}");
 }
 
@@ -282,6 +282,32 @@ fn cleanup_removes_what_a_killed_run_left() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
     assert_nothing_left();
+}
+
+#[test]
+fn the_next_run_removes_what_a_killed_run_left_and_says_so() {
+    let _serial = docker_skip!();
+    let mut child = start_long_run("macvlan");
+    let pid = child.id();
+    let runs = support::runs::runs_of(pid);
+    assert_eq!(runs.len(), 1, "the containers name their owner: {runs:?}");
+    let _leftovers = support::runs::RunLeftovers(runs[0].clone());
+    child.kill(); // SIGKILL: containers, network and parent link stay
+    let _ = child.wait();
+    let owned = format!("label=dockertrace.pid={pid}");
+    let ps = Command::new("docker").args(["ps", "-q", "--filter", &owned]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).lines().count(),
+        2,
+        "the killed run's containers still run"
+    );
+
+    let r = run_mode("bridge", &[]);
+    let line = format!(
+        "dockertrace: removed what an earlier run (pid {pid}, gone) left: 2 containers, 1 network, 1 link"
+    );
+    assert_eq!(r.stderr.lines().filter(|l| l.contains("removed what")).collect::<Vec<_>>(), [line.as_str()]);
+    assert_common(&r);
 }
 
 #[test]

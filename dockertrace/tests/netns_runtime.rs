@@ -93,7 +93,7 @@ impl Run {
 }
 
 fn host_netns() -> u32 {
-    dockertrace::netns::current_inode().unwrap()
+    dockertrace::sys::netns::current_inode().unwrap()
 }
 
 /// No namespace, tagged link or workload process of ours remains.
@@ -105,7 +105,7 @@ fn assert_nothing_left() {
     }
     assert_eq!(support::runs::netns_workload_processes(), Vec::<u32>::new(), "workload processes left");
     assert_eq!(support::runs::leftover_namespaces(), Vec::<String>::new(), "namespaces left");
-    let links = dockertrace::modes::links::tagged_links();
+    let links = dockertrace::sys::links::tagged_links();
     assert!(links.is_empty(), "links left: {links:?}");
 }
 
@@ -188,7 +188,7 @@ fn macvlan_runs_on_an_isolated_parent() {
 #[test]
 fn ipvlan_modes_run_or_fail_with_one_clear_line() {
     let Some(_s) = serial() else { return };
-    let supported = dockertrace::modes::links::kernel_supports("ipvlan");
+    let supported = dockertrace::sys::links::kernel_supports("ipvlan");
     for mode in ["ipvlan-l2", "ipvlan-l3"] {
         let r = run_netns(mode, &[]);
         if let Err(e) = &supported {
@@ -284,6 +284,49 @@ fn a_killed_run_leaves_no_process_and_cleanup_removes_its_namespaces() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    assert_nothing_left();
+}
+
+#[test]
+fn the_next_run_removes_what_a_killed_run_left_and_says_so() {
+    let Some(_s) = serial() else { return };
+    let mut child = start_long_run("bridge");
+    let pid = child.id();
+    let runs = support::runs::runs_of(pid);
+    assert_eq!(runs.len(), 1, "the run records its owner: {runs:?}");
+    let _leftovers = support::runs::RunLeftovers(runs[0].clone());
+    child.kill(); // SIGKILL: no chance to clean up
+    let _ = child.wait();
+    let prefix = format!("dockertrace-{}-", runs[0]);
+    let left = || support::runs::leftover_namespaces().into_iter().filter(|n| n.starts_with(&prefix)).count();
+    assert_eq!(left(), 3, "a crash leaves its namespaces");
+
+    let r = run_netns("normal", &["--port", "10044"]);
+    r.assert_ok();
+    let line = format!("dockertrace: removed what an earlier run (pid {pid}, gone) left: 3 namespaces");
+    assert_eq!(r.stderr.lines().filter(|l| l.contains("removed what")).collect::<Vec<_>>(), [line.as_str()]);
+    assert_eq!(left(), 0, "the dead run's namespaces are gone");
+    assert!(support::runs::runs_of(pid).is_empty(), "its state file is gone");
+    assert_nothing_left();
+}
+
+#[test]
+fn a_run_never_touches_what_a_live_run_uses() {
+    let Some(_s) = serial() else { return };
+    let mut child = start_long_run("macvlan");
+    let runs = support::runs::runs_of(child.id());
+    assert_eq!(runs.len(), 1, "the run records its owner: {runs:?}");
+    let _leftovers = support::runs::RunLeftovers(runs[0].clone());
+    let before = support::runs::leftover_namespaces();
+    assert_eq!(before.len(), 3, "host, server, client");
+
+    let r = run_netns("normal", &["--port", "10045"]);
+    r.assert_ok();
+    assert!(!r.stderr.contains("removed what"), "{}", r.stderr);
+    assert_eq!(support::runs::leftover_namespaces(), before, "the live run keeps its namespaces");
+    assert!(child.running(), "the live run still runs");
+    child.interrupt();
+    assert_eq!(child.wait().code(), Some(130), "interrupted runs exit 130");
     assert_nothing_left();
 }
 

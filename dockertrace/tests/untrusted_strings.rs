@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dockertrace::{netns, workload::{self, ClientArgs}};
+use dockertrace::{
+    sys::netns,
+    workload::{self, ClientArgs},
+};
 use support::{EchoServer, Topology};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dockertrace");

@@ -10,10 +10,11 @@ use super::{
     trace::{print_attached, print_warnings, stop_signal, warn_unmatched, Outputs, TracingArgs},
 };
 use crate::{
-    modes::{links, Addressing, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
+    modes::{Addressing, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
     recording::{ModeRun, Recording, RunBuilder},
     render::{style::Style, summary::render_summary, workload::render_workload},
     session::{Outcome, Session},
+    sys::links,
     teardown::Teardown,
     counters::Counters,
     ui::Ui,

@@ -9,10 +9,11 @@ use ipnet::IpNet;
 
 use crate::{docker::Docker, filter::Filter, teardown::Teardown, workload::WorkloadReport};
 
-pub mod docker;
+pub mod docker_runtime;
 pub mod host;
-pub mod links;
-pub mod netns;
+pub mod leftovers;
+pub mod netns_runtime;
+pub mod subnet;
 
 /// A networking mode of the study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -203,7 +204,7 @@ impl LanSpec {
             return Ok(None);
         }
         if let Some(p) = &self.parent {
-            if crate::netns::ifindex(None, p).is_err() {
+            if crate::sys::netns::ifindex(None, p).is_err() {
                 return Err(SpecError::NoParent(p.clone()));
             }
         }
@@ -319,16 +320,30 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// Opens `kind` for `mode` (connects to the engine when the mode needs it).
+    /// Opens `kind` for `mode` (connects to the engine when the mode needs it), then removes
+    /// what dead runs left that this runtime can see ([`leftovers::remove_dead_runs`]: host
+    /// links and namespaces always, containers and networks with the engine) and says so in
+    /// one line.
     pub async fn open(kind: RuntimeKind, mode: Mode, step: &dyn Fn(&str)) -> anyhow::Result<Runtime> {
-        Ok(match kind {
+        let runtime = match kind {
             RuntimeKind::Netns => Runtime::Netns,
             RuntimeKind::Docker if !mode.uses_docker() => Runtime::Host,
             RuntimeKind::Docker => {
                 step("connecting to the Docker engine");
                 Runtime::Docker(Docker::connect().await?)
             }
-        })
+        };
+        step("looking for what earlier runs left");
+        // What a dead run left is in the way of nothing this run creates (names are per run):
+        // a failure to remove it is worth a line, not the run.
+        match leftovers::remove_dead_runs(runtime.docker()).await {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => print_line(&format!("dockertrace: {}", removed.line())),
+            Err(e) => print_line(&format!(
+                "dockertrace: could not remove what an earlier run left ({e:#}); try `dockertrace cleanup`"
+            )),
+        }
+        Ok(runtime)
     }
 
     /// The runtime the user chose (`normal` on Docker's runtime runs on the host).
@@ -350,7 +365,7 @@ impl Runtime {
     /// One line for the run's banner and reports.
     pub fn describe(&self, mode: Mode) -> &'static str {
         match self {
-            Runtime::Netns => netns::describe(mode),
+            Runtime::Netns => netns_runtime::describe(mode),
             _ => mode.describe(),
         }
     }
@@ -364,8 +379,8 @@ impl Runtime {
     ) -> anyhow::Result<Deployment> {
         match self {
             Runtime::Host => host::deploy_normal(req.port, teardown),
-            Runtime::Docker(d) => docker::deploy(d, req, teardown, step).await,
-            Runtime::Netns => netns::deploy(req, teardown, step),
+            Runtime::Docker(d) => docker_runtime::deploy(d, req, teardown, step).await,
+            Runtime::Netns => netns_runtime::deploy(req, teardown, step),
         }
     }
 
@@ -376,12 +391,24 @@ impl Runtime {
         client_args: &[String],
     ) -> anyhow::Result<WorkloadReport> {
         match (&dep.client, self) {
-            (ClientPlace::Container(id), Runtime::Docker(d)) => docker::run_client(d, id, client_args).await,
+            (ClientPlace::Container(id), Runtime::Docker(d)) => {
+                docker_runtime::run_client(d, id, client_args).await
+            }
             (ClientPlace::Container(_), _) => anyhow::bail!("a container client needs the Docker runtime"),
             (ClientPlace::Host, _) => host::run_client(None, client_args).await,
             (ClientPlace::Namespace(p), _) => host::run_client(Some(p), client_args).await,
         }
     }
+}
+
+/// A line on stderr that stays, also while a progress spinner shows on the terminal (the
+/// spinner's line is cleared first; it redraws itself on its next tick).
+fn print_line(line: &str) {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    eprintln!("{line}");
 }
 
 #[cfg(test)]

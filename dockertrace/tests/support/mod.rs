@@ -13,12 +13,12 @@ use std::{
 
 use dockertrace::{
     filter::Filter,
-    netns::{self, Namespace},
     decode::TracedEvent,
-    probes::tracepoints::AttachType,
     pipeline::{self, MemorySink},
+    probes::tracepoints::AttachType,
     summary::TraceReport,
     select::EventSelector,
+    sys::netns::{self, Namespace},
     tracer::{TraceOptions, Tracer},
     workload::{self, ClientArgs, ServerArgs, WorkloadReport},
 };
@@ -379,6 +379,11 @@ impl Child {
     /// Still running (not exited yet).
     pub fn running(&mut self) -> bool {
         self.0.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("child").id()
     }
 
     /// SIGKILL (a crash, as far as the child can tell).

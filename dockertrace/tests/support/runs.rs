@@ -1,6 +1,6 @@
 //! Running the real `dockertrace` binary from root tests (also inside a VM, where the binary
 //! may live elsewhere): the binary's path, and leftovers checks.
-use std::path::PathBuf;
+use std::{path::PathBuf, process::Command};
 
 /// The binary under test: `$DOCKERTRACE_BIN` when set (e.g. a VM image that carries the
 /// binary at another path), else the one cargo built for this test.
@@ -45,4 +45,61 @@ pub fn netns_workload_processes() -> Vec<u32> {
             (is_workload && ours && elsewhere).then_some(pid)
         })
         .collect()
+}
+
+/// The run ids whose recorded owner (Docker labels, or the netns runtime's state file) is `pid`.
+pub fn runs_of(pid: u32) -> Vec<String> {
+    let mut runs: Vec<String> = dockertrace::sys::owner::states()
+        .into_iter()
+        .filter(|(_, owner, _)| owner.pid == pid)
+        .map(|(run, ..)| run)
+        .collect();
+    let filter = format!("label={}={pid}", dockertrace::docker::LABEL_PID);
+    let format = format!("{{{{.Label \"{}\"}}}}", dockertrace::docker::LABEL);
+    if let Ok(out) =
+        Command::new("docker").args(["ps", "-a", "--filter", &filter, "--format", &format]).output()
+    {
+        runs.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned));
+    }
+    runs.sort();
+    runs.dedup();
+    runs
+}
+
+/// Removes everything run `run` may have left when dropped (a test that kills a run and fails
+/// before the next run cleaned up must not leave it behind): its containers and networks, its
+/// parent link, its namespaces and its state file. Only that run's objects: other runs on the
+/// machine may be live.
+pub struct RunLeftovers(pub String);
+
+impl Drop for RunLeftovers {
+    fn drop(&mut self) {
+        let run = &self.0;
+        let quiet = |cmd: &mut Command| {
+            let _ = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+        };
+        let label = format!("label={}={run}", dockertrace::docker::LABEL);
+        for (list, rm) in [(["ps", "-aq"], ["rm", "-f"]), (["network", "ls"], ["network", "rm"])] {
+            let mut ls = Command::new("docker");
+            ls.args(list);
+            if list[0] == "network" {
+                ls.arg("-q");
+            }
+            if let Ok(out) = ls.args(["--filter", &label]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    quiet(Command::new("docker").args(rm).arg(id));
+                }
+            }
+        }
+        let (p0, _) = dockertrace::sys::links::parent_names(run);
+        if std::path::Path::new("/sys/class/net").join(&p0).exists() {
+            quiet(Command::new("ip").args(["link", "del", &p0]));
+        }
+        for role in dockertrace::modes::netns_runtime::ROLES {
+            let _ = dockertrace::sys::netns::delete_namespace(&dockertrace::modes::netns_runtime::ns_name(
+                run, role,
+            ));
+        }
+        let _ = std::fs::remove_file(dockertrace::sys::owner::state_file(run));
+    }
 }

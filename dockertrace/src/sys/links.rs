@@ -1,13 +1,15 @@
-//! Links the modes need: looking devices up inside namespaces, probing the kernel for a link
-//! type, the isolated parent link of macvlan/ipvlan, and a free private subnet.
-use std::{net::Ipv4Addr, path::Path, process::Command};
+//! Links, low level: looking devices up inside namespaces, probing the kernel for a link type,
+//! the isolated parent link of macvlan/ipvlan, and the host links dockertrace tagged.
+use std::{path::Path, process::Command};
 
-use ipnet::{IpNet, Ipv4Net};
+use super::{
+    netns::{self, ip, Namespace},
+    owner::Owner,
+};
 
-use crate::netns::{self, ip, Namespace};
-
-/// The alias (`ip link set ... alias`) of every link dockertrace creates in the host namespace,
-/// so that `dockertrace cleanup` removes only those.
+/// The alias (`ip link set ... alias`) of every link dockertrace creates in the host namespace
+/// starts with this word, so that `dockertrace cleanup` removes only those. After it come the
+/// run and its owner: `dockertrace run=RUN pid=PID start=TICKS` (see [`owner_alias`]).
 pub const LINK_ALIAS: &str = "dockertrace";
 
 /// Errors about links.
@@ -21,8 +23,6 @@ pub enum LinkError {
     Show { dev: String, msg: String },
     #[error("this kernel cannot create {kind} links ({msg}): it lacks CONFIG_{config} or the {kind} module cannot be loaded; choose another mode")]
     Unsupported { kind: String, config: String, msg: String },
-    #[error("no free private subnet found in 10.213.0.0/16; pass --subnet and --gateway")]
-    NoSubnet,
 }
 
 /// A device as `ip -o link show` describes it.
@@ -114,12 +114,19 @@ pub fn parent_names(run_id: &str) -> (String, String) {
     (format!("dt{short}p0"), format!("dt{short}p1"))
 }
 
-/// Creates the isolated parent link (both ends up, tagged with [`LINK_ALIAS`]).
+/// The alias of a host link of run `run_id`, owned by `owner`.
+pub fn owner_alias(run_id: &str, owner: Owner) -> String {
+    format!("{LINK_ALIAS} run={run_id} {}", owner.tag())
+}
+
+/// Creates the isolated parent link (both ends up, tagged with [`owner_alias`] for this
+/// process).
 pub fn create_parent(run_id: &str) -> Result<String, LinkError> {
     let (p0, p1) = parent_names(run_id);
+    let alias = owner_alias(run_id, Owner::current());
     ip(&["link", "add", &p0, "type", "veth", "peer", "name", &p1])?;
     for dev in [&p0, &p1] {
-        ip(&["link", "set", dev, "alias", LINK_ALIAS])?;
+        ip(&["link", "set", dev, "alias", &alias])?;
         ip(&["link", "set", dev, "up"])?;
     }
     Ok(p0)
@@ -134,47 +141,23 @@ pub fn delete_link(name: &str) -> Result<(), LinkError> {
     }
 }
 
-/// Host links that carry [`LINK_ALIAS`] (leftovers of crashed runs).
+/// Host links tagged by dockertrace (leftovers of crashed runs, or links of running ones).
 pub fn tagged_links() -> Vec<String> {
+    tagged_links_with_alias().into_iter().map(|(name, _)| name).collect()
+}
+
+/// Host links tagged by dockertrace, with their alias (which names the owner, see
+/// [`owner_alias`]; links of older versions carry the bare [`LINK_ALIAS`]).
+pub fn tagged_links_with_alias() -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir("/sys/class/net") else { return Vec::new() };
     entries
         .flatten()
-        .filter(|e| std::fs::read_to_string(e.path().join("ifalias")).is_ok_and(|a| a.trim() == LINK_ALIAS))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// IPv4 routes of the host (destination networks), from /proc/net/route.
-fn host_routes() -> Vec<Ipv4Net> {
-    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<_> = l.split_whitespace().collect();
-            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let addr = Ipv4Addr::from(u32::from_be(dest));
-            let prefix = u32::from_be(mask).leading_ones() as u8;
-            Ipv4Net::new(addr, prefix).ok()
+        .filter_map(|e| {
+            let alias = std::fs::read_to_string(e.path().join("ifalias")).ok()?.trim().to_owned();
+            let tagged = alias == LINK_ALIAS || alias.strip_prefix(LINK_ALIAS)?.starts_with(' ');
+            tagged.then(|| (e.file_name().to_string_lossy().into_owned(), alias))
         })
-        .filter(|n| n.prefix_len() > 0)
         .collect()
-}
-
-/// A /24 in 10.213.0.0/16 that no host route overlaps, chosen from the run id so concurrent
-/// runs rarely collide.
-pub fn pick_subnet(run_id: &str, taken: &[IpNet]) -> Result<Ipv4Net, LinkError> {
-    let routes = host_routes();
-    let seed = run_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
-    (0..254u32)
-        .map(|i| ((seed + i) % 254 + 1) as u8)
-        .map(|x| Ipv4Net::new(Ipv4Addr::new(10, 213, x, 0), 24).expect("valid /24"))
-        .find(|n| {
-            !routes.iter().any(|r| overlaps(r, n))
-                && !taken.iter().any(|t| matches!(t, IpNet::V4(t) if overlaps(t, n)))
-        })
-        .ok_or(LinkError::NoSubnet)
 }
 
 #[cfg(test)]
@@ -201,12 +184,12 @@ mod tests {
     }
 
     #[test]
-    fn picks_a_subnet_outside_taken_ones() {
-        let first = pick_subnet("abc", &[]).unwrap();
-        let second = pick_subnet("abc", &[IpNet::V4(first)]).unwrap();
-        assert_ne!(first, second);
-        assert!(second.to_string().starts_with("10.213."));
-        assert_eq!(second.prefix_len(), 24);
+    fn aliases_name_the_run_and_its_owner() {
+        let o = Owner { pid: 12, start: 34 };
+        let a = owner_alias("ab12cd34", o);
+        assert_eq!(a, "dockertrace run=ab12cd34 pid=12 start=34");
+        assert!(a.len() < 256, "IFALIASZ");
+        assert_eq!(Owner::from_tag(&a), Some(o));
     }
 
     #[test]

@@ -10,26 +10,30 @@
 //!
 //! The workload is this same binary, entering its namespace before exec and killed with
 //! dockertrace (PR_SET_PDEATHSIG). Deleting a namespace removes its links, routes, sysctls and
-//! iptables rules; `dockertrace cleanup` finds leftovers by the `dockertrace-` name prefix.
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-    process::Command,
-};
+//! iptables rules; `dockertrace cleanup` finds leftovers by the `dockertrace-` name prefix. The
+//! run's owner (pid and start time) is kept in `/run/dockertrace/<run>.pid` while it runs, so
+//! that the next run removes what a killed one left (see `modes::leftovers`).
+use std::{net::IpAddr, path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
-use dockertrace_common::DevKey;
 use ipnet::IpNet;
 
-use super::{host, links, ClientPlace, DeployRequest, Deployment, Mode};
+use super::{host, subnet, ClientPlace, DeployRequest, Deployment, Mode};
 use crate::{
     filter::Filter,
-    netns::{self, ip, IpError},
+    sys::{
+        links,
+        netns::Namespace,
+        owner::{self, Owner},
+    },
     teardown::{Resource, Teardown},
 };
 
 /// Every namespace of the runtime is called `dockertrace-<run>-<role>`.
 pub const NS_PREFIX: &str = "dockertrace-";
+
+/// The roles of a run's namespaces.
+pub const ROLES: [&str; 3] = ["host", "server", "client"];
 
 /// The namespace of role `role` (`host`, `server`, `client`) of run `run_id`.
 pub fn ns_name(run_id: &str, role: &str) -> String {
@@ -59,70 +63,26 @@ pub fn describe(mode: Mode) -> &'static str {
     }
 }
 
-/// Deletes a named namespace; a missing one is not an error.
-pub fn delete_namespace(name: &str) -> Result<(), IpError> {
-    match ip(&["netns", "del", name]) {
-        Err(e) if e.msg.contains("No such file") => Ok(()),
-        r => r,
-    }
+/// Registers and creates namespace `role` of run `run_id` (the teardown deletes it), without
+/// IPv6 as in a Docker container.
+fn create_ns(run_id: &str, role: &str, teardown: &mut Teardown) -> anyhow::Result<Namespace> {
+    let ns = teardown.create_namespace(&ns_name(run_id, role))?;
+    // Docker disables IPv6 in containers without an IPv6 network; so do we (it also keeps
+    // autoconfiguration packets out of the trace). No IPv6 in the kernel: nothing to do.
+    let _ = ns.sysctl("ipv6/conf/all/disable_ipv6", "1");
+    let _ = ns.sysctl("ipv6/conf/default/disable_ipv6", "1");
+    Ok(ns)
 }
 
-/// A namespace of this run. Registered in the teardown before it is created; the teardown
-/// deletes it (there is no Drop here: the teardown owns removal, also on Ctrl-C and errors).
-struct Ns {
-    name: String,
-    path: PathBuf,
-}
-
-impl Ns {
-    fn create(run_id: &str, role: &str, teardown: &mut Teardown) -> anyhow::Result<Ns> {
-        let name = ns_name(run_id, role);
-        teardown.push(Resource::Namespace(name.clone()));
-        ip(&["netns", "add", &name])?;
-        let ns = Ns { path: Path::new("/var/run/netns").join(&name), name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        // Docker disables IPv6 in containers without an IPv6 network; so do we (it also keeps
-        // autoconfiguration packets out of the trace). No IPv6 in the kernel: nothing to do.
-        let _ = ns.sysctl("ipv6/conf/all/disable_ipv6", "1");
-        let _ = ns.sysctl("ipv6/conf/default/disable_ipv6", "1");
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<(), IpError> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// Sets `/proc/sys/net/KEY` inside this namespace.
-    fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        let file = Path::new("/proc/sys/net").join(key);
-        let v = value.to_owned();
-        netns::run_in(&self.path, move || std::fs::write(&file, v))?
-            .with_context(|| format!("cannot set net.{} in {}", key.replace('/', "."), self.name))
-    }
-
-    fn inode(&self) -> anyhow::Result<u32> {
-        Ok(netns::inode_of(&self.path)?)
-    }
-
-    fn dev(&self, dev: &str) -> anyhow::Result<DevKey> {
-        Ok(DevKey { netns: self.inode()?, ifindex: netns::ifindex(Some(&self.path), dev)? })
-    }
-
-    /// Runs `PROG ARGS` inside the namespace (`ip netns exec`); Err: one line naming it.
-    fn exec(&self, prog: &str, args: &[&str]) -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, prog])
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run `ip netns exec`: {e}"))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!("`{prog} {}` failed: {}", args.join(" "), err.lines().next().unwrap_or("").trim()))
-    }
+/// Records this process as the owner of run `run_id` (`/run/dockertrace/<run>.pid`), so that a
+/// later run can tell whether what this one left belongs to a dead run. Registered first, so
+/// the teardown removes it last.
+fn record_owner(run_id: &str, teardown: &mut Teardown) -> anyhow::Result<()> {
+    let path = owner::state_file(run_id);
+    teardown.push(Resource::File(path.clone()));
+    owner::write_state(run_id, Owner::current())
+        .with_context(|| format!("cannot record the run's owner in {}", path.display()))?;
+    Ok(())
 }
 
 /// The addresses of a networked mode: the user's (`--subnet --gateway [--ip-server
@@ -132,9 +92,8 @@ fn addresses(req: &DeployRequest<'_>) -> anyhow::Result<(IpNet, IpAddr, IpAddr, 
     let (subnet, gateway, fixed) = match &req.addressing {
         Some(a) => (a.subnet, a.gateway, (a.server, a.client)),
         None => {
-            let net = links::pick_subnet(req.run_id, &[])?;
-            let gw = net.hosts().next().context("empty subnet")?;
-            (IpNet::V4(net), IpAddr::V4(gw), (None, None))
+            let a = subnet::default_addressing(req.run_id)?;
+            (a.subnet, a.gateway, (None, None))
         }
     };
     let mut free = subnet.hosts().filter(|h| *h != gateway && Some(*h) != fixed.0 && Some(*h) != fixed.1);
@@ -155,108 +114,175 @@ pub fn deploy(
     teardown: &mut Teardown,
     step: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<Deployment> {
-    let mode = req.mode;
     let run = req.run_id;
-    let short: String = run.chars().take(8).collect();
-    let mut notes = Vec::new();
+    record_owner(run, teardown)?;
     step(&format!("creating network namespace {}", ns_name(run, "host")));
-    let h = Ns::create(run, "host", teardown)?;
-    notes.push(format!("runtime netns: {} stands in for the Docker host, netns {}", h.name, h.inode()?));
-
-    if mode.over_loopback() {
-        let pid = host::spawn_server(Some(&h.path), "127.0.0.1", req.port, teardown)?;
-        notes.push(format!(
-            "server: process {pid} in {} on 127.0.0.1:{}; traced: TCP port {} on lo",
-            h.name, req.port, req.port
-        ));
-        return Ok(Deployment {
-            mode,
-            server_ip: IpAddr::from([127, 0, 0, 1]),
-            filter: Filter { port: Some(req.port), ..Default::default() },
-            notes,
-            client: ClientPlace::Namespace(h.path.clone()),
-        });
+    let h = create_ns(run, "host", teardown)?;
+    let mut notes =
+        vec![format!("runtime netns: {} stands in for the Docker host, netns {}", h.name(), h.inode()?)];
+    if req.mode.over_loopback() {
+        return loopback(req, &h, teardown, notes);
     }
 
-    let (subnet, gateway, server_ip, client_ip) = addresses(req)?;
-    let prefix = subnet.prefix_len().to_string();
-    let mut filter = Filter::default();
+    let net = Net::new(req)?;
     let mut spaces = Vec::new();
     for role in ["server", "client"] {
         step(&format!("creating network namespace {}", ns_name(run, role)));
-        spaces.push(Ns::create(run, role, teardown)?);
+        spaces.push(create_ns(run, role, teardown)?);
     }
     let (server, client) = (&spaces[0], &spaces[1]);
-    let gw = gateway.to_string();
-
-    match mode {
+    let mut filter = Filter::default();
+    match req.mode {
         Mode::Bridge | Mode::BridgeUser => {
-            // docker0 or br-<id>, but inside our own host namespace: the real docker0 (if any)
-            // is never touched.
-            let br = if mode == Mode::Bridge { format!("dt0-{short}") } else { format!("br-{short}") };
-            step(&format!("creating bridge {br} in {}", h.name));
-            h.ip(&["link", "add", &br, "type", "bridge"])?;
-            h.ip(&["addr", "add", &format!("{gw}/{prefix}"), "dev", &br])?;
-            h.ip(&["link", "set", &br, "up"])?;
-            filter.devs.insert(h.dev(&br)?);
-            h.sysctl("ipv4/ip_forward", "1")?;
-            notes.push(format!("bridge {br} ({gw}/{prefix}) in {}; ip_forward=1", h.name));
-            notes.push(br_netfilter(&h));
-            notes.push(docker_iptables(&h, &br, &subnet.to_string()));
-            for (ns, addr, tag) in [(server, server_ip, 's'), (client, client_ip, 'c')] {
-                let veth = format!("veth{short}{tag}");
-                h.ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
-                h.ip(&["link", "set", &veth, "master", &br])?;
-                h.ip(&["link", "set", &veth, "up"])?;
-                filter.devs.insert(h.dev(&veth)?);
-                configure_eth0(ns, addr, &prefix, &["default", "via", &gw])?;
-                filter.devs.insert(ns.dev("eth0")?);
-                notes.push(format!("{}: {addr} netns {} (host end {veth})", ns.name, ns.inode()?));
-            }
+            bridge(req, &net, &h, [server, client], &mut filter, &mut notes, step)?
         }
         Mode::Macvlan | Mode::IpvlanL2 | Mode::IpvlanL3 => {
-            // The isolated parent: a veth pair inside our host namespace; nothing reaches a LAN.
-            let (p0, p1) = links::parent_names(run);
-            step(&format!("creating the isolated parent link {p0} in {}", h.name));
-            h.ip(&["link", "add", &p0, "type", "veth", "peer", "name", &p1])?;
-            h.ip(&["link", "set", &p0, "up"])?;
-            h.ip(&["link", "set", &p1, "up"])?;
-            filter.devs.insert(h.dev(&p0)?);
-            notes.push(format!("parent link {p0} in {}, subnet {subnet}, gateway {gw}", h.name));
-            let (kind, kmode) = match mode {
-                Mode::Macvlan => ("macvlan", "bridge"),
-                Mode::IpvlanL2 => ("ipvlan", "l2"),
-                _ => ("ipvlan", "l3"),
-            };
-            for (ns, addr, tag) in [(server, server_ip, 's'), (client, client_ip, 'c')] {
-                // As Docker does: create on the parent, move into the namespace, rename eth0.
-                let tmp = format!("dt{short}{tag}");
-                h.ip(&["link", "add", "link", &p0, "name", &tmp, "type", kind, "mode", kmode])?;
-                h.ip(&["link", "set", &tmp, "netns", &ns.name])?;
-                ns.ip(&["link", "set", &tmp, "name", "eth0"])?;
-                let route: &[&str] = if mode == Mode::IpvlanL3 {
-                    &["default", "dev", "eth0"]
-                } else {
-                    &["default", "via", &gw]
-                };
-                configure_eth0(ns, addr, &prefix, route)?;
-                filter.devs.insert(ns.dev("eth0")?);
-                notes.push(format!("{}: {addr} netns {} ({kind} {kmode} on {p0})", ns.name, ns.inode()?));
-            }
+            vlan(req, &net, &h, [server, client], &mut filter, &mut notes, step)?
         }
         Mode::Normal | Mode::Host => unreachable!("loopback modes returned above"),
     }
 
-    let pid = host::spawn_server(Some(&server.path), "0.0.0.0", req.port, teardown)?;
-    notes.push(format!("server: process {pid} in {} on {server_ip}:{}", server.name, req.port));
+    let pid = host::spawn_server(Some(&server.path()), "0.0.0.0", req.port, teardown)?;
+    notes.push(format!("server: process {pid} in {} on {}:{}", server.name(), net.server, req.port));
     if filter.devs.is_empty() {
         bail!("no device of the workload found");
     }
-    Ok(Deployment { mode, server_ip, filter, notes, client: ClientPlace::Namespace(client.path.clone()) })
+    Ok(Deployment {
+        mode: req.mode,
+        server_ip: net.server,
+        filter,
+        notes,
+        client: ClientPlace::Namespace(client.path()),
+    })
+}
+
+/// `normal` and `host`: both workload processes over the loopback of the host namespace.
+fn loopback(
+    req: &DeployRequest<'_>,
+    h: &Namespace,
+    teardown: &mut Teardown,
+    mut notes: Vec<String>,
+) -> anyhow::Result<Deployment> {
+    let pid = host::spawn_server(Some(&h.path()), "127.0.0.1", req.port, teardown)?;
+    notes.push(format!(
+        "server: process {pid} in {} on 127.0.0.1:{}; traced: TCP port {} on lo",
+        h.name(),
+        req.port,
+        req.port
+    ));
+    Ok(Deployment {
+        mode: req.mode,
+        server_ip: IpAddr::from([127, 0, 0, 1]),
+        filter: Filter { port: Some(req.port), ..Default::default() },
+        notes,
+        client: ClientPlace::Namespace(h.path()),
+    })
+}
+
+/// The addressing of a networked mode, as the topology builders use it.
+struct Net {
+    subnet: IpNet,
+    /// The prefix length, as `ip` wants it.
+    prefix: String,
+    gateway: String,
+    server: IpAddr,
+    client: IpAddr,
+    /// The run id cut to fit device names (IFNAMSIZ).
+    short: String,
+}
+
+impl Net {
+    fn new(req: &DeployRequest<'_>) -> anyhow::Result<Net> {
+        let (subnet, gateway, server, client) = addresses(req)?;
+        Ok(Net {
+            subnet,
+            prefix: subnet.prefix_len().to_string(),
+            gateway: gateway.to_string(),
+            server,
+            client,
+            short: req.run_id.chars().take(8).collect(),
+        })
+    }
+}
+
+/// `bridge`/`bridge-user`: a docker0 or br-<id> bridge in the host namespace, a veth pair per
+/// container namespace, Docker's br_netfilter and iptables settings.
+fn bridge(
+    req: &DeployRequest<'_>,
+    net: &Net,
+    h: &Namespace,
+    [server, client]: [&Namespace; 2],
+    filter: &mut Filter,
+    notes: &mut Vec<String>,
+    step: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<()> {
+    let (short, gw, prefix) = (&net.short, &net.gateway, &net.prefix);
+    // docker0 or br-<id>, but inside our own host namespace: the real docker0 (if any) is
+    // never touched.
+    let br = if req.mode == Mode::Bridge { format!("dt0-{short}") } else { format!("br-{short}") };
+    step(&format!("creating bridge {br} in {}", h.name()));
+    h.ip(&["link", "add", &br, "type", "bridge"])?;
+    h.ip(&["addr", "add", &format!("{gw}/{prefix}"), "dev", &br])?;
+    h.ip(&["link", "set", &br, "up"])?;
+    filter.devs.insert(h.dev(&br)?);
+    h.sysctl("ipv4/ip_forward", "1")?;
+    notes.push(format!("bridge {br} ({gw}/{prefix}) in {}; ip_forward=1", h.name()));
+    notes.push(br_netfilter(h));
+    notes.push(docker_iptables(h, &br, &net.subnet.to_string()));
+    for (ns, addr, tag) in [(server, net.server, 's'), (client, net.client, 'c')] {
+        let veth = format!("veth{short}{tag}");
+        h.ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+        h.ip(&["link", "set", &veth, "master", &br])?;
+        h.ip(&["link", "set", &veth, "up"])?;
+        filter.devs.insert(h.dev(&veth)?);
+        configure_eth0(ns, addr, prefix, &["default", "via", gw])?;
+        filter.devs.insert(ns.dev("eth0")?);
+        notes.push(format!("{}: {addr} netns {} (host end {veth})", ns.name(), ns.inode()?));
+    }
+    Ok(())
+}
+
+/// `macvlan`/`ipvlan-*`: an isolated parent (a veth pair inside the host namespace, so nothing
+/// reaches a LAN) and a link on it per container namespace.
+fn vlan(
+    req: &DeployRequest<'_>,
+    net: &Net,
+    h: &Namespace,
+    [server, client]: [&Namespace; 2],
+    filter: &mut Filter,
+    notes: &mut Vec<String>,
+    step: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<()> {
+    let (short, gw, prefix) = (&net.short, &net.gateway, &net.prefix);
+    let (p0, p1) = links::parent_names(req.run_id);
+    step(&format!("creating the isolated parent link {p0} in {}", h.name()));
+    h.ip(&["link", "add", &p0, "type", "veth", "peer", "name", &p1])?;
+    h.ip(&["link", "set", &p0, "up"])?;
+    h.ip(&["link", "set", &p1, "up"])?;
+    filter.devs.insert(h.dev(&p0)?);
+    notes.push(format!("parent link {p0} in {}, subnet {}, gateway {gw}", h.name(), net.subnet));
+    let (kind, kmode) = match req.mode {
+        Mode::Macvlan => ("macvlan", "bridge"),
+        Mode::IpvlanL2 => ("ipvlan", "l2"),
+        _ => ("ipvlan", "l3"),
+    };
+    for (ns, addr, tag) in [(server, net.server, 's'), (client, net.client, 'c')] {
+        // As Docker does: create on the parent, move into the namespace, rename eth0.
+        let tmp = format!("dt{short}{tag}");
+        h.ip(&["link", "add", "link", &p0, "name", &tmp, "type", kind, "mode", kmode])?;
+        h.ip(&["link", "set", &tmp, "netns", ns.name()])?;
+        ns.ip(&["link", "set", &tmp, "name", "eth0"])?;
+        let route: &[&str] =
+            if req.mode == Mode::IpvlanL3 { &["default", "dev", "eth0"] } else { &["default", "via", gw] };
+        configure_eth0(ns, addr, prefix, route)?;
+        filter.devs.insert(ns.dev("eth0")?);
+        notes.push(format!("{}: {addr} netns {} ({kind} {kmode} on {p0})", ns.name(), ns.inode()?));
+    }
+    Ok(())
 }
 
 /// Address, link up and default route of a namespace's `eth0`.
-fn configure_eth0(ns: &Ns, addr: IpAddr, prefix: &str, route: &[&str]) -> anyhow::Result<()> {
+fn configure_eth0(ns: &Namespace, addr: IpAddr, prefix: &str, route: &[&str]) -> anyhow::Result<()> {
     ns.ip(&["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"])?;
     ns.ip(&["link", "set", "eth0", "up"])?;
     let mut args = vec!["route", "add"];
@@ -268,12 +294,12 @@ fn configure_eth0(ns: &Ns, addr: IpAddr, prefix: &str, route: &[&str]) -> anyhow
 /// Docker loads br_netfilter and sets `bridge-nf-call-iptables`, so bridged frames traverse
 /// iptables. The module is machine-wide (loaded like Docker loads it, and left loaded); the
 /// sysctl is per namespace and is set only in ours. Returns a note on what happened.
-fn br_netfilter(h: &Ns) -> String {
+fn br_netfilter(h: &Namespace) -> String {
     if !Path::new("/sys/module/br_netfilter").exists() {
         let _ = Command::new("modprobe").args(["-q", "br_netfilter"]).status();
     }
     match h.sysctl("bridge/bridge-nf-call-iptables", "1") {
-        Ok(()) => format!("br_netfilter: bridge-nf-call-iptables=1 in {}", h.name),
+        Ok(()) => format!("br_netfilter: bridge-nf-call-iptables=1 in {}", h.name()),
         Err(_) => {
             "br_netfilter is not available here: bridged frames skip iptables (Docker would load it)".into()
         }
@@ -283,7 +309,7 @@ fn br_netfilter(h: &Ns) -> String {
 /// Docker's (20.10) iptables rules for one bridge network, in our host namespace. Rules live in
 /// that namespace and go with it. Where iptables is missing or refuses a rule, the run goes on
 /// without them (policy stays ACCEPT) and says so.
-fn docker_iptables(h: &Ns, br: &str, subnet: &str) -> String {
+fn docker_iptables(h: &Namespace, br: &str, subnet: &str) -> String {
     let rules: Vec<Vec<&str>> = vec![
         vec!["-t", "nat", "-N", "DOCKER"],
         vec!["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
@@ -326,7 +352,7 @@ fn docker_iptables(h: &Ns, br: &str, subnet: &str) -> String {
             return format!("iptables: Docker's rules not installed ({e}); the run goes on without them");
         }
     }
-    format!("iptables: Docker's FORWARD/DOCKER-*/MASQUERADE rules for {br} in {}", h.name)
+    format!("iptables: Docker's FORWARD/DOCKER-*/MASQUERADE rules for {br} in {}", h.name())
 }
 
 #[cfg(test)]

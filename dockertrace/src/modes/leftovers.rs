@@ -1,0 +1,203 @@
+//! What runs leave behind, and removing it.
+//!
+//! Every run records its owner (pid and start time, [`Owner`]) with what it creates: Docker
+//! containers and networks carry the labels `dockertrace=<run>`, `dockertrace.pid` and
+//! `dockertrace.start`; host links (the Docker runtime's macvlan/ipvlan parent) carry the alias
+//! `dockertrace run=<run> pid=… start=…`; the netns runtime keeps `/run/dockertrace/<run>.pid`
+//! beside its namespaces `dockertrace-<run>-*`. A run killed with SIGKILL cannot remove what it
+//! created; the next run ([`remove_dead_runs`], before it deploys) removes what belongs to
+//! owners that no longer run, and says so in one line. Objects of a live owner, and objects
+//! without an owner record (older versions, other tools), are never touched by a run: `dockertrace
+//! cleanup` ([`remove_all`]) removes every tagged object, whoever owns it.
+use std::collections::{BTreeSet, HashMap};
+
+use crate::{
+    docker::{Docker, LABEL_PID, LABEL_START},
+    sys::{
+        links,
+        netns::{self, NETNS_DIR},
+        owner::{self, Liveness, Owner},
+    },
+};
+
+use super::netns_runtime::{ns_name, NS_PREFIX, ROLES};
+
+/// What was removed, by kind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The dead owners whose objects were removed (empty for `cleanup`).
+    pub owners: BTreeSet<Owner>,
+    pub containers: usize,
+    pub networks: usize,
+    pub links: usize,
+    pub namespaces: usize,
+}
+
+impl Removed {
+    pub fn is_empty(&self) -> bool {
+        self.containers + self.networks + self.links + self.namespaces == 0
+    }
+
+    /// `2 containers, 1 network, 3 links` (kinds with nothing removed are left out).
+    pub fn counts(&self) -> String {
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        [
+            (self.containers, "container", "containers"),
+            (self.networks, "network", "networks"),
+            (self.links, "link", "links"),
+            (self.namespaces, "namespace", "namespaces"),
+        ]
+        .iter()
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| plural(*n, one, many))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// The one line a run prints when it removed what dead runs left.
+    pub fn line(&self) -> String {
+        let pids: Vec<String> = self.owners.iter().map(|o| o.pid.to_string()).collect();
+        let who = match pids.len() {
+            1 => format!("an earlier run (pid {}, gone)", pids[0]),
+            n => format!("{n} earlier runs (pids {}, gone)", pids.join(", ")),
+        };
+        format!("removed what {who} left: {}", self.counts())
+    }
+}
+
+/// The owner an object's labels name (`None`: no owner recorded).
+pub fn owner_of_labels(labels: &HashMap<String, String>) -> Option<Owner> {
+    Some(Owner { pid: labels.get(LABEL_PID)?.parse().ok()?, start: labels.get(LABEL_START)?.parse().ok()? })
+}
+
+/// Removes what runs whose process is gone left behind: their containers and networks (when
+/// `docker` is given), host links, namespaces and state files. Never touches anything of a
+/// live run, nor anything without an owner record.
+pub async fn remove_dead_runs(docker: Option<&Docker>) -> anyhow::Result<Removed> {
+    let mut removed = Removed::default();
+    let dead = |o: &Owner| o.liveness() == Liveness::Gone;
+    if let Some(d) = docker {
+        // Containers first: a network in use cannot be removed.
+        for (id, labels) in d.containers_with_label(LABEL_PID).await? {
+            if let Some(o) = owner_of_labels(&labels).filter(dead) {
+                d.remove_container(&id).await?;
+                removed.containers += 1;
+                removed.owners.insert(o);
+            }
+        }
+        for (id, labels) in d.networks_with_label(LABEL_PID).await? {
+            if let Some(o) = owner_of_labels(&labels).filter(dead) {
+                d.remove_network(&id).await?;
+                removed.networks += 1;
+                removed.owners.insert(o);
+            }
+        }
+    }
+    for (link, alias) in links::tagged_links_with_alias() {
+        if let Some(o) = Owner::from_tag(&alias).filter(dead) {
+            // A veth pair carries the tag on both ends: the second is gone with the first.
+            if std::path::Path::new("/sys/class/net").join(&link).exists() {
+                links::delete_link(&link)?;
+                removed.links += 1;
+            }
+            removed.owners.insert(o);
+        }
+    }
+    for (run, o, state) in owner::states() {
+        if !dead(&o) {
+            continue;
+        }
+        let names = ROLES.map(|role| ns_name(&run, role));
+        for ns in namespaces().into_iter().filter(|n| names.contains(n)) {
+            netns::delete_namespace(&ns)?;
+            removed.namespaces += 1;
+        }
+        remove_file(&state)?;
+        removed.owners.insert(o);
+    }
+    Ok(removed)
+}
+
+/// `dockertrace cleanup`: removes every container and network labelled
+/// [`LABEL`](crate::docker::LABEL) (when `docker`
+/// is given), every tagged host link, every `dockertrace-*` namespace and every state file,
+/// whoever owns them.
+pub async fn remove_all(docker: Option<&Docker>) -> anyhow::Result<Removed> {
+    let mut removed = Removed::default();
+    if let Some(d) = docker {
+        (removed.containers, removed.networks) = d.remove_all_labelled().await?;
+    }
+    let linkset = links::tagged_links();
+    for l in &linkset {
+        links::delete_link(l)?;
+    }
+    removed.links = linkset.len();
+    for ns in namespaces().into_iter().filter(|n| n.starts_with(NS_PREFIX)) {
+        netns::delete_namespace(&ns)?;
+        removed.namespaces += 1;
+    }
+    for (_, _, state) in owner::states() {
+        remove_file(&state)?;
+    }
+    Ok(removed)
+}
+
+/// Names of the named network namespaces.
+fn namespaces() -> Vec<String> {
+    std::fs::read_dir(NETNS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn remove_file(path: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("cannot remove {}", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::LABEL;
+
+    #[test]
+    fn the_line_names_the_dead_runs_and_what_they_left() {
+        let mut r = Removed { containers: 2, networks: 1, links: 3, ..Default::default() };
+        r.owners.insert(Owner { pid: 1234, start: 5 });
+        assert_eq!(
+            r.line(),
+            "removed what an earlier run (pid 1234, gone) left: 2 containers, 1 network, 3 links"
+        );
+        r.owners.insert(Owner { pid: 99, start: 5 });
+        r.namespaces = 1;
+        assert_eq!(
+            r.line(),
+            "removed what 2 earlier runs (pids 99, 1234, gone) left: 2 containers, 1 network, 3 links, 1 namespace"
+        );
+        assert_eq!(Removed::default().counts(), "");
+        assert!(Removed::default().is_empty());
+    }
+
+    #[test]
+    fn owners_come_from_both_labels() {
+        let labels =
+            |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(
+            owner_of_labels(&labels(&[(LABEL, "r"), (LABEL_PID, "7"), (LABEL_START, "8")])),
+            Some(Owner { pid: 7, start: 8 })
+        );
+        assert_eq!(owner_of_labels(&labels(&[(LABEL, "r"), (LABEL_PID, "7")])), None, "no start time");
+        assert_eq!(owner_of_labels(&labels(&[(LABEL, "r")])), None, "an older run");
+    }
+
+    #[test]
+    fn this_process_is_never_a_dead_run() {
+        assert_eq!(Owner::current().liveness(), Liveness::Alive);
+    }
+}
