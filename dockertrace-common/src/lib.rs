@@ -39,6 +39,11 @@ pub struct KernelLayout {
     pub _pad: u32,
 }
 
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers and integer arrays only, every padding byte spelled out as a
+// field: any bit pattern is a valid value.
+unsafe impl aya::Pod for KernelLayout {}
+
 /// `Settings::filters` bit: keep only events whose netns is in `FILTER_NETNS`.
 pub const FILTER_NETNS: u32 = 1 << 0;
 /// `Settings::filters` bit: keep only events whose (netns, ifindex) is in `FILTER_DEVS`.
@@ -70,6 +75,11 @@ pub struct Settings {
     pub wake_bytes: u32,
 }
 
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers and integer arrays only, every padding byte spelled out as a
+// field: any bit pattern is a valid value.
+unsafe impl aya::Pod for Settings {}
+
 /// Key of the `FILTER_DEVS` map: a device is only unique within its network namespace.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +87,11 @@ pub struct DevKey {
     pub netns: u32,
     pub ifindex: u32,
 }
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers and integer arrays only, every padding byte spelled out as a
+// field: any bit pattern is a valid value.
+unsafe impl aya::Pod for DevKey {}
 
 /// Key of the `AGG` map (aggregate mode): events of one kind, on one device, with one stack.
 /// Events without a known device have `netns` and `ifindex` 0; `stack_id` is as in
@@ -90,6 +105,11 @@ pub struct AggKey {
     pub ifindex: u32,
     pub stack_id: i32,
 }
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers and integer arrays only, every padding byte spelled out as a
+// field: any bit pattern is a valid value.
+unsafe impl aya::Pod for AggKey {}
 
 /// Indices of the per-CPU `COUNTERS` array.
 pub mod counter {
@@ -117,16 +137,6 @@ pub mod counter {
     pub const STACK_SHARED: u32 = 10;
     /// Number of counters.
     pub const COUNT: u32 = 11;
-}
-
-#[cfg(feature = "user")]
-mod pod {
-    // SAFETY: all of these are `repr(C)`, made only of integers and integer arrays, with every
-    // padding byte spelled out as a field, so any bit pattern is valid.
-    unsafe impl aya::Pod for super::KernelLayout {}
-    unsafe impl aya::Pod for super::Settings {}
-    unsafe impl aya::Pod for super::DevKey {}
-    unsafe impl aya::Pod for super::AggKey {}
 }
 
 #[cfg(test)]

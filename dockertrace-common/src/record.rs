@@ -3,6 +3,8 @@
 //! Every record in the `EVENTS` ring buffer starts with a header; userspace walks it with
 //! bounds checks (`dockertrace::decode`) and dispatches on the kind, so a new record kind
 //! (packet journeys, drops) is added beside the others without touching them.
+use core::mem::size_of;
+
 use crate::NAME_LEN;
 
 /// The first 4 bytes of every ring-buffer record.
@@ -19,7 +21,7 @@ impl RecordHeader {
     /// The header of a record of type `T` (`size_of::<T>()`, which fits: records are small).
     #[inline(always)]
     pub const fn of<T>(record: u16) -> RecordHeader {
-        RecordHeader { record, size: core::mem::size_of::<T>() as u16 }
+        RecordHeader { record, size: size_of::<T>() as u16 }
     }
 }
 

@@ -56,6 +56,11 @@ pub struct TpConfig {
     pub len_arg: u8,
 }
 
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers and integer arrays only, every padding byte spelled out as a
+// field: any bit pattern is a valid value.
+unsafe impl aya::Pod for TpConfig {}
+
 /// Sentinel for "this tracepoint has no such argument" in [`TpConfig`].
 pub const NO_ARG: u8 = u8::MAX;
 
@@ -87,6 +92,11 @@ pub struct PairEntry {
     pub _pad: u32,
 }
 
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers and integer arrays only, every padding byte spelled out as a
+// field: any bit pattern is a valid value.
+unsafe impl aya::Pod for PairEntry {}
+
 /// Whether an exit event may reuse its entry's `stack_id`: a real stack, or the entry's
 /// sampling decision (`STACK_SKIPPED`). After a failure or no stack, the exit walks its own.
 #[inline(always)]
@@ -105,10 +115,6 @@ pub struct PairStack {
 }
 
 #[cfg(feature = "user")]
-mod pod {
-    // SAFETY: all of these are `repr(C)`, made only of integers and integer arrays, with every
-    // padding byte spelled out as a field, so any bit pattern is valid.
-    unsafe impl aya::Pod for super::TpConfig {}
-    unsafe impl aya::Pod for super::PairEntry {}
-    unsafe impl aya::Pod for super::PairStack {}
-}
+// SAFETY: `repr(C)`, integers and integer arrays only, every padding byte spelled out as a
+// field: any bit pattern is a valid value.
+unsafe impl aya::Pod for PairStack {}

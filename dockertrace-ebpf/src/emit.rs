@@ -100,8 +100,8 @@ pub fn read_dev(dev: *const u8, l: &KernelLayout, out: &mut DevInfo) {
 /// The pid filter, checked before any other work.
 #[inline(always)]
 pub fn pass_pid(s: &Settings, tgid: u32) -> bool {
-    // SAFETY: map lookups of plain values.
-    s.filters & FILTER_PID == 0 || unsafe { FILTER_PIDS.get(&tgid) }.is_some()
+    // SAFETY: a lookup in a map of plain values; the value is only tested for presence.
+    s.filters & FILTER_PID == 0 || unsafe { FILTER_PIDS.get(tgid) }.is_some()
 }
 
 /// The netns and device filters. Events whose device is unknown fail an active filter.
@@ -113,12 +113,14 @@ pub fn pass_dev(s: &Settings, dev: &DevInfo) -> bool {
     if !dev.known() {
         return false;
     }
-    if s.filters & FILTER_NETNS != 0 && unsafe { NETNS_MAP.get(&dev.netns) }.is_none() {
+    // SAFETY: as in pass_pid.
+    if s.filters & FILTER_NETNS != 0 && unsafe { NETNS_MAP.get(dev.netns) }.is_none() {
         return false;
     }
     if s.filters & FILTER_DEV != 0 {
         let key = DevKey { netns: dev.netns, ifindex: dev.ifindex };
-        if unsafe { FILTER_DEVS.get(&key) }.is_none() {
+        // SAFETY: as in pass_pid.
+        if unsafe { FILTER_DEVS.get(key) }.is_none() {
             return false;
         }
     }
@@ -205,8 +207,9 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo, shared: Optio
     let stack_id = stack_id(ctx, &s, shared);
     entry.write(Event {
         header: RecordHeader::of::<Event>(RECORD_EVENT),
-        // SAFETY: plain helpers without arguments.
+        // SAFETY: a helper without arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: a helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         kind: f.kind,
         pid: f.pid_tgid as u32,

@@ -1,7 +1,8 @@
 //! dockertrace's kernel-side programs.
 //!
-//! - `dt_tp_<slot>`: one program per selected tracepoint, sharing one body; `TP_CONFIG[slot]`
-//!   says how to read that tracepoint's record (offsets from its tracefs `format`).
+//! - `dt_btf_<slot>`, `dt_raw_<slot>`, `dt_tp_<slot>`: the tracepoint family, three programs
+//!   per slot (tp_btf, raw_tp, perf path); `TP_CONFIG[slot]` says how to read that slot's
+//!   tracepoint (argument positions from BTF, record offsets from its tracefs `format`).
 //! - `kp_*` / `fe_*`: kprobe and fentry twins on the datapath functions in
 //!   `dockertrace_common::datapath::DATAPATH_FUNCS`; the loader attaches whichever the kernel allows.
 //!
@@ -14,7 +15,8 @@ mod emit;
 mod maps;
 mod probes;
 
-#[cfg(not(test))]
+// Host builds (clippy, tests) link std, which has its own.
+#[cfg(all(not(test), target_arch = "bpf"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

@@ -73,7 +73,9 @@ impl Aggregate {
         self.total += n;
         let (netns, ifindex) = match c.dev {
             Some(dev) => {
-                self.dev_names.entry((dev.netns, dev.ifindex)).or_insert_with(|| dev.name.to_lossy().into_owned());
+                self.dev_names
+                    .entry((dev.netns, dev.ifindex))
+                    .or_insert_with(|| dev.name.to_lossy().into_owned());
                 (dev.netns, dev.ifindex)
             }
             None => (0, 0),

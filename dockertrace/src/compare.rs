@@ -269,8 +269,8 @@ impl Comparison {
 mod tests {
     use super::*;
     use crate::{
-        recording::RunBuilder,
         counters::Counters,
+        recording::RunBuilder,
         workload::{RttSummary, WorkloadReport},
     };
 

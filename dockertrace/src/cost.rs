@@ -73,7 +73,9 @@ fn usage() -> libc::rusage {
 
 /// Keeps the kernel's per-program run-time statistics on while alive (BPF_ENABLE_STATS; the
 /// same switch as `sysctl kernel.bpf_stats_enabled=1`, released when dropped).
-pub struct StatsGuard(#[allow(dead_code)] std::os::fd::OwnedFd);
+pub struct StatsGuard(
+    #[expect(dead_code, reason = "held only to keep the statistics on")] std::os::fd::OwnedFd,
+);
 
 impl StatsGuard {
     /// Turns the statistics on, or says why it cannot (kernels before 5.8).

@@ -300,7 +300,8 @@ impl Decoder {
     /// cache.
     pub fn event(&mut self, raw: &Event, name: Arc<str>, stack: Option<Arc<Stack>>) -> TracedEvent {
         let has_dev = raw.flags & EVENT_HAS_DEV != 0;
-        let dev = has_dev.then(|| Device { netns: raw.netns, ifindex: raw.ifindex, name: self.name(&raw.dev) });
+        let dev =
+            has_dev.then(|| Device { netns: raw.netns, ifindex: raw.ifindex, name: self.name(&raw.dev) });
         let name_only = (!has_dev && raw.dev[0] != 0).then(|| self.name(&raw.dev));
         TracedEvent {
             name,

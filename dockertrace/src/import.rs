@@ -23,8 +23,8 @@
 use std::path::Path;
 
 use crate::{
-    recording::{ModeRun, RunBuilder},
     counters::Counters,
+    recording::{ModeRun, RunBuilder},
 };
 
 /// How many unparseable lines [`ImportStats::examples`] keeps.

@@ -8,8 +8,8 @@
 //! - [`select`] turns perf-style `--events` globs into the tracepoints to attach;
 //! - [`workload`] is the TCP traffic generator that runs inside the containers.
 
-pub mod cli;
 pub mod aggregate;
+pub mod cli;
 pub mod compare;
 pub mod cost;
 pub mod counters;

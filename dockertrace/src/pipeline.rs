@@ -99,8 +99,7 @@ pub async fn run_full(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     let mut decoder = Decoder::new();
-    let mut ctx =
-        Ctx {
+    let mut ctx = Ctx {
         tracer: &mut *tracer,
         stacks: &mut stacks,
         agg: &mut agg,
@@ -212,7 +211,10 @@ fn collect_aggregated(tracer: &Tracer, stacks: &mut StackCache) -> anyhow::Resul
         });
         let stack = stacks.get(k.stack_id);
         let name = tracer.catalog.name(k.kind);
-        agg.add_counted(Counted { name: &name, dev: dev.as_ref(), stack_id: k.stack_id, stack: stack.as_ref() }, n);
+        agg.add_counted(
+            Counted { name: &name, dev: dev.as_ref(), stack_id: k.stack_id, stack: stack.as_ref() },
+            n,
+        );
     }
     Ok(agg)
 }

@@ -4,9 +4,9 @@
 use std::future::Future;
 
 use crate::{
+    aggregate::Aggregate,
     pipeline::{self, Sink},
     recording::ModeRun,
-    aggregate::Aggregate,
     summary::TraceReport,
     tracer::{TraceError, TraceOptions, Tracer},
     workload::WorkloadReport,

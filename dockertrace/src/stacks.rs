@@ -61,7 +61,8 @@ impl Stack {
 /// `__traceiter_<tp>` and BPF trampolines. A stack walked on the perf path starts at the traced
 /// function instead, so without them every attach type names the same functions.
 pub fn is_tracing_frame(function: &str) -> bool {
-    const PREFIXES: [&str; 5] = ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_trampoline_"];
+    const PREFIXES: [&str; 5] =
+        ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_trampoline_"];
     PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
@@ -134,7 +135,13 @@ mod tests {
 
     #[test]
     fn tracing_frames_are_only_the_machinery() {
-        for f in ["bpf_prog_62b22a01c9408433_dt_btf_15", "bpf_trace_run2", "__traceiter_netif_rx", "__bpf_trace_net_dev_xmit", "bpf_trampoline_6442"] {
+        for f in [
+            "bpf_prog_62b22a01c9408433_dt_btf_15",
+            "bpf_trace_run2",
+            "__traceiter_netif_rx",
+            "__bpf_trace_net_dev_xmit",
+            "bpf_trampoline_6442",
+        ] {
             assert!(is_tracing_frame(f), "{f}");
         }
         for f in ["__dev_queue_xmit", "bpf_skb_output", "netif_rx", "trace_netif_rx"] {

@@ -5,10 +5,7 @@
 use serde::Serialize;
 
 use crate::{
-    aggregate::Aggregate,
-    compare::ModeReport,
-    cost::TracerCost,
-    counters::Counters,
+    aggregate::Aggregate, compare::ModeReport, cost::TracerCost, counters::Counters,
     probes::datapath::ProbeStatus,
 };
 

@@ -18,7 +18,11 @@ use crate::{
     decode::{Decoder, KernelStr},
     errors::chain,
     filter::Filter,
-    kernel::{btf::KernelBtf, kallsyms::Kallsyms, tracefs::{Tracefs, TracepointId}},
+    kernel::{
+        btf::KernelBtf,
+        kallsyms::Kallsyms,
+        tracefs::{Tracefs, TracepointId},
+    },
     probes::{
         datapath::{Datapath, ProbeStatus},
         tracepoints::{AttachType, Tracepoints},
@@ -387,7 +391,6 @@ impl Tracer {
         drop(self.ebpf);
     }
 }
-
 
 /// Writes the in-kernel filters (netns, devices, pids) the programs check before any work.
 fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), TraceError> {

@@ -10,8 +10,8 @@ use std::{
 
 use dockertrace::{
     compare::{Comparison, ModeReport},
-    recording::{ModeRun, RunBuilder},
     counters::Counters,
+    recording::{ModeRun, RunBuilder},
     render::html,
     workload::{Pattern, RttSummary, WorkloadReport},
 };

@@ -7,11 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use dockertrace::{
-    filter::Filter,
-    probes::datapath::ProbeState,
-    tracer::Tracer,
-};
+use dockertrace::{filter::Filter, probes::datapath::ProbeState, tracer::Tracer};
 use support::{options, trace_while, Topology, Traced};
 
 const N: u64 = 100;

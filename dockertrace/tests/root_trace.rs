@@ -31,7 +31,8 @@ fn common_checks(t: &Topology, traced: &support::Traced, rx_on_endpoints: bool) 
     assert_eq!(r.counters.lost(), 0, "no event may be lost at this rate: {:?}", r.counters);
     assert_eq!(r.decode_errors, 0);
     assert!(!traced.events.is_empty(), "no events at all");
-    let strays: Vec<_> = traced.events.iter().filter(|e| !allowed.contains(&e.dev.as_ref().map_or(0, |d| d.netns))).collect();
+    let strays: Vec<_> =
+        traced.events.iter().filter(|e| !allowed.contains(&e.dev.as_ref().map_or(0, |d| d.netns))).collect();
     assert!(strays.is_empty(), "events outside the netns filter: {:?}", strays.first());
     assert!(
         r.counters.filtered > 0,
@@ -54,11 +55,7 @@ fn common_checks(t: &Topology, traced: &support::Traced, rx_on_endpoints: bool) 
         }
     }
     // Exit events learn their device from the entry on the same CPU.
-    let paired = traced
-        .events
-        .iter()
-        .filter(|e| &*e.name == "net:net_dev_xmit")
-        .all(|e| e.dev_from_pair);
+    let paired = traced.events.iter().filter(|e| &*e.name == "net:net_dev_xmit").all(|e| e.dev_from_pair);
     assert!(paired, "net:net_dev_xmit events must take the device of their net_dev_start_xmit");
     (an, ai, bn, bi)
 }
@@ -372,7 +369,12 @@ fn port_filter_keeps_one_loopback_flow() {
     let queue: Vec<_> = traced.events.iter().filter(|e| &*e.name == "net:net_dev_queue").collect();
     // One echo = request + reply (+ a few handshake, ACK and FIN segments), for one flow only.
     assert!(queue.len() as u64 >= 2 * N && (queue.len() as u64) < 3 * N, "{} net_dev_queue", queue.len());
-    assert!(traced.events.iter().all(|e| e.dev.as_ref().map(|d| &d.name).or(e.name_only.as_ref()).is_some_and(|n| *n == "lo")));
+    assert!(traced.events.iter().all(|e| e
+        .dev
+        .as_ref()
+        .map(|d| &d.name)
+        .or(e.name_only.as_ref())
+        .is_some_and(|n| *n == "lo")));
     assert!(traced.report.counters.filtered >= 2 * N, "the other flow must be filtered in the kernel");
     assert!(traced.stack_has("loopback_xmit"));
 }

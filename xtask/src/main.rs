@@ -307,7 +307,18 @@ fn run(args: &[OsString]) -> Result<()> {
     std::process::exit(st.code().unwrap_or(1));
 }
 
+/// The lints, as policy (`[workspace.lints]`): any warning fails. The eBPF object is not built
+/// for this (AYA_BUILD_SKIP); its sources are linted through the eBPF crate's host test target.
+fn clippy() -> Result<()> {
+    step("clippy --workspace --all-targets -- -D warnings");
+    let mut c = cargo();
+    c.env("AYA_BUILD_SKIP", "1");
+    c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    status(c)
+}
+
 fn test(args: &[OsString]) -> Result<()> {
+    clippy()?;
     step("running all tests (host unit tests and root integration tests), release build");
     let mut c = cargo();
     // Release: the tests drive the workload at full speed through the binary users run; an

@@ -862,11 +862,6 @@ impl Outcome {
             }
         }
     }
-
-    #[allow(dead_code)]
-    fn skips(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.runs.iter().flat_map(|r| r.skipped.iter().map(|(t, why)| (t.as_str(), why.as_str())))
-    }
 }
 
 #[cfg(test)]

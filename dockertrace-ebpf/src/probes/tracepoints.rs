@@ -84,10 +84,12 @@ fn try_record(ctx: &TracePointContext, cfg: &TpConfig) -> Result<(), i32> {
     let mut f = Fields { kind: cfg.kind, flags: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid };
     let mut dev = DevInfo::UNKNOWN;
     if cfg.skbaddr_off != NO_FIELD {
+        // SAFETY: read_at reads the record through bpf_probe_read; the offset is the field's.
         f.skbaddr = unsafe { ctx.read_at::<u64>(usize::from(cfg.skbaddr_off)) }?;
         from_skb(cfg, &mut f, &mut dev);
     }
     if cfg.len_off != NO_FIELD {
+        // SAFETY: as above.
         f.len = unsafe { ctx.read_at::<u32>(usize::from(cfg.len_off)) }?;
     }
     let named = cfg.name_off != NO_FIELD;
@@ -202,13 +204,15 @@ fn deliver<C: StackIdContext>(ctx: &C, cfg: &TpConfig, f: &mut Fields, dev: &mut
 #[inline(always)]
 fn read_name(ctx: &TracePointContext, cfg: &TpConfig, dev: &mut DevInfo) {
     // __data_loc: low 16 bits = offset of the string in the record, high 16 bits = length.
+    // SAFETY: read_at reads the record through bpf_probe_read; the offset is the field's.
     let Ok(loc) = (unsafe { ctx.read_at::<u32>(usize::from(cfg.name_off)) }) else {
         return;
     };
     let off = (loc & 0xffff) as usize;
     let mut name = [0u8; 16];
-    // SAFETY: the string lives inside the trace record.
-    let src = unsafe { (ctx.as_ptr() as *const u8).add(off) };
+    let src = (ctx.as_ptr() as *const u8).wrapping_add(off);
+    // SAFETY: bpf_probe_read_kernel_str_bytes tolerates any address; the string lives inside
+    // the trace record.
     if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut name) }.is_ok() {
         dev.name = name;
     }

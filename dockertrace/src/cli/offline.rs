@@ -240,7 +240,7 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{recording::RunBuilder, counters::Counters};
+    use crate::{counters::Counters, recording::RunBuilder};
 
     fn report(mode: &str, fs: &[&str], n: u64) -> ModeReport {
         let mut b = RunBuilder::default();

@@ -10,13 +10,13 @@ use super::{
     trace::{print_attached, print_warnings, stop_signal, warn_unmatched, Outputs, TracingArgs},
 };
 use crate::{
+    counters::Counters,
     modes::{Addressing, DeployRequest, Deployment, LanSpec, Mode, Runtime, RuntimeKind},
     recording::{ModeRun, Recording, RunBuilder},
     render::{style::Style, summary::render_summary, workload::render_workload},
     session::{Outcome, Session},
     sys::links,
     teardown::Teardown,
-    counters::Counters,
     ui::Ui,
     workload::{ClientArgs, Pattern, WorkloadReport, DEFAULT_MESSAGE_SIZE, DEFAULT_PORT},
 };

@@ -133,7 +133,10 @@ pub enum ArgKind {
     /// Any other pointer.
     Pointer,
     /// An integer of `size` bytes.
-    Int { size: u32, signed: bool },
+    Int {
+        size: u32,
+        signed: bool,
+    },
     Other,
 }
 
@@ -776,7 +779,14 @@ mod tracepoint_arg_tests {
             eprintln!("skipping: no readable {VMLINUX_BTF}");
             return;
         };
-        for name in ["net_dev_xmit", "netif_rx", "netif_rx_exit", "net_dev_start_xmit", "kfree_skb", "net_dev_xmit_timeout"] {
+        for name in [
+            "net_dev_xmit",
+            "netif_rx",
+            "netif_rx_exit",
+            "net_dev_start_xmit",
+            "kfree_skb",
+            "net_dev_xmit_timeout",
+        ] {
             eprintln!("{name}: {:?}", btf.tracepoint_args(name));
         }
         let xmit = btf.tracepoint_args("net_dev_xmit").expect("net_dev_xmit's prototype");
@@ -784,7 +794,10 @@ mod tracepoint_arg_tests {
         assert_eq!(kinds[0], ArgKind::Skb);
         assert_eq!(kinds[2], ArgKind::NetDevice);
         assert!(matches!(kinds[3], ArgKind::Int { size: 4, signed: false }), "{xmit:?}");
-        assert_eq!(btf.tracepoint_args("netif_rx_exit").unwrap()[0].kind, ArgKind::Int { size: 4, signed: true });
+        assert_eq!(
+            btf.tracepoint_args("netif_rx_exit").unwrap()[0].kind,
+            ArgKind::Int { size: 4, signed: true }
+        );
         assert!(btf.tracepoint_args("no_such_tracepoint").is_none());
     }
 }

@@ -324,7 +324,7 @@ ffffffffc0b00000 t br_dev_xmit\t[bridge]
 
     #[test]
     fn entries_stay_small() {
-        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        assert_eq!(size_of::<Entry>(), 16);
     }
 
     #[test]

@@ -74,8 +74,14 @@ impl Family for Datapath {
         Ok(())
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, env: &AttachEnv<'_>, catalog: &mut Catalog) -> Result<(), TraceError> {
-        let kallsyms = env.kallsyms.ok_or(TraceError::Internal("the datapath probes need the kernel's symbols"))?;
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        env: &AttachEnv<'_>,
+        catalog: &mut Catalog,
+    ) -> Result<(), TraceError> {
+        let kallsyms =
+            env.kallsyms.ok_or(TraceError::Internal("the datapath probes need the kernel's symbols"))?;
         let kprobes = Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
         // Parsed only if a probe falls back to fentry (the parse costs tens of MiB and ~0.1 s).
         let mut btf: Option<Option<Btf>> = None;

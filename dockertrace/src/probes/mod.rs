@@ -79,7 +79,12 @@ pub trait Family {
     /// Loads and attaches the family's programs and names their event kinds in `catalog`.
     /// Programs that cannot attach are kept in the family's status; an error here means the
     /// trace cannot go on.
-    fn attach(&mut self, ebpf: &mut Ebpf, env: &AttachEnv<'_>, catalog: &mut Catalog) -> Result<(), TraceError>;
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        env: &AttachEnv<'_>,
+        catalog: &mut Catalog,
+    ) -> Result<(), TraceError>;
     /// The programs attached.
     fn programs(&self) -> Vec<AttachedProgram>;
 }

@@ -65,7 +65,8 @@ pub enum AttachType {
 }
 
 impl AttachType {
-    pub const ALL: [AttachType; 4] = [AttachType::Auto, AttachType::TpBtf, AttachType::RawTp, AttachType::Perf];
+    pub const ALL: [AttachType; 4] =
+        [AttachType::Auto, AttachType::TpBtf, AttachType::RawTp, AttachType::Perf];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -312,7 +313,12 @@ impl Family for Tracepoints {
 
     /// Slot i's programs read `TP_CONFIG[i]`; the plan put exits before entries. Each
     /// tracepoint goes down the attach ladder until one type attaches.
-    fn attach(&mut self, ebpf: &mut Ebpf, env: &AttachEnv<'_>, catalog: &mut Catalog) -> Result<(), TraceError> {
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        env: &AttachEnv<'_>,
+        catalog: &mut Catalog,
+    ) -> Result<(), TraceError> {
         for (slot, p) in self.planned.iter().enumerate() {
             catalog.insert(p.format_id, &p.id.to_string());
             let mut why = Vec::new();
@@ -355,7 +361,11 @@ impl Family for Tracepoints {
             .iter()
             .map(|&(slot, t)| {
                 let p = &self.planned[slot];
-                AttachedProgram { label: p.id.to_string(), program: t.program(slot), emits: p.config.emit != 0 }
+                AttachedProgram {
+                    label: p.id.to_string(),
+                    program: t.program(slot),
+                    emits: p.config.emit != 0,
+                }
             })
             .collect()
     }

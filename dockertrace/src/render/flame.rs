@@ -261,7 +261,7 @@ pub fn write_svgs(dir: &Path, runs: &[ModeRun]) -> anyhow::Result<Vec<PathBuf>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{recording::RunBuilder, counters::Counters};
+    use crate::{counters::Counters, recording::RunBuilder};
 
     fn run(mode: &str, paths: &[(&str, &[&str], u64)]) -> ModeRun {
         let mut b = RunBuilder::default();

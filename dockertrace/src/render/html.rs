@@ -551,8 +551,8 @@ pub fn render(c: &Comparison, runs: &[ModeRun], title: &str) -> anyhow::Result<S
 mod tests {
     use super::*;
     use crate::{
-        recording::RunBuilder,
         counters::Counters,
+        recording::RunBuilder,
         workload::{Pattern, RttSummary, WorkloadReport},
     };
 

@@ -148,7 +148,11 @@ pub fn render_comparison(c: &Comparison, style: Style, max_functions: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{compare::Comparison, recording::RunBuilder, counters::Counters};
+    use crate::{
+        compare::{Comparison, ModeReport},
+        counters::Counters,
+        recording::RunBuilder,
+    };
 
     #[test]
     fn tables_show_every_mode_and_the_differences() {
@@ -156,7 +160,7 @@ mod tests {
             let mut b = RunBuilder::default();
             let s = b.stack(vec!["netif_rx".into(), f.into()]);
             b.add("net:netif_rx", "eth0", 1, 2, Some(s), 10);
-            crate::compare::ModeReport::from_run(&b.finish(mode, 1.0, None, Counters::default()), 3)
+            ModeReport::from_run(&b.finish(mode, 1.0, None, Counters::default()), 3)
         };
         let c = Comparison::new(
             vec![mk("normal", "loopback_xmit"), mk("bridge", "veth_xmit")],

@@ -187,5 +187,4 @@ mod tests {
         let line = LiveSink::new(Vec::new(), Style::plain(), 0).format(&e, 0);
         assert!(line.contains("\\x1b[31mEVIL\\x1b[0m"), "{line}");
     }
-
 }

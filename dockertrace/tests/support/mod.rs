@@ -1,5 +1,5 @@
 //! Shared pieces of the root integration tests: skipping, topologies, traffic, tracing.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part of the shared support")]
 
 use std::{
     net::SocketAddr,
@@ -12,12 +12,12 @@ use std::{
 };
 
 use dockertrace::{
-    filter::Filter,
     decode::TracedEvent,
+    filter::Filter,
     pipeline::{self, MemorySink},
     probes::tracepoints::AttachType,
-    summary::TraceReport,
     select::EventSelector,
+    summary::TraceReport,
     sys::netns::{self, Namespace},
     tracer::{TraceOptions, Tracer},
     workload::{self, ClientArgs, ServerArgs, WorkloadReport},
