@@ -60,19 +60,82 @@ pub const FILTER_PORT: u32 = 1 << 3;
 pub struct Settings {
     /// `FILTER_*` bits.
     pub filters: u32,
-    /// Kernel stack ids: 0 none, 1 for every event, N > 1 for 1 in N events on average
-    /// (random sampling; the others get `STACK_SKIPPED`).
+    /// With `stack_mode` `STACKS_SAMPLE`: a stack for 1 in this many events on average; with
+    /// `STACKS_ADAPTIVE`: the same, once a key's first `adapt_first` events of its window are
+    /// walked (random sampling; the others get `STACK_SKIPPED`).
     pub stacks: u32,
     /// TCP port for `FILTER_PORT`.
     pub port: u16,
     /// 1: count events in the `AGG` map instead of sending them through the ring buffer.
     pub aggregate: u8,
-    pub _pad: u8,
+    /// When the kernel walks the stack: one of `STACKS_*`.
+    pub stack_mode: u8,
     /// Ring-buffer wakeup batching: records are submitted without waking the reader
     /// (`BPF_RB_NO_WAKEUP`, the reader polls on a short timer) until this many bytes are
     /// waiting, then with `BPF_RB_FORCE_WAKEUP`. 0: the kernel's default (wake on every record
     /// that finds the reader idle — a self-IPI per record on virtual machines).
     pub wake_bytes: u32,
+    /// Adaptive stacks: events walked per key at the start of each window.
+    pub adapt_first: u32,
+    pub _pad: u32,
+    /// Adaptive stacks: length of a key's window, ns.
+    pub adapt_window_ns: u64,
+}
+
+/// `Settings::stack_mode`: no stacks.
+pub const STACKS_NONE: u8 = 0;
+/// `Settings::stack_mode`: a stack for every event.
+pub const STACKS_EVERY: u8 = 1;
+/// `Settings::stack_mode`: a stack for 1 in `Settings::stacks` events, at random.
+pub const STACKS_SAMPLE: u8 = 2;
+/// `Settings::stack_mode`: adaptive. Events are keyed by (kind, netns, ifindex, path class);
+/// a key's first `adapt_first` events of each `adapt_window_ns` window take a stack, later ones
+/// 1 in `stacks` at random. Keys live in hashed slots of a per-CPU array (`ADAPT`): a key that
+/// finds its slot held by another takes it over and starts a new window, so a key seen for the
+/// first time always gets its stack.
+pub const STACKS_ADAPTIVE: u8 = 3;
+/// Slots of the per-CPU `ADAPT` array (a power of two).
+pub const ADAPT_SLOTS: u32 = 1024;
+
+/// One slot of the `ADAPT` array: the key that holds it and its window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdaptSlot {
+    pub kind: u32,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// The key's path class (`path_class`). A slot with kind 0 was never used.
+    pub class: u32,
+    /// When the key's current window began (`bpf_ktime_get_ns`).
+    pub window_start: u64,
+    /// Events of the window so far.
+    pub count: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers only, every padding byte spelled out as a field: any bit pattern
+// is a valid value.
+unsafe impl aya::Pod for AdaptSlot {}
+
+/// Path classes (`Event::class`, `AggKey::class`): what an skb is, read cheaply from its
+/// headers, so that rare paths (ARP, SYN/FIN/RST, ICMP) have adaptive keys of their own.
+/// Bits 0–1: network protocol; 2–3: L4 protocol; 4–5: TCP flag class; 6: raised in the idle
+/// task (softirq on an idle CPU).
+pub mod path_class {
+    pub const NET_OTHER: u8 = 0;
+    pub const NET_IPV4: u8 = 1;
+    pub const NET_IPV6: u8 = 2;
+    pub const NET_ARP: u8 = 3;
+    pub const L4_OTHER: u8 = 0 << 2;
+    pub const L4_TCP: u8 = 1 << 2;
+    pub const L4_UDP: u8 = 2 << 2;
+    pub const L4_ICMP: u8 = 3 << 2;
+    pub const TCP_OTHER: u8 = 0 << 4;
+    pub const TCP_SYN: u8 = 1 << 4;
+    pub const TCP_FIN: u8 = 2 << 4;
+    pub const TCP_RST: u8 = 3 << 4;
+    pub const IDLE: u8 = 1 << 6;
 }
 
 #[cfg(feature = "user")]
@@ -104,6 +167,9 @@ pub struct AggKey {
     pub netns: u32,
     pub ifindex: u32,
     pub stack_id: i32,
+    /// The events' path class (`path_class`; 0 unless stacks are adaptive).
+    pub class: u8,
+    pub _pad: [u8; 3],
 }
 
 #[cfg(feature = "user")]
@@ -135,8 +201,10 @@ pub mod counter {
     pub const AGG_FULL: u32 = 9;
     /// Exit events that reused their entry event's stack id instead of walking the stack.
     pub const STACK_SHARED: u32 = 10;
+    /// Adaptive stacks: a key took over a slot held by another key (a new window started).
+    pub const ADAPT_TAKEOVER: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 #[cfg(test)]
@@ -151,8 +219,10 @@ mod tests {
         assert_eq!(RecordHeader::of::<Event>(RECORD_EVENT).size, 88);
         assert_eq!(size_of::<TpConfig>(), 16);
         assert_eq!(size_of::<KernelLayout>(), 40);
-        assert_eq!(size_of::<Settings>(), 16);
-        assert_eq!(size_of::<AggKey>(), 16);
+        assert_eq!(size_of::<Settings>(), 32);
+        assert_eq!(size_of::<AggKey>(), 20);
+        assert_eq!(size_of::<AdaptSlot>(), 32);
+        assert!(ADAPT_SLOTS.is_power_of_two());
         assert_eq!(size_of::<PairEntry>(), 40);
         assert_eq!(size_of::<PairStack>(), 8 + 40 * PAIR_DEPTH);
     }

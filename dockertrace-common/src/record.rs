@@ -29,12 +29,12 @@ impl RecordHeader {
 pub const RECORD_EVENT: u16 = 1;
 
 /// `Event::flags`: the event refers to an skb (`skbaddr` is valid).
-pub const EVENT_HAS_SKB: u16 = 1 << 0;
+pub const EVENT_HAS_SKB: u8 = 1 << 0;
 /// `Event::flags`: `ifindex`, `netns` and `dev` were read from a `struct net_device`.
-pub const EVENT_HAS_DEV: u16 = 1 << 1;
+pub const EVENT_HAS_DEV: u8 = 1 << 1;
 /// `Event::flags`: the device was inherited from the matching entry event on this CPU
 /// (e.g. `net:net_dev_xmit` takes the device of its `net:net_dev_start_xmit`).
-pub const EVENT_DEV_FROM_PAIR: u16 = 1 << 2;
+pub const EVENT_DEV_FROM_PAIR: u8 = 1 << 2;
 
 /// `Event::stack_id` when no stack was requested.
 pub const STACK_NONE: i32 = -1_000;
@@ -72,7 +72,9 @@ pub struct Event {
     /// `skb->protocol`, host byte order (an EtherType).
     pub protocol: u16,
     /// `EVENT_*` flags.
-    pub flags: u16,
+    pub flags: u8,
+    /// The skb's path class (`crate::path_class`), when stacks are adaptive; else 0.
+    pub class: u8,
     pub comm: [u8; NAME_LEN],
     pub dev: [u8; NAME_LEN],
 }

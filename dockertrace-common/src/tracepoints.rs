@@ -89,7 +89,8 @@ pub struct PairEntry {
     /// exit event fires in the same function invocation, so its stack names the same functions:
     /// it reuses this one (see `stack_shared`) instead of walking the stack again.
     pub stack_id: i32,
-    pub _pad: u32,
+    /// The entry event's path class (adaptive stacks), which its exit event shares.
+    pub class: u32,
 }
 
 #[cfg(feature = "user")]

@@ -9,9 +9,10 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use dockertrace_common::{
-    counter,
+    counter, path_class as pc,
     record::{Event, RecordHeader, EVENT_HAS_DEV, RECORD_EVENT, STACK_NONE, STACK_SKIPPED, STACK_SPILL_BASE},
-    AggKey, DevKey, KernelLayout, Settings, FILTER_DEV, FILTER_NETNS, FILTER_PID, FILTER_PORT, NAME_LEN,
+    AdaptSlot, AggKey, DevKey, KernelLayout, Settings, ADAPT_SLOTS, FILTER_DEV, FILTER_NETNS, FILTER_PID,
+    FILTER_PORT, NAME_LEN, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE,
 };
 use network_types::{
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
@@ -19,8 +20,8 @@ use network_types::{
 };
 
 use crate::maps::{
-    bump, settings, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS, STACKS,
-    STACKS_SPILL,
+    bump, settings, ADAPT, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS,
+    STACKS, STACKS_SPILL,
 };
 
 const EEXIST: i32 = 17;
@@ -32,7 +33,7 @@ pub struct DevInfo {
     pub netns: u32,
     pub name: [u8; NAME_LEN],
     /// `EVENT_HAS_DEV` when the fields above are real.
-    pub flags: u16,
+    pub flags: u8,
 }
 
 impl DevInfo {
@@ -184,11 +185,91 @@ pub fn pass_port(s: &Settings, skb: *const u8, l: &KernelLayout) -> bool {
 /// Everything an event carries besides what `emit` reads itself.
 pub struct Fields {
     pub kind: u32,
-    pub flags: u16,
+    pub flags: u8,
+    /// The skb's path class (adaptive stacks only; see [`path_class`]).
+    pub class: u8,
     pub skbaddr: u64,
     pub len: u32,
     pub protocol: u16,
     pub pid_tgid: u64,
+}
+
+impl Fields {
+    /// An event of `kind` raised by `pid_tgid`, nothing read yet.
+    #[inline(always)]
+    pub fn new(kind: u32, pid_tgid: u64) -> Fields {
+        Fields { kind, flags: 0, class: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid }
+    }
+}
+
+/// The skb's path class for adaptive stacks (0 in the other stack modes): its network
+/// protocol, L4 protocol and TCP flag class, read from its headers (`skb->head` +
+/// `network_header`), and whether the idle task raised it. Unreadable headers leave the
+/// classes they would have set at 0 ("other").
+#[inline(always)]
+pub fn path_class(s: &Settings, skb: *const u8, protocol: u16, pid_tgid: u64, l: &KernelLayout) -> u8 {
+    if s.stack_mode != STACKS_ADAPTIVE {
+        return 0;
+    }
+    let mut class = if pid_tgid as u32 == 0 { pc::IDLE } else { 0 };
+    class |= match protocol {
+        0x0800 => pc::NET_IPV4,
+        0x86dd => pc::NET_IPV6,
+        0x0806 => return class | pc::NET_ARP,
+        _ => return class,
+    };
+    if skb.is_null() {
+        return class;
+    }
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    unsafe {
+        let Ok(head) = bpf_probe_read_kernel(skb.add(l.skb_head as usize) as *const *const u8) else {
+            return class;
+        };
+        let Ok(nh) = bpf_probe_read_kernel(skb.add(l.skb_network_header as usize) as *const u16) else {
+            return class;
+        };
+        if head.is_null() || nh == u16::MAX {
+            return class;
+        }
+        let ip = head.add(usize::from(nh));
+        let (proto, l4) = if class & 3 == pc::NET_IPV4 {
+            let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv4Hdr) else {
+                return class;
+            };
+            (h.proto, ip.add(usize::from(h.ihl())))
+        } else {
+            let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv6Hdr) else {
+                return class;
+            };
+            (h.next_hdr, ip.add(Ipv6Hdr::LEN))
+        };
+        if proto == IpProto::Udp as u8 {
+            return class | pc::L4_UDP;
+        }
+        if proto == IpProto::Icmp as u8 || proto == IpProto::Ipv6Icmp as u8 {
+            return class | pc::L4_ICMP;
+        }
+        if proto != IpProto::Tcp as u8 {
+            return class;
+        }
+        class |= pc::L4_TCP;
+        // The flags byte: offset 13 of the TCP header (CWR ECE URG ACK PSH RST SYN FIN).
+        let Ok(flags) = bpf_probe_read_kernel(l4.add(13)) else {
+            return class;
+        };
+        let flags: u8 = flags;
+        class
+            | if flags & 0x04 != 0 {
+                pc::TCP_RST
+            } else if flags & 0x02 != 0 {
+                pc::TCP_SYN
+            } else if flags & 0x01 != 0 {
+                pc::TCP_FIN
+            } else {
+                pc::TCP_OTHER
+            }
+    }
 }
 
 /// Sends one event to userspace (already filtered), or counts it in aggregate mode. `shared`:
@@ -204,13 +285,14 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo, shared: Optio
         bump(counter::RING_FULL);
         return STACK_NONE;
     };
-    let stack_id = stack_id(ctx, &s, shared);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let stack_id = stack_id(ctx, &s, shared, f, dev, now);
     entry.write(Event {
         header: RecordHeader::of::<Event>(RECORD_EVENT),
         // SAFETY: a helper without arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
-        // SAFETY: a helper without arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         kind: f.kind,
         pid: f.pid_tgid as u32,
         tgid: (f.pid_tgid >> 32) as u32,
@@ -221,6 +303,7 @@ pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo, shared: Optio
         stack_id,
         protocol: f.protocol,
         flags: f.flags | dev.flags,
+        class: f.class,
         comm: bpf_get_current_comm().unwrap_or([0; NAME_LEN]),
         dev: dev.name,
     });
@@ -251,21 +334,27 @@ fn wakeup(s: &Settings) -> u64 {
 /// `STACKS` keeps one stack per hash bucket: a stack whose bucket holds another gets -EEXIST,
 /// and goes to `STACKS_SPILL` instead (a second walk, paid only by such stacks).
 ///
-/// The stack walk is most of an event's cost (the kernel unwinds 20–40 frames), so sampling
-/// decides before it: with `stacks` = N > 1 a random 1 in N events takes one. An exit event
-/// whose entry event went out with a stack (or was passed over by sampling) takes the entry's
-/// id: both fire in the same function invocation, so the frames name the same functions.
+/// The stack walk is most of an event's cost (the kernel unwinds 20–40 frames: ~4 µs here), so
+/// the decision comes before it ([`walks`]). An exit event whose entry event went out with a
+/// stack (or was passed over) takes the entry's id: both fire in the same function invocation,
+/// so the frames name the same functions.
 #[inline(always)]
-fn stack_id<C: StackIdContext>(ctx: &C, s: &Settings, shared: Option<i32>) -> i32 {
-    if s.stacks == 0 {
+fn stack_id<C: StackIdContext>(
+    ctx: &C,
+    s: &Settings,
+    shared: Option<i32>,
+    f: &Fields,
+    dev: &DevInfo,
+    now: u64,
+) -> i32 {
+    if s.stack_mode == STACKS_NONE {
         return STACK_NONE;
     }
     if let Some(id) = shared {
         bump(counter::STACK_SHARED);
         return id;
     }
-    // SAFETY: a helper without arguments.
-    if s.stacks > 1 && unsafe { bpf_get_prandom_u32() } % s.stacks != 0 {
+    if !walks(s, f, dev, now) {
         return STACK_SKIPPED;
     }
     let id = match ctx.get_stackid(&STACKS, 0) {
@@ -281,18 +370,66 @@ fn stack_id<C: StackIdContext>(ctx: &C, s: &Settings, shared: Option<i32>) -> i3
     }
 }
 
+/// Whether this event's stack is walked. Every event: always. Sampled: 1 in `stacks` at
+/// random. Adaptive: the event's key (kind, netns, ifindex, path class) walks its first
+/// `adapt_first` events of each `adapt_window_ns` window, then 1 in `stacks` at random; a key
+/// that finds its slot of `ADAPT` held by another key takes the slot over and starts a new
+/// window, so a key never seen before always walks.
+#[inline(always)]
+fn walks(s: &Settings, f: &Fields, dev: &DevInfo, now: u64) -> bool {
+    let sample = || {
+        // SAFETY: a helper without arguments.
+        s.stacks <= 1 || unsafe { bpf_get_prandom_u32() } % s.stacks == 0
+    };
+    match s.stack_mode {
+        STACKS_EVERY => true,
+        STACKS_ADAPTIVE => {
+            let (netns, ifindex) = if dev.known() { (dev.netns, dev.ifindex) } else { (0, 0) };
+            let class = u32::from(f.class);
+            let h = f.kind.wrapping_mul(0x9e37_79b1)
+                ^ netns.wrapping_mul(0x85eb_ca6b)
+                ^ ifindex.wrapping_mul(0xc2b2_ae35)
+                ^ class.wrapping_mul(0x27d4_eb2f);
+            let Some(slot) = ADAPT.get_ptr_mut((h ^ (h >> 16)) & (ADAPT_SLOTS - 1)) else {
+                return sample();
+            };
+            // SAFETY: this CPU's slot; programs do not nest on one CPU (the kernel's
+            // `bpf_prog_active` guard), so nothing else touches it meanwhile.
+            let slot = unsafe { &mut *slot };
+            if slot.kind != f.kind || slot.netns != netns || slot.ifindex != ifindex || slot.class != class {
+                if slot.window_start != 0 {
+                    bump(counter::ADAPT_TAKEOVER);
+                }
+                *slot =
+                    AdaptSlot { kind: f.kind, netns, ifindex, class, window_start: now, count: 0, _pad: 0 };
+            } else if now.wrapping_sub(slot.window_start) > s.adapt_window_ns {
+                slot.window_start = now;
+                slot.count = 0;
+            }
+            if slot.count < s.adapt_first {
+                slot.count += 1;
+                return true;
+            }
+            sample()
+        }
+        _ => sample(),
+    }
+}
+
 /// Aggregate mode: adds one to `AGG[(kind, device, stack)]` and remembers the device's name.
 /// No ring-buffer work at all. Counted events count as sent; events the full map cannot take
 /// count as `AGG_FULL`.
 #[inline(always)]
 fn count<C: StackIdContext>(ctx: &C, s: &Settings, f: &Fields, dev: &DevInfo, shared: Option<i32>) -> i32 {
-    let stack_id = stack_id(ctx, s, shared);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let stack_id = stack_id(ctx, s, shared, f, dev, now);
     let (netns, ifindex) = if dev.known() { (dev.netns, dev.ifindex) } else { (0, 0) };
     if dev.known() {
         // The first writer wins; later ones get -EEXIST, which is fine (same name).
         let _ = DEV_NAMES.insert(DevKey { netns, ifindex }, dev.name, u64::from(BPF_NOEXIST));
     }
-    let key = AggKey { kind: f.kind, netns, ifindex, stack_id };
+    let key = AggKey { kind: f.kind, netns, ifindex, stack_id, class: f.class, _pad: [0; 3] };
     if add_one(&key) {
         bump(counter::SENT);
         stack_id

@@ -6,12 +6,22 @@ use aya_ebpf::{
 use dockertrace_common::{
     counter,
     tracepoints::{PairStack, TpConfig, PAIR_SLOTS, TP_SLOTS},
-    AggKey, DevKey, KernelLayout, Settings, NAME_LEN,
+    AdaptSlot, AggKey, DevKey, KernelLayout, Settings, ADAPT_SLOTS, NAME_LEN, STACKS_EVERY,
 };
 
 /// Run-time settings (`EbpfLoader::override_global`).
 #[no_mangle]
-static SETTINGS: Settings = Settings { filters: 0, stacks: 1, port: 0, aggregate: 0, _pad: 0, wake_bytes: 0 };
+static SETTINGS: Settings = Settings {
+    filters: 0,
+    stacks: 1,
+    port: 0,
+    aggregate: 0,
+    stack_mode: STACKS_EVERY,
+    wake_bytes: 0,
+    adapt_first: 0,
+    _pad: 0,
+    adapt_window_ns: 0,
+};
 
 /// Struct offsets from the running kernel's BTF (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -70,6 +80,11 @@ pub static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(163
 /// Aggregate mode: the name of each device seen (`IFNAMSIZ` bytes, NUL-padded).
 #[map]
 pub static DEV_NAMES: HashMap<DevKey, [u8; NAME_LEN]> = HashMap::with_max_entries(4096, 0);
+
+/// Adaptive stacks: each key's window, in hashed slots (see `dockertrace_common::STACKS_ADAPTIVE`).
+/// A per-CPU array: a lookup is an index, ~0.2 µs cheaper per event here than an LRU hash.
+#[map]
+pub static ADAPT: PerCpuArray<AdaptSlot> = PerCpuArray::with_max_entries(ADAPT_SLOTS, 0);
 
 /// Per-CPU entry/exit pairing stacks (see `dockertrace_common::tracepoints::PAIR_*`).
 #[map]

@@ -8,7 +8,7 @@ use crate::{
     counters::Counters,
     decode::{Device, TracedEvent},
     recording::{ModeRun, RunBuilder},
-    stacks::Stack,
+    stacks::{Stack, StackMode},
     workload::WorkloadReport,
 };
 
@@ -23,14 +23,19 @@ pub struct Counted<'a> {
     pub stack_id: i32,
     /// The symbolized `stack_id`; None: no usable stack.
     pub stack: Option<&'a Arc<Stack>>,
+    /// The events' path class (adaptive stacks; 0 otherwise): skipped events are shared out
+    /// over the walked stacks of their own class first.
+    pub class: u8,
 }
 
-/// One cell of the aggregate: events of one kind, on one device, with one stack.
+/// One cell of the aggregate: events of one kind, on one device, of one path class, with one
+/// stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     name: Arc<str>,
     netns: u32,
     ifindex: u32,
+    class: u8,
     stack_id: i32,
 }
 
@@ -38,30 +43,37 @@ struct Key {
 /// recording's count table — from which the recording ([`ModeRun`]) is derived, and from that
 /// the summary ([`crate::summary::TraceReport`]).
 ///
-/// With sampled stacks (`--stack-sample N`), events passed over by the sampling are counted
-/// under [`STACK_SKIPPED`]; the summary and the recording hand each (event, device)'s skipped
-/// count out to that pair's sampled stacks in proportion ([`Aggregate::estimated`]), so every
-/// consumer sees exact event counts and estimated stack counts, in the usual shape.
+/// With adaptive or sampled stacks (`--stacks adaptive|sample:N`), events whose stack was not
+/// walked are counted under [`STACK_SKIPPED`]; the summary and the recording hand each (event,
+/// device, path class)'s skipped count out to that key's walked stacks in proportion
+/// ([`Aggregate::estimated`]), so every consumer sees exact event counts and estimated stack
+/// counts, in the usual shape.
 #[derive(Default)]
 pub struct Aggregate {
     counts: HashMap<Key, u64>,
     dev_names: HashMap<(u32, u32), String>,
     stacks: HashMap<i32, Arc<Stack>>,
     total: u64,
-    /// 1 in how many events took a stack (0 and 1: every event).
-    pub stack_sample: u32,
+    /// When the kernel walked stacks.
+    pub stack_mode: StackMode,
 }
 
 impl Aggregate {
-    /// An aggregate for a run whose stacks are taken for 1 in `stack_sample` events.
-    pub fn new(stack_sample: u32) -> Self {
-        Aggregate { stack_sample, ..Default::default() }
+    /// An aggregate for a run whose stacks were walked as `stacks` says.
+    pub fn new(stacks: StackMode) -> Self {
+        Aggregate { stack_mode: stacks.normalized(), ..Default::default() }
     }
 
     /// Counts one streamed event.
     pub fn add(&mut self, ev: &TracedEvent) {
         self.add_counted(
-            Counted { name: &ev.name, dev: ev.dev.as_ref(), stack_id: ev.stack_id, stack: ev.stack.as_ref() },
+            Counted {
+                name: &ev.name,
+                dev: ev.dev.as_ref(),
+                stack_id: ev.stack_id,
+                stack: ev.stack.as_ref(),
+                class: ev.class,
+            },
             1,
         );
     }
@@ -88,26 +100,33 @@ impl Aggregate {
             None if c.stack_id == STACK_SKIPPED => STACK_SKIPPED,
             None => -1,
         };
-        *self.counts.entry(Key { name: c.name.clone(), netns, ifindex, stack_id }).or_default() += n;
+        *self
+            .counts
+            .entry(Key { name: c.name.clone(), netns, ifindex, class: c.class, stack_id })
+            .or_default() += n;
     }
 
     pub fn total(&self) -> u64 {
         self.total
     }
 
-    /// The counts with every (event, device)'s skipped-stack count handed out to its sampled
-    /// stacks in proportion to how often each was sampled (largest remainder, so the pair's
-    /// total is exact). A pair without any sampled stack keeps its events stackless. Without
-    /// sampling these are the counts themselves.
+    /// The counts with every (event, device, class)'s skipped-stack count handed out to its
+    /// walked stacks in proportion to how often each was walked (largest remainder, so the
+    /// key's total is exact); a class without any walked stack borrows those of its (event,
+    /// device), and without those too its events stay stackless. Without skipped events these
+    /// are the counts themselves.
     fn estimated(&self) -> Cow<'_, HashMap<Key, u64>> {
         if !self.counts.keys().any(|k| k.stack_id == STACK_SKIPPED) {
             return Cow::Borrowed(&self.counts);
         }
         type Pair<'a> = (&'a Arc<str>, u32, u32);
-        let mut sampled: HashMap<Pair<'_>, Vec<(i32, u64)>> = HashMap::new();
+        let mut walked: HashMap<(Pair<'_>, u8), Vec<(i32, u64)>> = HashMap::new();
+        let mut walked_any: HashMap<Pair<'_>, Vec<(i32, u64)>> = HashMap::new();
         for (k, &n) in &self.counts {
             if k.stack_id >= 0 {
-                sampled.entry((&k.name, k.netns, k.ifindex)).or_default().push((k.stack_id, n));
+                let pair = (&k.name, k.netns, k.ifindex);
+                walked.entry((pair, k.class)).or_default().push((k.stack_id, n));
+                walked_any.entry(pair).or_default().push((k.stack_id, n));
             }
         }
         let mut out: HashMap<Key, u64> = self
@@ -117,10 +136,17 @@ impl Aggregate {
             .map(|(k, &n)| (k.clone(), n))
             .collect();
         for (k, &skipped) in self.counts.iter().filter(|(k, _)| k.stack_id == STACK_SKIPPED) {
-            let key = |stack_id| Key { name: k.name.clone(), netns: k.netns, ifindex: k.ifindex, stack_id };
-            let Some(stacks) = sampled.get_mut(&(&k.name, k.netns, k.ifindex)) else {
-                *out.entry(key(-1)).or_default() += skipped;
-                continue;
+            let key = |stack_id| Key { stack_id, ..k.clone() };
+            let pair = (&k.name, k.netns, k.ifindex);
+            let stacks = match walked.get_mut(&(pair, k.class)) {
+                Some(s) => s,
+                None => match walked_any.get_mut(&pair) {
+                    Some(s) => s,
+                    None => {
+                        *out.entry(key(-1)).or_default() += skipped;
+                        continue;
+                    }
+                },
             };
             for (stack_id, share) in apportion(skipped, stacks) {
                 *out.entry(key(stack_id)).or_default() += share;
@@ -149,7 +175,7 @@ impl Aggregate {
             b.add(&k.name, dev, k.netns, k.ifindex, stack, n);
         }
         let mut run = b.finish(mode, duration_s, workload, counters);
-        run.stack_sample = (self.stack_sample > 1).then_some(self.stack_sample);
+        run.set_stack_mode(self.stack_mode);
         run
     }
 }
@@ -201,7 +227,7 @@ mod tests {
     fn counts_events_devices_and_functions_once_per_event() {
         let s1 = stack(&["netif_rx", "veth_xmit", "dev_hard_start_xmit", "veth_xmit"]);
         let s2 = stack(&["netif_rx", "br_dev_xmit"]);
-        let mut a = Aggregate::default();
+        let mut a = Aggregate::new(StackMode::Every);
         a.add(&ev("net:netif_rx", "veth0", 4, Some(s1.clone())));
         a.add(&ev("net:netif_rx", "veth0", 4, Some(s1)));
         let mut e = ev("net:net_dev_queue", "br0", 3, Some(s2));
@@ -253,11 +279,11 @@ mod tests {
     fn sampled_stacks_are_scaled_to_the_exact_counts() {
         let s1 = stack(&["netif_rx", "veth_xmit"]);
         let s2 = stack(&["netif_rx", "br_dev_xmit"]);
-        let mut a = Aggregate::new(4);
+        let mut a = Aggregate::new(StackMode::Sample(4));
         let name: Arc<str> = Arc::from("net:netif_rx");
         let veth0 = Device { netns: 7, ifindex: 4, name: KernelStr::from("veth0") };
         let br0 = Device { netns: 7, ifindex: 3, name: KernelStr::from("br0") };
-        let at = |dev, stack_id, stack| Counted { name: &name, dev: Some(dev), stack_id, stack };
+        let at = |dev, stack_id, stack| Counted { name: &name, dev: Some(dev), stack_id, stack, class: 0 };
         // veth0: 3 events sampled with s1, 1 with s2, 12 skipped; br0: 5 skipped, none sampled.
         a.add_counted(at(&veth0, 0, Some(&s1)), 3);
         a.add_counted(at(&veth0, 1, Some(&s2)), 1);
@@ -266,17 +292,17 @@ mod tests {
         let r = TraceReport::new(&a, 1.0, Counters::default());
         assert_eq!(r.total_events(), 21);
         assert_eq!(r.event_count("net:netif_rx"), 21);
-        assert_eq!(r.stack_sample(), 4);
+        assert_eq!(r.summary.stacks, Some(StackMode::Sample(4)));
         // veth0's 16 events: 12 with s1's functions, 4 with s2's; br0's stay stackless.
         assert_eq!(r.function_count("netif_rx"), 16);
         assert_eq!(r.function_count("veth_xmit"), 12);
         assert_eq!(r.function_count("br_dev_xmit"), 4);
         let run = a.to_run("bridge", 1.0, None, Counters::default());
-        assert_eq!(run.stack_sample, Some(4));
+        assert_eq!((run.stack_mode, run.stack_sample), (Some(StackMode::Sample(4)), Some(4)));
         assert_eq!(run.counts.iter().map(|c| c.count).sum::<u64>(), 21);
         assert_eq!(run.counts.iter().filter(|c| c.stack.is_none()).map(|c| c.count).sum::<u64>(), 5);
         // Without sampling nothing is estimated and the recording says so.
-        let plain = Aggregate::new(1).to_run("bridge", 1.0, None, Counters::default());
-        assert_eq!(plain.stack_sample, None);
+        let plain = Aggregate::new(StackMode::Every).to_run("bridge", 1.0, None, Counters::default());
+        assert_eq!((plain.stack_mode, plain.stack_sample), (Some(StackMode::Every), None));
     }
 }

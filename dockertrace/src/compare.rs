@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{datapath, recording::ModeRun};
+use crate::{datapath, recording::ModeRun, stacks::StackMode};
 
 /// Events of one device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,10 +51,10 @@ pub struct ModeReport {
     /// Who built the topology ("docker", "netns"; None: unknown, e.g. imports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
-    /// Stacks were taken for 1 in this many events: function counts are estimates and rare
-    /// functions may be missing (None: every event).
+    /// Stacks were not walked for every event (`adaptive`, `sample:N`): function counts are
+    /// estimates and rare functions may be missing (None: every event, or no stacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stack_sample: Option<u32>,
+    pub stacks: Option<StackMode>,
     pub duration_s: f64,
     pub messages: Option<u64>,
     pub msgs_per_s: Option<f64>,
@@ -175,7 +175,7 @@ impl ModeReport {
         ModeReport {
             mode: run.mode.clone(),
             runtime: run.runtime.clone(),
-            stack_sample: run.stack_sample,
+            stacks: Some(run.effective_stack_mode()).filter(|m| m.estimates()),
             duration_s: run.duration_s,
             messages,
             msgs_per_s: w.map(|w| w.msgs_per_s),

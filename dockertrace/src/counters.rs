@@ -24,6 +24,9 @@ pub struct Counters {
     /// (Absent from recordings made before stacks were shared.)
     #[serde(default)]
     pub stack_shared: u64,
+    /// Adaptive stacks: keys that took over a slot another key held (a new window began).
+    #[serde(default)]
+    pub adapt_takeover: u64,
 }
 
 impl Counters {
@@ -49,6 +52,7 @@ impl Counters {
             pair_miss: g(counter::PAIR_MISS),
             agg_full: g(counter::AGG_FULL),
             stack_shared: g(counter::STACK_SHARED),
+            adapt_takeover: g(counter::ADAPT_TAKEOVER),
         }
     }
 }

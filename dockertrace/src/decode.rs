@@ -215,6 +215,8 @@ pub struct TracedEvent {
     pub skb: Option<u64>,
     /// `skb->protocol` (an EtherType), 0 when unknown.
     pub protocol: u16,
+    /// The skb's path class (`dockertrace_common::path_class`; adaptive stacks only, else 0).
+    pub class: u8,
     /// The device the event is attributed to.
     pub dev: Option<Device>,
     /// A device name the tracepoint reported (its `name` field) for an event without a known
@@ -243,6 +245,7 @@ impl TracedEvent {
             len: 0,
             skb: None,
             protocol: 0,
+            class: 0,
             dev: None,
             name_only: None,
             dev_from_pair: false,
@@ -314,6 +317,7 @@ impl Decoder {
             len: raw.len,
             skb: (raw.flags & EVENT_HAS_SKB != 0).then_some(raw.skbaddr),
             protocol: raw.protocol,
+            class: raw.class,
             dev,
             name_only,
             dev_from_pair: raw.flags & EVENT_DEV_FROM_PAIR != 0,
@@ -353,6 +357,7 @@ mod tests {
             netns: 4026532290,
             stack_id: 3,
             protocol: 0x0800,
+            class: 0,
             comm: name16(b"python3"),
             dev: name16(b"veth0"),
         }

@@ -89,7 +89,7 @@ pub async fn run_full(
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
     let mut stacks = StackCache::new(tracer.take_stacks(), tracer.kallsyms.clone());
-    let mut agg = Aggregate::new(tracer.stack_sample);
+    let mut agg = Aggregate::new(tracer.stacks);
     let mut decode_errors = 0u64;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -199,7 +199,7 @@ async fn run_aggregated(
 fn collect_aggregated(tracer: &Tracer, stacks: &mut StackCache) -> anyhow::Result<Aggregate> {
     let counts = tracer.aggregated()?;
     let names = tracer.aggregated_dev_names()?;
-    let mut agg = Aggregate::new(tracer.stack_sample);
+    let mut agg = Aggregate::new(tracer.stacks);
     for (k, n) in counts {
         let key = DevKey { netns: k.netns, ifindex: k.ifindex };
         let known = (k.netns, k.ifindex) != (0, 0) || names.contains_key(&key);
@@ -212,7 +212,13 @@ fn collect_aggregated(tracer: &Tracer, stacks: &mut StackCache) -> anyhow::Resul
         let stack = stacks.get(k.stack_id);
         let name = tracer.catalog.name(k.kind);
         agg.add_counted(
-            Counted { name: &name, dev: dev.as_ref(), stack_id: k.stack_id, stack: stack.as_ref() },
+            Counted {
+                name: &name,
+                dev: dev.as_ref(),
+                stack_id: k.stack_id,
+                stack: stack.as_ref(),
+                class: k.class,
+            },
             n,
         );
     }

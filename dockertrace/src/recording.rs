@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{counters::Counters, workload::WorkloadReport};
+use crate::{counters::Counters, stacks::StackMode, workload::WorkloadReport};
 
 pub const FORMAT: &str = "dockertrace-recording";
 pub const VERSION: u32 = 1;
@@ -52,10 +52,35 @@ pub struct ModeRun {
     /// Who built the topology: "docker" or "netns" (absent from imports and older recordings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
-    /// Stacks were taken for 1 in this many events (`--stack-sample`): the stack counts are
-    /// estimates (the events' own counts are exact). Absent: every event took a stack.
+    /// Stacks were taken for 1 in this many events (`--stacks sample:N`, `--stack-sample`):
+    /// the stack counts are estimates (the events' own counts are exact). Written beside
+    /// `stacks` for readers older than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_sample: Option<u32>,
+    /// When the kernel walked stacks (`every`, `adaptive`, `sample:N`, `none`); with
+    /// `adaptive` and `sample:N` the stack counts are estimates. Absent from older recordings:
+    /// see [`ModeRun::effective_stack_mode`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_mode: Option<StackMode>,
+}
+
+impl ModeRun {
+    /// When the kernel walked stacks for this run; older recordings said only
+    /// `stack_sample` (or nothing: every event).
+    pub fn effective_stack_mode(&self) -> StackMode {
+        self.stack_mode
+            .unwrap_or_else(|| self.stack_sample.map_or(StackMode::Every, StackMode::Sample).normalized())
+    }
+
+    /// Records the stack mode (and `stack_sample` for older readers).
+    pub fn set_stack_mode(&mut self, mode: StackMode) {
+        let mode = mode.normalized();
+        self.stack_mode = Some(mode);
+        self.stack_sample = match mode {
+            StackMode::Sample(n) => Some(n),
+            _ => None,
+        };
+    }
 }
 
 /// Events of one kind, on one device, with one stack.
@@ -234,6 +259,7 @@ impl RunBuilder {
             tracer: None,
             runtime: None,
             stack_sample: None,
+            stack_mode: None,
         }
     }
 }

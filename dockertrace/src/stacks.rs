@@ -149,3 +149,106 @@ mod tests {
         }
     }
 }
+
+/// When the kernel walks an event's stack (`--stacks`). Every event is counted whatever the
+/// mode; with `Adaptive` and `Sample`, the events not walked are shared out over the walked
+/// stacks of their kind and device (and, adaptive, path class), so function counts, paths and
+/// flame graphs are estimates of the exact totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StackMode {
+    /// No stacks: no function names.
+    None,
+    /// A stack for every event (~4 µs per event here: the kernel's unwinder).
+    Every,
+    /// Per (event, device, path class): the first [`ADAPT_FIRST`] events of each
+    /// [`ADAPT_WINDOW`], then 1 in [`ADAPT_TAIL`] at random; a key seen for the first time
+    /// always walks, so rare paths (ARP, SYN/FIN, ICMP) keep their stacks.
+    #[default]
+    Adaptive,
+    /// A stack for 1 in N events, at random.
+    Sample(u32),
+}
+
+/// Adaptive stacks: events walked per key at the start of each window.
+pub const ADAPT_FIRST: u32 = 4;
+/// Adaptive stacks: the length of a key's window.
+pub const ADAPT_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+/// Adaptive stacks: 1 in this many of a key's later events in its window walks.
+pub const ADAPT_TAIL: u32 = 256;
+
+impl StackMode {
+    /// Whether stack-derived counts are estimates (not every event walked).
+    pub fn estimates(self) -> bool {
+        matches!(self, StackMode::Adaptive) || matches!(self, StackMode::Sample(n) if n > 1)
+    }
+
+    /// `sample:1` is `every`.
+    pub fn normalized(self) -> StackMode {
+        match self {
+            StackMode::Sample(n) if n <= 1 => StackMode::Every,
+            m => m,
+        }
+    }
+}
+
+impl std::fmt::Display for StackMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StackMode::None => f.write_str("none"),
+            StackMode::Every => f.write_str("every"),
+            StackMode::Adaptive => f.write_str("adaptive"),
+            StackMode::Sample(n) => write!(f, "sample:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for StackMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}`: --stacks takes every, adaptive, none or sample:N (N from 1 to 1000000)");
+        Ok(match s {
+            "none" => StackMode::None,
+            "every" => StackMode::Every,
+            "adaptive" => StackMode::Adaptive,
+            _ => {
+                let n: u32 = s.strip_prefix("sample:").ok_or_else(bad)?.parse().map_err(|_| bad())?;
+                if !(1..=1_000_000).contains(&n) {
+                    return Err(bad());
+                }
+                StackMode::Sample(n).normalized()
+            }
+        })
+    }
+}
+
+impl serde::Serialize for StackMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StackMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod stack_mode_tests {
+    use super::*;
+
+    #[test]
+    fn stack_modes_parse_print_and_round_trip() {
+        for m in [StackMode::None, StackMode::Every, StackMode::Adaptive, StackMode::Sample(16)] {
+            assert_eq!(m.to_string().parse::<StackMode>(), Ok(m));
+            assert_eq!(serde_json::from_str::<StackMode>(&serde_json::to_string(&m).unwrap()).unwrap(), m);
+        }
+        assert_eq!("sample:1".parse::<StackMode>(), Ok(StackMode::Every));
+        assert!("sample:0".parse::<StackMode>().is_err());
+        assert!("all".parse::<StackMode>().unwrap_err().contains("every, adaptive, none or sample:N"));
+        assert!(StackMode::Adaptive.estimates() && StackMode::Sample(2).estimates());
+        assert!(!StackMode::Every.estimates() && !StackMode::None.estimates());
+        assert_eq!(StackMode::default(), StackMode::Adaptive);
+    }
+}

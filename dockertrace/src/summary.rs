@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::{
     aggregate::Aggregate, compare::ModeReport, cost::TracerCost, counters::Counters,
-    probes::datapath::ProbeStatus,
+    probes::datapath::ProbeStatus, stacks::StackMode,
 };
 
 /// Stack paths kept in a trace's summary.
@@ -64,8 +64,8 @@ impl TraceReport {
         self.summary.functions.iter().any(|r| r.name == name)
     }
 
-    /// Stacks were taken for 1 in this many events (1: every event).
-    pub fn stack_sample(&self) -> u32 {
-        self.summary.stack_sample.unwrap_or(1)
+    /// Whether the stack-derived counts (functions, paths) are estimates, and why.
+    pub fn estimated_stacks(&self) -> Option<StackMode> {
+        self.summary.stacks
     }
 }

@@ -11,7 +11,10 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     Btf, Ebpf, EbpfLoader,
 };
-use dockertrace_common::{counter, AggKey, DevKey, KernelLayout, Settings, NAME_LEN};
+use dockertrace_common::{
+    counter, AggKey, DevKey, KernelLayout, Settings, NAME_LEN, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE,
+    STACKS_SAMPLE,
+};
 
 use crate::{
     counters::Counters,
@@ -29,7 +32,7 @@ use crate::{
         AttachEnv, AttachedProgram, Catalog, Family,
     },
     select::EventSelector,
-    stacks::StackMaps,
+    stacks::{StackMaps, StackMode, ADAPT_FIRST, ADAPT_TAIL, ADAPT_WINDOW},
 };
 
 /// The eBPF object built by build.rs.
@@ -40,11 +43,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub struct TraceOptions {
     pub events: EventSelector,
     pub filter: Filter,
-    /// Collect kernel stack ids.
-    pub stacks: bool,
-    /// With stacks: take one for 1 in N events on average (1: every event). The others are
-    /// counted without a stack and stand for the sampled stacks of their kind and device.
-    pub stack_sample: u32,
+    /// When the kernel walks an event's stack.
+    pub stacks: StackMode,
     /// Attach the datapath function probes (kprobe, else fentry).
     pub datapath: bool,
     /// Ring buffer size in bytes (a power of two multiple of the page size); None: built-in 4 MiB.
@@ -112,8 +112,8 @@ pub struct Tracer {
     dev_names: BpfHashMap<MapData, DevKey, [u8; NAME_LEN]>,
     /// Whether the programs run in aggregate mode.
     pub aggregate: bool,
-    /// 1 in how many events takes a stack (1: every event, or stacks are off).
-    pub stack_sample: u32,
+    /// When the kernel walks stacks.
+    pub stacks: StackMode,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// The attached programs of every family.
     programs: Vec<AttachedProgram>,
@@ -189,11 +189,23 @@ fn raise_memlock() {
 fn settings(opts: &TraceOptions) -> Settings {
     Settings {
         filters: opts.filter.flags(),
-        stacks: if opts.stacks { opts.stack_sample.max(1) } else { 0 },
+        stacks: match opts.stacks {
+            StackMode::Sample(n) => n.max(1),
+            StackMode::Adaptive => ADAPT_TAIL,
+            _ => 1,
+        },
         port: opts.filter.port.unwrap_or(0),
         aggregate: u8::from(opts.aggregate),
-        _pad: 0,
+        stack_mode: match opts.stacks.normalized() {
+            StackMode::None => STACKS_NONE,
+            StackMode::Every => STACKS_EVERY,
+            StackMode::Sample(_) => STACKS_SAMPLE,
+            StackMode::Adaptive => STACKS_ADAPTIVE,
+        },
         wake_bytes: wake_bytes(opts.ring_bytes.unwrap_or(DEFAULT_RING_BYTES)),
+        adapt_first: ADAPT_FIRST,
+        _pad: 0,
+        adapt_window_ns: ADAPT_WINDOW.as_nanos() as u64,
     }
 }
 
@@ -295,7 +307,7 @@ impl Tracer {
             attach_time: started.elapsed(),
             maps: Some(maps),
             aggregate: opts.aggregate,
-            stack_sample: if opts.stacks { opts.stack_sample.max(1) } else { 1 },
+            stacks: opts.stacks.normalized(),
             logger,
             programs,
             stats: None,

@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use dockertrace::filter::Filter;
+use dockertrace::{filter::Filter, stacks::StackMode};
 use dockertrace_common::{
     record::{STACK_SKIPPED, STACK_SPILL_BASE},
     DevKey,
@@ -221,7 +221,7 @@ fn no_stacks_mode_sends_no_stack_ids() {
     }
     let t = Arc::new(Topology::veth());
     let mut opts = options("net:netif_rx", netns_filter(&t));
-    opts.stacks = false;
+    opts.stacks = StackMode::None;
     let topo = t.clone();
     let (traced, _) = trace_while(&opts, move || topo.echo(50));
     assert!(traced.events.len() >= 100, "{} events", traced.events.len());
@@ -457,7 +457,7 @@ fn sampled_stacks_take_a_fraction_and_scale_to_the_counts() {
     }
     let t = Arc::new(Topology::veth());
     let mut streaming = options("net:*", netns_filter(&t));
-    streaming.stack_sample = 4;
+    streaming.stacks = StackMode::Sample(4);
     let mut aggregate = streaming.clone();
     aggregate.aggregate = true;
     let mut b = dockertrace::tracer::Tracer::start(&aggregate).expect("aggregate tracer starts");
@@ -484,7 +484,7 @@ fn sampled_stacks_take_a_fraction_and_scale_to_the_counts() {
     // 1 in 4 at random: the expected 25% is many standard deviations inside these bounds.
     let share = with_stack as f64 / total as f64;
     assert!((0.10..0.45).contains(&share), "{with_stack} of {total} events took a stack");
-    assert_eq!(a.report.stack_sample(), 4);
+    assert_eq!(a.report.estimated_stacks(), Some(StackMode::Sample(4)));
 
     // Every netif_rx on b runs inside veth_xmit; the estimate covers at least those events.
     let (bn, bi) = (t.b.inode().unwrap(), t.b.ifindex(t.b_dev).unwrap());
@@ -498,6 +498,70 @@ fn sampled_stacks_take_a_fraction_and_scale_to_the_counts() {
     // The aggregate tracer saw the same traffic: exact counts agree, functions are estimated.
     assert_eq!(b_report.counters.lost(), 0);
     assert_eq!(b_report.summary.events, a.report.summary.events, "per-event counts");
-    assert_eq!(b_report.stack_sample(), 4);
+    assert_eq!(b_report.estimated_stacks(), Some(StackMode::Sample(4)));
     assert!(b_report.has_function("veth_xmit"), "aggregate: {:?}", b_report.summary.functions);
+}
+
+/// Adaptive stacks (the default): every event counted, a stack walked only while it can teach
+/// something. Beside a tracer that walks every stack, on the same traffic: the exact counts
+/// agree, far fewer stacks are walked, every (event, device, path class) key — the rare ones
+/// (ARP, SYN, FIN) included — has a walked stack, the path classes are what the packets are, and
+/// every function at one event per message or more is found.
+#[test]
+fn adaptive_stacks_walk_few_and_miss_no_path() {
+    use dockertrace_common::path_class as pc;
+    if skip!() {
+        return;
+    }
+    let t = Arc::new(Topology::veth());
+    let mut adaptive = options("net:*", netns_filter(&t));
+    adaptive.stacks = StackMode::Adaptive;
+    let every = options("net:*", netns_filter(&t));
+    let mut b = dockertrace::tracer::Tracer::start(&every).expect("every-stack tracer starts");
+    let topo = t.clone();
+    let (a, report) = trace_while(&adaptive, move || topo.echo(N));
+    assert_eq!(report.messages, N);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let b_report =
+        rt.block_on(dockertrace::pipeline::run(&mut b, &mut [], async {})).expect("every-stack run");
+    b.stop();
+
+    assert_eq!((a.report.counters.lost(), b_report.counters.lost()), (0, 0));
+    assert_eq!(a.report.summary.events, b_report.summary.events, "exact per-event counts");
+    assert_eq!(a.report.summary.devices, b_report.summary.devices, "exact per-device counts");
+    assert_eq!(a.report.estimated_stacks(), Some(StackMode::Adaptive));
+
+    let total = a.events.len();
+    let walked = a.events.iter().filter(|e| e.stack_id >= 0).count();
+    let skipped = a.events.iter().filter(|e| e.stack_id == STACK_SKIPPED).count();
+    let failed = a.events.iter().filter(|e| e.stack_id == -libc::EEXIST).count();
+    assert_eq!(walked + skipped + failed, total, "every event walked, skipped or counted as failed");
+    assert_eq!(failed as u64, a.report.counters.stack_collision);
+    assert!(walked * 3 < total, "{walked} of {total} events walked their stack");
+
+    // Every key got a walked (or counted-failed) stack: first-seen keys always walk.
+    let mut keys: BTreeMap<(String, Option<DevKey>, u8), bool> = BTreeMap::new();
+    for e in &a.events {
+        *keys.entry((e.name.to_string(), e.dev_key(), e.class)).or_default() |= e.stack_id != STACK_SKIPPED;
+    }
+    let blind: Vec<_> = keys.iter().filter(|(_, walked)| !**walked).map(|(k, _)| k).collect();
+    assert!(blind.is_empty(), "keys without any stack: {blind:?}");
+
+    // The classes say what the packets are: the handshake's SYN and FIN, the data, ARP.
+    let classes: BTreeSet<u8> = a.events.iter().map(|e| e.class).collect();
+    let has = |want: u8, mask: u8| classes.iter().any(|c| c & mask == want);
+    assert!(has(pc::NET_ARP, 0x03), "no ARP class in {classes:?}");
+    for flags in [pc::TCP_SYN, pc::TCP_FIN, pc::TCP_OTHER] {
+        assert!(has(pc::NET_IPV4 | pc::L4_TCP | flags, 0x3f), "no TCP class {flags:#x} in {classes:?}");
+    }
+
+    // Nothing frequent is missed.
+    let missed: Vec<_> = b_report
+        .summary
+        .functions
+        .iter()
+        .filter(|f| f.count >= N && !a.report.has_function(&f.name))
+        .map(|f| (&f.name, f.count))
+        .collect();
+    assert!(missed.is_empty(), "functions at ≥1 per message the adaptive run missed: {missed:?}");
 }

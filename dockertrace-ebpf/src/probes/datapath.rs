@@ -13,7 +13,7 @@ use dockertrace_common::{
 };
 
 use crate::{
-    emit::{emit, pass_dev, pass_pid, pass_port, read_skb, Fields},
+    emit::{emit, pass_dev, pass_pid, pass_port, path_class, read_skb, Fields},
     maps::{bump, layout, settings},
 };
 
@@ -51,6 +51,7 @@ fn on_call<C: StackIdContext>(ctx: &C, index: u32, skb: *const u8, pptr: bool) -
     let f = Fields {
         kind: PROBE_BASE + index,
         flags: EVENT_HAS_SKB,
+        class: path_class(&s, skb, info.protocol, pid_tgid, &l),
         skbaddr: skb as u64,
         len: info.len,
         protocol: info.protocol,

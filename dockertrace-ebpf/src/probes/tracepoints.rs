@@ -18,7 +18,7 @@ use dockertrace_common::{
 };
 
 use crate::{
-    emit::{emit, pass_dev, pass_pid, pass_port, read_dev, read_skb, DevInfo, Fields},
+    emit::{emit, pass_dev, pass_pid, pass_port, path_class, read_dev, read_skb, DevInfo, Fields},
     maps::{bump, layout, settings, PAIRS, TP_CONFIG},
 };
 
@@ -81,7 +81,7 @@ fn try_record(ctx: &TracePointContext, cfg: &TpConfig) -> Result<(), i32> {
         bump(counter::FILTERED);
         return Ok(());
     }
-    let mut f = Fields { kind: cfg.kind, flags: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid };
+    let mut f = Fields::new(cfg.kind, pid_tgid);
     let mut dev = DevInfo::UNKNOWN;
     if cfg.skbaddr_off != NO_FIELD {
         // SAFETY: read_at reads the record through bpf_probe_read; the offset is the field's.
@@ -109,7 +109,7 @@ fn try_args<C: StackIdContext + EbpfContext>(ctx: &C, cfg: &TpConfig) {
         bump(counter::FILTERED);
         return;
     }
-    let mut f = Fields { kind: cfg.kind, flags: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid };
+    let mut f = Fields::new(cfg.kind, pid_tgid);
     let mut dev = DevInfo::UNKNOWN;
     if cfg.skb_arg != NO_ARG {
         f.skbaddr = arg(ctx, cfg.skb_arg);
@@ -148,9 +148,11 @@ fn from_skb(cfg: &TpConfig, f: &mut Fields, dev: &mut DevInfo) {
     }
     f.flags |= EVENT_HAS_SKB;
     if !inherits(cfg) {
-        let skb = read_skb(f.skbaddr as *const u8, &layout());
+        let l = layout();
+        let skb = read_skb(f.skbaddr as *const u8, &l);
         f.len = skb.len;
         f.protocol = skb.protocol;
+        f.class = path_class(&settings(), f.skbaddr as *const u8, skb.protocol, f.pid_tgid, &l);
         *dev = skb.dev;
     }
 }
@@ -172,12 +174,13 @@ fn deliver<C: StackIdContext>(ctx: &C, cfg: &TpConfig, f: &mut Fields, dev: &mut
                 if entry.flags != 0 {
                     dev.ifindex = entry.ifindex;
                     dev.netns = entry.netns;
-                    dev.flags = entry.flags as u16;
+                    dev.flags = entry.flags as u8;
                     if !named {
                         dev.name = entry.dev;
                     }
                     f.flags |= EVENT_DEV_FROM_PAIR;
                 }
+                f.class = entry.class as u8;
                 (entry.pass != 0, stack_shared(entry.stack_id).then_some(entry.stack_id))
             }
             None => (pass_dev(&s, dev) && pass_port(&s, skb, &layout()), None),
@@ -196,7 +199,7 @@ fn deliver<C: StackIdContext>(ctx: &C, cfg: &TpConfig, f: &mut Fields, dev: &mut
     };
     // The entry is remembered after it went out, so that its exit can reuse its stack.
     if cfg.pair_role == PAIR_PUSH || cfg.pair_role == PAIR_SET {
-        remember(cfg, dev, pass, stack_id);
+        remember(cfg, dev, pass, stack_id, f.class);
     }
 }
 
@@ -221,7 +224,7 @@ fn read_name(ctx: &TracePointContext, cfg: &TpConfig, dev: &mut DevInfo) {
 /// PUSH / SET: records the entry event's device (and the stack id it went out with) on this
 /// CPU's stack for its slot.
 #[inline(always)]
-fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool, stack_id: i32) {
+fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool, stack_id: i32, class: u8) {
     let slot = u32::from(cfg.pair_slot);
     if slot >= PAIR_SLOTS {
         return;
@@ -238,7 +241,7 @@ fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool, stack_id: i32) {
         flags: u32::from(dev.flags),
         dev: dev.name,
         stack_id,
-        _pad: 0,
+        class: u32::from(class),
     };
     let depth = if cfg.pair_role == PAIR_SET { 0 } else { st.depth as usize };
     match st.entries.get_mut(depth) {

@@ -14,6 +14,7 @@ use crate::{
     select::{EventSelector, DEFAULT_EVENTS},
     session::Session,
     sinks::{json::JsonSink, live::LiveSink},
+    stacks::StackMode,
     tracer::{TraceOptions, Tracer},
 };
 
@@ -28,14 +29,20 @@ pub struct TracingArgs {
     /// turned off). Schema: docs/json-schema.md.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Do not collect kernel stacks (cheaper; no function names).
+    /// When the kernel walks an event's stack — most of tracing's cost (~4 µs a walk here,
+    /// docs/performance.md). Every event is counted in every mode. `adaptive` (default): per
+    /// (event, device, path class) the first 4 events of each 100 ms, then 1 in 256 — a path
+    /// seen for the first time always gets its stack; `every`; `sample:N`: 1 in N at random;
+    /// `none`: no function names. Except with `every`, function counts, paths and flame graphs
+    /// are estimates scaled to the exact event counts.
+    #[arg(long, value_name = "MODE", default_value = "adaptive", conflicts_with_all = ["no_stacks", "stack_sample"])]
+    pub stacks: StackMode,
+    /// Same as `--stacks none` (kept for older scripts).
     #[arg(long, conflicts_with = "stack_sample")]
     pub no_stacks: bool,
-    /// Take a kernel stack for 1 in N events, picked at random (default: every event). The
-    /// kernel's stack walk is most of tracing's cost (docs/performance.md); every event is still
-    /// counted, and function counts and flame graphs become estimates scaled to the counts.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub stack_sample: u32,
+    /// Same as `--stacks sample:N` (kept for older scripts).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub stack_sample: Option<u32>,
     /// Do not probe the datapath functions (veth_xmit, br_dev_xmit, ...).
     #[arg(long)]
     pub no_datapath: bool,
@@ -102,6 +109,15 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
 }
 
 impl TracingArgs {
+    /// `--stacks`, or what its older spellings (`--no-stacks`, `--stack-sample N`) ask for.
+    pub fn stack_mode(&self) -> StackMode {
+        match (self.no_stacks, self.stack_sample) {
+            (true, _) => StackMode::None,
+            (_, Some(n)) => StackMode::Sample(n).normalized(),
+            _ => self.stacks,
+        }
+    }
+
     /// Tracer options for a resolved filter.
     pub fn options(&self, filter: Filter) -> anyhow::Result<TraceOptions> {
         anyhow::ensure!(
@@ -111,8 +127,7 @@ impl TracingArgs {
         Ok(TraceOptions {
             events: EventSelector::parse(&self.events)?,
             filter,
-            stacks: !self.no_stacks,
-            stack_sample: self.stack_sample,
+            stacks: self.stack_mode(),
             datapath: !self.no_datapath,
             ring_bytes: Some(self.ring_mib << 20),
             stack_map_entries: None,

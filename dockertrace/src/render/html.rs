@@ -361,8 +361,8 @@ fn mode_header(out: &mut String, m: &ModeReport) -> std::fmt::Result {
         opt(m.events_per_msg),
         num(m.mean_stack_depth),
         m.lost,
-        m.stack_sample.map_or_else(String::new, |n| format!(
-            "; stacks sampled 1 in {n}: function figures are estimates, rare functions may be missing"
+        m.stacks.map_or_else(String::new, |n| format!(
+            "; stacks: {n}: function figures are estimates, rare functions may be missing"
         ))
     )?;
     Ok(())

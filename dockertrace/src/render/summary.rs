@@ -45,11 +45,10 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
             "\n{}",
             style.bold(&format!("Kernel functions in stacks ({} distinct, by events)", m.functions.len()))
         );
-        if r.stack_sample() > 1 {
+        if let Some(mode) = r.estimated_stacks() {
             let _ = writeln!(
                 s,
-                "  (stacks sampled 1 in {}: these counts are estimates; the event counts above are exact)",
-                r.stack_sample()
+                "  (stacks: {mode}, not walked for every event: these counts are estimates; the event counts above are exact)"
             );
         }
         if c.stack_shared > 0 {
@@ -135,7 +134,7 @@ mod tests {
         aggregate::{Aggregate, Counted},
         cost::ProgramCost,
         counters::Counters,
-        stacks::{Frame, Stack},
+        stacks::{Frame, Stack, StackMode},
     };
 
     #[test]
@@ -146,9 +145,9 @@ mod tests {
                 .map(|f| Frame { addr: 0, function: Arc::from(*f), offset: 0, module: None })
                 .collect(),
         });
-        let mut a = Aggregate::new(1);
+        let mut a = Aggregate::new(StackMode::Every);
         let name: Arc<str> = Arc::from("net:netif_rx");
-        a.add_counted(Counted { name: &name, dev: None, stack_id: 0, stack: Some(&stack) }, 4);
+        a.add_counted(Counted { name: &name, dev: None, stack_id: 0, stack: Some(&stack), class: 0 }, 4);
         let r = TraceReport::new(&a, 2.0, Counters::default());
         let text = render_summary(&r, Style::plain(), 1);
         assert!(text.contains("4 events in 2.0 s"));

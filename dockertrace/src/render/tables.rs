@@ -30,12 +30,12 @@ pub fn render_mode(m: &ModeReport, style: Style, functions: usize) -> String {
         m.lost,
         m.stack_errors
     );
-    if let Some(n) = m.stack_sample {
+    if let Some(mode) = m.stacks {
         let _ = writeln!(
             s,
             "  {}",
             style.dim(&format!(
-                "stacks sampled 1 in {n}: event counts are exact, function and path counts are estimates"
+                "stacks: {mode}: event counts are exact, function and path counts are estimates"
             ))
         );
     }
@@ -101,13 +101,13 @@ pub fn render_comparison(c: &Comparison, style: Style, max_functions: usize) -> 
         let _ = writeln!(s, "  {:<12} {}", mode, style.dim(&format!("skipped: {why}")));
     }
     let sampled: Vec<String> =
-        c.modes.iter().filter_map(|m| m.stack_sample.map(|n| format!("{} (1 in {n})", m.mode))).collect();
+        c.modes.iter().filter_map(|m| m.stacks.map(|n| format!("{} ({n})", m.mode))).collect();
     if !sampled.is_empty() {
         let _ = writeln!(
             s,
             "  {}",
             style.dim(&format!(
-                "stacks sampled in {}: function figures are estimates, and rare functions may be missing",
+                "stacks not walked for every event in {}: function figures are estimates, and rare functions may be missing",
                 sampled.join(", ")
             ))
         );

@@ -137,6 +137,7 @@ mod tests {
         counters::Counters,
         decode::{Device, KernelStr},
         render::summary::render_summary,
+        stacks::StackMode,
     };
 
     fn ev(ts: u64) -> TracedEvent {
@@ -177,7 +178,7 @@ mod tests {
         e.dev = Some(Device { netns: 9, ifindex: 3, name: KernelStr::from("v\x1b]0;t\x07") });
         let mut sink = LiveSink::new(Vec::new(), Style::plain(), 0);
         sink.event(&e).unwrap();
-        let mut a = Aggregate::new(1);
+        let mut a = Aggregate::new(StackMode::Every);
         a.add(&e);
         let summary = render_summary(&TraceReport::new(&a, 1.0, Counters::default()), Style::plain(), 5);
         for text in [String::from_utf8(sink.out).unwrap(), summary] {

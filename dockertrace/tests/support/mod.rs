@@ -17,6 +17,7 @@ use dockertrace::{
     pipeline::{self, MemorySink},
     probes::tracepoints::AttachType,
     select::EventSelector,
+    stacks::StackMode,
     summary::TraceReport,
     sys::netns::{self, Namespace},
     tracer::{TraceOptions, Tracer},
@@ -292,8 +293,7 @@ pub fn options(events: &str, filter: Filter) -> TraceOptions {
     TraceOptions {
         events: EventSelector::parse(events).unwrap(),
         filter,
-        stacks: true,
-        stack_sample: 1,
+        stacks: StackMode::Every,
         datapath: true,
         ring_bytes: None,
         stack_map_entries: None,
