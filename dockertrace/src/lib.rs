@@ -32,6 +32,7 @@ pub mod stacks;
 pub mod summary;
 pub mod sys;
 pub mod teardown;
+pub mod trace_error;
 pub mod tracer;
 pub mod ui;
 pub mod workload;

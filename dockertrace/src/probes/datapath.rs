@@ -11,7 +11,7 @@ use aya::{
 use dockertrace_common::datapath::{DatapathFunc, DATAPATH_FUNCS, PROBE_BASE};
 
 use super::{is_eperm, short, AttachEnv, AttachedProgram, Catalog, Family};
-use crate::{kernel::kallsyms::Kallsyms, tracer::TraceError};
+use crate::{kernel::kallsyms::Kallsyms, trace_error::TraceError};
 
 /// How a datapath probe ended up.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -20,7 +20,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use aya::{programs::ProgramError, Btf, Ebpf};
 
-use crate::{errors::chain, kernel::kallsyms::Kallsyms, tracer::TraceError};
+use crate::{errors::chain, kernel::kallsyms::Kallsyms, trace_error::TraceError};
 
 pub mod datapath;
 pub mod tracepoints;

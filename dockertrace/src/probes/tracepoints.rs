@@ -26,7 +26,7 @@ use crate::{
         tracefs::{TpField, TpFormat, Tracefs, TracepointId},
     },
     select::EventSelector,
-    tracer::TraceError,
+    trace_error::TraceError,
 };
 
 /// Entry/exit tracepoint pairs whose exit event learns its device from the entry event on the

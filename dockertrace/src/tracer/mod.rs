@@ -9,17 +9,18 @@ use std::{
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
 };
-use dockertrace_common::{
-    counter, AggKey, DevKey, KernelLayout, Settings, NAME_LEN, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE,
-    STACKS_SAMPLE,
-};
+use dockertrace_common::{counter, AggKey, DevKey, NAME_LEN};
 
+mod load;
+
+use self::load::{fill_filter_maps, load, release_freed_memory, take_map};
+pub use self::load::{preflight, preflight_root, RING_POLL};
+pub use crate::trace_error::TraceError;
 use crate::{
     counters::Counters,
     decode::{Decoder, KernelStr},
-    errors::chain,
     filter::Filter,
     kernel::{
         btf::KernelBtf,
@@ -32,11 +33,8 @@ use crate::{
         AttachEnv, AttachedProgram, Catalog, Family,
     },
     select::EventSelector,
-    stacks::{StackMaps, StackMode, ADAPT_FIRST, ADAPT_TAIL, ADAPT_WINDOW},
+    stacks::{StackMaps, StackMode},
 };
-
-/// The eBPF object built by build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dockertrace"));
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -57,37 +55,6 @@ pub struct TraceOptions {
     pub aggregate: bool,
     /// How the tracepoints are attached (`--attach`).
     pub attach: AttachType,
-}
-
-/// Errors a user can cause or meet on a kernel that lacks something. Each prints as one line.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    #[error(
-        "dockertrace needs root (to load eBPF programs and create namespaces and links): run it with sudo"
-    )]
-    NotRoot,
-    #[error("this dockertrace binary was built without its eBPF programs (AYA_BUILD_SKIP=1); rebuild it with `cargo xtask build`")]
-    NoObject,
-    #[error(transparent)]
-    Tracefs(#[from] crate::kernel::tracefs::TracefsError),
-    #[error(transparent)]
-    Btf(#[from] crate::kernel::btf::BtfError),
-    #[error(transparent)]
-    Kallsyms(#[from] crate::kernel::kallsyms::KallsymsError),
-    #[error("no tracepoint matches --events `{0}` on this kernel")]
-    NoEvents(String),
-    #[error("--events `{spec}` selects {count} tracepoints (with the entry/exit partners they need); at most {max} can be traced at once")]
-    TooManyEvents { spec: String, count: usize, max: u32 },
-    #[error("the kernel refused to load dockertrace's eBPF programs: {0}")]
-    Load(String),
-    #[error("no tracepoint could be attached (first error: {0})")]
-    NothingAttached(String),
-    #[error("eBPF map {0} is missing from the object")]
-    MissingMap(&'static str),
-    #[error("eBPF map error: {0}")]
-    Map(#[from] aya::maps::MapError),
-    #[error("internal error: {0}")]
-    Internal(&'static str),
 }
 
 /// A loaded and attached tracer.
@@ -129,106 +96,6 @@ struct RunMaps {
     stacks: Option<StackMaps>,
 }
 
-/// Checks the preconditions that have a clear fix, before touching the kernel.
-pub fn preflight() -> Result<(), TraceError> {
-    if EBPF_OBJECT.is_empty() {
-        return Err(TraceError::NoObject);
-    }
-    preflight_root()
-}
-
-/// Root is needed to load programs and to create namespaces, links and containers.
-pub fn preflight_root() -> Result<(), TraceError> {
-    // SAFETY: trivial libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(TraceError::NotRoot);
-    }
-    Ok(())
-}
-
-/// Hands the heap that loading freed (the parsed kernel BTF, the object file's sections: tens
-/// of MiB) back to the system, so the ring buffer's pages do not stack on top of it.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free pages of glibc's heap.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// The ring buffer's size in the eBPF object (`EVENTS`), used when no size is asked for.
-const DEFAULT_RING_BYTES: u32 = 4 << 20;
-
-/// How often the reader drains the ring buffer without being woken. Records wait at most this
-/// long; the programs force a wakeup before a quarter of the ring is used (see [`wake_bytes`]).
-pub const RING_POLL: Duration = Duration::from_millis(20);
-
-/// Bytes waiting in the ring buffer at which the programs wake the reader: a quarter of it, so
-/// that a burst between two polls has three quarters left before anything is lost.
-fn wake_bytes(ring_bytes: u32) -> u32 {
-    (ring_bytes / 4).max(1)
-}
-
-/// The system page size (the smallest ring buffer the kernel accepts).
-fn page_size() -> u32 {
-    // SAFETY: trivial libc call.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u32::try_from(n).ok().filter(|n| n.is_power_of_two()).unwrap_or(4096)
-}
-
-fn raise_memlock() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: plain syscall with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        // Kernels since 5.11 account BPF memory to the memory cgroup instead.
-        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error());
-    }
-}
-
-/// The programs' read-only settings for `opts`.
-fn settings(opts: &TraceOptions) -> Settings {
-    Settings {
-        filters: opts.filter.flags(),
-        stacks: match opts.stacks {
-            StackMode::Sample(n) => n.max(1),
-            StackMode::Adaptive => ADAPT_TAIL,
-            _ => 1,
-        },
-        port: opts.filter.port.unwrap_or(0),
-        aggregate: u8::from(opts.aggregate),
-        stack_mode: match opts.stacks.normalized() {
-            StackMode::None => STACKS_NONE,
-            StackMode::Every => STACKS_EVERY,
-            StackMode::Sample(_) => STACKS_SAMPLE,
-            StackMode::Adaptive => STACKS_ADAPTIVE,
-        },
-        wake_bytes: wake_bytes(opts.ring_bytes.unwrap_or(DEFAULT_RING_BYTES)),
-        adapt_first: ADAPT_FIRST,
-        _pad: 0,
-        adapt_window_ns: ADAPT_WINDOW.as_nanos() as u64,
-    }
-}
-
-/// Loads the object with its globals and map sizes, relocating against `btf` (the parse the
-/// tracepoints' `tp_btf` programs load against too: tens of MiB, parsed once).
-fn load(opts: &TraceOptions, layout: &KernelLayout, btf: Option<&Btf>) -> Result<Ebpf, TraceError> {
-    raise_memlock();
-    let settings = settings(opts);
-    let mut loader = EbpfLoader::new();
-    loader.btf(btf);
-    loader.override_global("SETTINGS", &settings, true).override_global("LAYOUT", layout, true);
-    if opts.aggregate {
-        // Nothing goes through the ring buffer: keep it as small as the kernel allows.
-        loader.map_max_entries("EVENTS", page_size());
-    } else if let Some(bytes) = opts.ring_bytes {
-        loader.map_max_entries("EVENTS", bytes);
-    }
-    if let Some(entries) = opts.stack_map_entries {
-        loader.map_max_entries("STACKS", entries.max(1));
-    }
-    loader.load(EBPF_OBJECT).map_err(|e| TraceError::Load(chain(&e)))
-}
-
 /// One family's turn: configure its maps, attach its programs, note them for the cost report.
 fn attach_family(
     family: &mut dyn Family,
@@ -241,10 +108,6 @@ fn attach_family(
     family.attach(ebpf, env, catalog)?;
     programs.extend(family.programs());
     Ok(())
-}
-
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, TraceError> {
-    ebpf.take_map(name).ok_or(TraceError::MissingMap(name))
 }
 
 impl Tracer {
@@ -402,23 +265,4 @@ impl Tracer {
     pub fn stop(self) {
         drop(self.ebpf);
     }
-}
-
-/// Writes the in-kernel filters (netns, devices, pids) the programs check before any work.
-fn fill_filter_maps(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), TraceError> {
-    fn fill<'k, K: aya::Pod>(
-        ebpf: &mut Ebpf,
-        name: &'static str,
-        keys: impl IntoIterator<Item = &'k K>,
-    ) -> Result<(), TraceError> {
-        let mut m: BpfHashMap<_, K, u8> =
-            BpfHashMap::try_from(ebpf.map_mut(name).ok_or(TraceError::MissingMap(name))?)?;
-        for k in keys {
-            m.insert(k, 1, 0)?;
-        }
-        Ok(())
-    }
-    fill(ebpf, "FILTER_NETNS", &filter.netns)?;
-    fill(ebpf, "FILTER_DEVS", &filter.devs)?;
-    fill(ebpf, "FILTER_PIDS", &filter.pids)
 }
