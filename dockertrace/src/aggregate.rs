@@ -2,6 +2,8 @@
 //! is derived, and from that the summary.
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
+use foldhash::HashMap as FastMap;
+
 use dockertrace_common::record::STACK_SKIPPED;
 
 use crate::{
@@ -15,7 +17,9 @@ use crate::{
 /// What [`Aggregate::add_counted`] counts: events of one kind, on one device, with one stack.
 #[derive(Debug, Clone, Copy)]
 pub struct Counted<'a> {
-    /// The event's name.
+    /// The event's kind (tracefs id or `PROBE_BASE + index`): what the counts are keyed by.
+    pub kind: u32,
+    /// The event's name (kept once per kind).
     pub name: &'a Arc<str>,
     /// None when the device is unknown.
     pub dev: Option<&'a Device>,
@@ -32,7 +36,7 @@ pub struct Counted<'a> {
 /// stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    name: Arc<str>,
+    kind: u32,
     netns: u32,
     ifindex: u32,
     class: u8,
@@ -50,7 +54,8 @@ struct Key {
 /// counts, in the usual shape.
 #[derive(Default)]
 pub struct Aggregate {
-    counts: HashMap<Key, u64>,
+    counts: FastMap<Key, u64>,
+    names: FastMap<u32, Arc<str>>,
     dev_names: HashMap<(u32, u32), String>,
     stacks: HashMap<i32, Arc<Stack>>,
     total: u64,
@@ -68,6 +73,7 @@ impl Aggregate {
     pub fn add(&mut self, ev: &TracedEvent) {
         self.add_counted(
             Counted {
+                kind: ev.kind,
                 name: &ev.name,
                 dev: ev.dev.as_ref(),
                 stack_id: ev.stack_id,
@@ -100,10 +106,10 @@ impl Aggregate {
             None if c.stack_id == STACK_SKIPPED => STACK_SKIPPED,
             None => -1,
         };
-        *self
-            .counts
-            .entry(Key { name: c.name.clone(), netns, ifindex, class: c.class, stack_id })
-            .or_default() += n;
+        if !self.names.contains_key(&c.kind) {
+            self.names.insert(c.kind, c.name.clone());
+        }
+        *self.counts.entry(Key { kind: c.kind, netns, ifindex, class: c.class, stack_id }).or_default() += n;
     }
 
     pub fn total(&self) -> u64 {
@@ -115,21 +121,21 @@ impl Aggregate {
     /// key's total is exact); a class without any walked stack borrows those of its (event,
     /// device), and without those too its events stay stackless. Without skipped events these
     /// are the counts themselves.
-    fn estimated(&self) -> Cow<'_, HashMap<Key, u64>> {
+    fn estimated(&self) -> Cow<'_, FastMap<Key, u64>> {
         if !self.counts.keys().any(|k| k.stack_id == STACK_SKIPPED) {
             return Cow::Borrowed(&self.counts);
         }
-        type Pair<'a> = (&'a Arc<str>, u32, u32);
-        let mut walked: HashMap<(Pair<'_>, u8), Vec<(i32, u64)>> = HashMap::new();
-        let mut walked_any: HashMap<Pair<'_>, Vec<(i32, u64)>> = HashMap::new();
+        type Pair = (u32, u32, u32);
+        let mut walked: HashMap<(Pair, u8), Vec<(i32, u64)>> = HashMap::new();
+        let mut walked_any: HashMap<Pair, Vec<(i32, u64)>> = HashMap::new();
         for (k, &n) in &self.counts {
             if k.stack_id >= 0 {
-                let pair = (&k.name, k.netns, k.ifindex);
+                let pair = (k.kind, k.netns, k.ifindex);
                 walked.entry((pair, k.class)).or_default().push((k.stack_id, n));
                 walked_any.entry(pair).or_default().push((k.stack_id, n));
             }
         }
-        let mut out: HashMap<Key, u64> = self
+        let mut out: FastMap<Key, u64> = self
             .counts
             .iter()
             .filter(|(k, _)| k.stack_id != STACK_SKIPPED)
@@ -137,7 +143,7 @@ impl Aggregate {
             .collect();
         for (k, &skipped) in self.counts.iter().filter(|(k, _)| k.stack_id == STACK_SKIPPED) {
             let key = |stack_id| Key { stack_id, ..k.clone() };
-            let pair = (&k.name, k.netns, k.ifindex);
+            let pair = (k.kind, k.netns, k.ifindex);
             let stacks = match walked.get_mut(&(pair, k.class)) {
                 Some(s) => s,
                 None => match walked_any.get_mut(&pair) {
@@ -172,7 +178,8 @@ impl Aggregate {
                 })
             });
             let dev = self.dev_names.get(&(k.netns, k.ifindex)).map_or("", String::as_str);
-            b.add(&k.name, dev, k.netns, k.ifindex, stack, n);
+            let name = self.names.get(&k.kind).map_or("unknown", |n| &**n);
+            b.add(name, dev, k.netns, k.ifindex, stack, n);
         }
         let mut run = b.finish(mode, duration_s, workload, counters);
         run.set_stack_mode(self.stack_mode);
@@ -283,7 +290,14 @@ mod tests {
         let name: Arc<str> = Arc::from("net:netif_rx");
         let veth0 = Device { netns: 7, ifindex: 4, name: KernelStr::from("veth0") };
         let br0 = Device { netns: 7, ifindex: 3, name: KernelStr::from("br0") };
-        let at = |dev, stack_id, stack| Counted { name: &name, dev: Some(dev), stack_id, stack, class: 0 };
+        let at = |dev, stack_id, stack| Counted {
+            kind: 1,
+            name: &name,
+            dev: Some(dev),
+            stack_id,
+            stack,
+            class: 0,
+        };
         // veth0: 3 events sampled with s1, 1 with s2, 12 skipped; br0: 5 skipped, none sampled.
         a.add_counted(at(&veth0, 0, Some(&s1)), 3);
         a.add_counted(at(&veth0, 1, Some(&s2)), 1);

@@ -11,7 +11,9 @@
 //! its `Display` (what every text sink and report prints) shows control characters and
 //! invalid UTF-8 escaped (`\x1b`), and [`printable`] does the same for strings read back from
 //! recordings.
-use std::{borrow::Cow, collections::HashMap, fmt, mem::size_of, sync::Arc};
+use std::{borrow::Cow, fmt, mem::size_of, sync::Arc};
+
+use foldhash::HashMap;
 
 use dockertrace_common::{
     record::{Event, RecordHeader, EVENT_DEV_FROM_PAIR, EVENT_HAS_DEV, EVENT_HAS_SKB, RECORD_EVENT},
@@ -231,12 +233,14 @@ pub struct TracedEvent {
 }
 
 impl TracedEvent {
-    /// An event of kind 0 named `name`, without device, skb or stack: the start of test
-    /// literals (`TracedEvent { len: 60, ..TracedEvent::named("net:netif_rx") }`).
+    /// An event named `name`, without device, skb or stack: the start of test literals
+    /// (`TracedEvent { len: 60, ..TracedEvent::named("net:netif_rx") }`). Its kind is derived
+    /// from the name (FNV-1a), so that distinct names count apart as distinct kinds do.
     pub fn named(name: &str) -> TracedEvent {
+        let kind = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
         TracedEvent {
             name: Arc::from(name),
-            kind: 0,
+            kind,
             cpu: 0,
             ts_ns: 0,
             pid: 0,

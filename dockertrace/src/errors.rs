@@ -20,6 +20,11 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     one_line(&out)
 }
 
+/// An `anyhow` error as one line: [`chain`] over its context and sources.
+pub fn describe(e: &anyhow::Error) -> String {
+    chain(e.as_ref())
+}
+
 /// Collapses whitespace runs (newlines included), so a message stays on one line.
 pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")

@@ -18,7 +18,7 @@ fn main() {
         },
     };
     if let Err(e) = result {
-        eprintln!("dockertrace: error: {e:#}");
+        eprintln!("dockertrace: error: {}", dockertrace::errors::describe(&e));
         std::process::exit(1);
     }
 }

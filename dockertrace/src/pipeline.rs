@@ -213,6 +213,7 @@ fn collect_aggregated(tracer: &Tracer, stacks: &mut StackCache) -> anyhow::Resul
         let name = tracer.catalog.name(k.kind);
         agg.add_counted(
             Counted {
+                kind: k.kind,
                 name: &name,
                 dev: dev.as_ref(),
                 stack_id: k.stack_id,

@@ -102,6 +102,8 @@ pub struct Count {
 pub enum RecordingError {
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
     #[error("{path}: not a dockertrace recording: {msg} (line {line}, column {column})")]
     Syntax { path: String, msg: String, line: usize, column: usize },
     #[error("{path}: not a dockertrace recording (format is `{found}`)")]
@@ -194,7 +196,7 @@ impl Recording {
     pub fn save(&self, path: &Path) -> Result<(), RecordingError> {
         let shown = path.display().to_string();
         let text = serde_json::to_string(self).expect("recordings serialize");
-        std::fs::write(path, text).map_err(|source| RecordingError::Io { path: shown, source })
+        std::fs::write(path, text).map_err(|source| RecordingError::Write { path: shown, source })
     }
 }
 

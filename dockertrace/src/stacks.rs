@@ -3,6 +3,8 @@
 //! BPF_F_REUSE_STACKID).
 use std::{collections::HashMap, sync::Arc};
 
+use foldhash::HashMap as FastMap;
+
 use aya::maps::{MapData, StackTraceMap};
 use dockertrace_common::record::STACK_SPILL_BASE;
 
@@ -102,14 +104,14 @@ pub struct StackCache {
     map: Option<StackMaps>,
     syms: Arc<Kallsyms>,
     names: Interner,
-    cache: HashMap<u32, Option<Arc<Stack>>>,
+    cache: FastMap<u32, Option<Arc<Stack>>>,
     /// Stack ids that could not be read from the map.
     pub misses: u64,
 }
 
 impl StackCache {
     pub fn new(map: Option<StackMaps>, syms: Arc<Kallsyms>) -> Self {
-        StackCache { map, syms, names: Interner::default(), cache: HashMap::new(), misses: 0 }
+        StackCache { map, syms, names: Interner::default(), cache: FastMap::default(), misses: 0 }
     }
 
     /// The stack for an event's `stack_id` (None for negative ids and unreadable ones).

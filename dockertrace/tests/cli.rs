@@ -176,7 +176,7 @@ fn json_lines_carry_the_documented_fields() {
     let (a, b) = (t.a.inode().unwrap().to_string(), t.b.inode().unwrap().to_string());
     let mut child = support::Child::spawn(
         Command::new(BIN)
-            .args(["trace", "-q", "-d", "4", "--netns", &a, "--netns", &b, "--json"])
+            .args(["trace", "-q", "-d", "4", "--stacks", "every", "--netns", &a, "--netns", &b, "--json"])
             .arg(&file)
             .stdout(Stdio::piped()),
     );

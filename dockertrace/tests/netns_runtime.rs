@@ -363,3 +363,42 @@ fn mode_all_compares_every_mode_without_docker() {
         assert!(r.workload.as_ref().is_some_and(|w| w.messages > 0), "{}: no messages", r.mode);
     }
 }
+
+/// A result that cannot be written does not lose the run: with `--record` on a full disk, the
+/// HTML page is still written, the report still printed, and the command fails with one line
+/// that names the write (once, its cause not repeated).
+#[test]
+fn a_failed_recording_keeps_the_page_and_the_report() {
+    let Some(_serial) = serial() else { return };
+    let page = std::env::temp_dir().join(format!("dt-netns-page-{}.html", std::process::id()));
+    let _ = std::fs::remove_file(&page);
+    let out = Command::new(support::runs::bin())
+        .args([
+            "--runtime",
+            "netns",
+            "--mode",
+            "bridge",
+            "--duration",
+            "2",
+            "-q",
+            "--record",
+            "/dev/full",
+            "--html",
+        ])
+        .arg(&page)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dockertrace");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap_or_default();
+    let _ = std::fs::remove_file(&page);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(html.contains("bridge"), "the HTML page was not written:\n{stderr}");
+    assert!(stdout.contains("Workload"), "no report printed:\n{stdout}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("cannot write /dev/full"), "{}", errors[0]);
+    let cause = "No space left on device";
+    assert_eq!(errors[0].matches(cause).count(), 1, "the cause once: {}", errors[0]);
+    assert_nothing_left();
+}

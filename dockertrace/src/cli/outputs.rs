@@ -91,7 +91,7 @@ impl Failures {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
-                self.0.push(format!("{:#}", e.into()));
+                self.0.push(crate::errors::describe(&e.into()));
                 None
             }
         }

@@ -204,6 +204,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut runs: Vec<ModeRun> = Vec::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
+    // Modes whose workload failed after their trace was taken: the trace is kept and shown,
+    // the command still fails.
+    let mut workload_failed: Vec<String> = Vec::new();
     let mut interrupted = false;
     let several = modes.len() > 1;
     for (mode, addr) in modes.iter().cloned() {
@@ -211,8 +214,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             eprintln!("\ndockertrace: ── mode {mode} ──");
         }
         match runtime.block_on(run_async(&args, mode, addr, json.as_mut())) {
-            Ok((run, cut_short)) => {
+            Ok((run, failed, cut_short)) => {
                 runs.extend(run);
+                workload_failed.extend(failed.map(|e| format!("{mode}: {e}")));
                 if cut_short {
                     interrupted = true;
                     break;
@@ -220,8 +224,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             // One mode: its failure is the command's. Several: skip it and go on.
             Err(e) if several => {
-                eprintln!("dockertrace: {mode}: skipped: {e:#}");
-                skipped.push((mode.to_string(), format!("{e:#}")));
+                let e = crate::errors::describe(&e);
+                eprintln!("dockertrace: {mode}: skipped: {e}");
+                skipped.push((mode.to_string(), e));
             }
             Err(e) => return Err(e),
         }
@@ -229,11 +234,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let written = write_results(&args, &runs, skipped, modes.len());
     if interrupted {
         if let Err(e) = written {
-            eprintln!("dockertrace: error: {e:#}");
+            eprintln!("dockertrace: error: {}", crate::errors::describe(&e));
         }
         std::process::exit(EXIT_INTERRUPTED);
     }
     written?;
+    anyhow::ensure!(
+        workload_failed.is_empty(),
+        "the workload failed ({}); what was traced until then is kept above",
+        workload_failed.join("; ")
+    );
     anyhow::ensure!(!runs.is_empty(), "no mode could run here");
     Ok(())
 }
@@ -258,14 +268,18 @@ fn write_results(
     failures.into_result()
 }
 
-/// Runs one mode; returns its recording entry (None when interrupted before the workload
-/// ended) and whether the user interrupted.
+/// How one mode ended: its recording entry (None when interrupted before the workload ended
+/// or when only the workload ran), the workload's error if it failed after tracing began, and
+/// whether the user interrupted.
+type ModeEnd = (Option<ModeRun>, Option<String>, bool);
+
+/// Runs one mode.
 async fn run_async(
     args: &RunArgs,
     mode: Mode,
     addressing: Option<Addressing>,
     json: Option<&mut OutputFile>,
-) -> anyhow::Result<(Option<ModeRun>, bool)> {
+) -> anyhow::Result<ModeEnd> {
     let mut cancel = Cancel::install();
     let mut ui = Ui::new();
     let mut teardown = Teardown::new();
@@ -286,7 +300,7 @@ async fn run_async(
         eprintln!("dockertrace: some objects could not be removed; `sudo dockertrace cleanup` retries");
     }
     let interrupted = cancel.is_cancelled();
-    result.map(|run| (run, interrupted))
+    result.map(|(run, failed)| (run, failed, interrupted))
 }
 
 /// What every step of one mode's run needs.
@@ -302,22 +316,24 @@ struct ModeCtx<'a> {
 type WorkloadEnd = Option<anyhow::Result<WorkloadReport>>;
 
 impl ModeCtx<'_> {
-    /// Deploys, traces the workload, and prints the mode's summary; returns the run.
+    /// Deploys, traces the workload, and prints the mode's summary; returns the run and, when
+    /// the workload failed after tracing began, its error (the trace is kept).
     async fn session(
         &mut self,
         addressing: Option<Addressing>,
         teardown: &mut Teardown,
         json: Option<&mut OutputFile>,
-    ) -> anyhow::Result<Option<ModeRun>> {
+    ) -> anyhow::Result<(Option<ModeRun>, Option<String>)> {
         let deployment = self.deploy(addressing, teardown).await?;
         if self.args.untraced {
             self.ui.clear();
-            return untraced(self.args, self.mode, &deployment, self.runtime, self.cancel).await;
+            let run = untraced(self.args, self.mode, &deployment, self.runtime, self.cancel).await?;
+            return Ok((run, None));
         }
         let (outcome, workload, outputs) = self.trace_workload(&deployment, json).await?;
-        let (text, run) = self.result(&outcome, workload, outputs.style())?;
+        let (text, run, failed) = self.result(&outcome, workload, outputs.style());
         outputs.print(&text);
-        Ok(Some(run))
+        Ok((Some(run), failed))
     }
 
     /// Checks the kernel's driver for the mode, then builds the topology and starts the server.
@@ -387,22 +403,31 @@ impl ModeCtx<'_> {
         Ok((outcome, rx.try_recv().ok(), outputs))
     }
 
-    /// The mode's summary text (trace, workload, and a single mode's report) and its run.
+    /// The mode's summary text (trace, workload, and a single mode's report), its run, and
+    /// the workload's error if it failed.
     fn result(
         &self,
         outcome: &Outcome,
         workload: WorkloadEnd,
         style: Style,
-    ) -> anyhow::Result<(String, ModeRun)> {
+    ) -> (String, ModeRun, Option<String>) {
         let (args, mode) = (self.args, self.mode);
         let report = &outcome.report;
         let mut text = format!("\n{}", render_summary(report, style, args.tracing.top));
+        let mut failed = None;
         let figures = match workload {
             Some(Ok(w)) => {
                 text.push_str(&render_workload(mode, self.runtime.describe(mode), &w, report, style));
                 Some(w)
             }
-            Some(Err(e)) => bail!("{e:#}"),
+            Some(Err(e)) => {
+                let e = crate::errors::describe(&e);
+                text.push_str(&style.red(&format!(
+                    "\nWorkload failed: {e}\nThe trace above is what the kernel did until then.\n"
+                )));
+                failed = Some(e);
+                None
+            }
             None => {
                 text.push_str(&style.red("\nWorkload interrupted: no figures.\n"));
                 None
@@ -415,7 +440,7 @@ impl ModeCtx<'_> {
             let m = crate::compare::ModeReport::from_run(&run, args.out.paths);
             text.push_str(&crate::render::tables::render_mode(&m, style, args.out.functions));
         }
-        Ok((text, run))
+        (text, run, failed)
     }
 }
 

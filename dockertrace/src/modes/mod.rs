@@ -340,7 +340,8 @@ impl Runtime {
             Ok(removed) if removed.is_empty() => {}
             Ok(removed) => print_line(&format!("dockertrace: {}", removed.line())),
             Err(e) => print_line(&format!(
-                "dockertrace: could not remove what an earlier run left ({e:#}); try `dockertrace cleanup`"
+                "dockertrace: could not remove what an earlier run left ({}); try `dockertrace cleanup`",
+                crate::errors::describe(&e)
             )),
         }
         Ok(runtime)

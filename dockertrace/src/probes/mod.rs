@@ -16,9 +16,10 @@
 //!
 //! The conductor ([`crate::tracer::Tracer::start`]) loads the object once and calls each family
 //! in turn. Adding a family: see docs/architecture.md, "How to add a probe family".
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use aya::{programs::ProgramError, Btf, Ebpf};
+use foldhash::HashMap;
 
 use crate::{errors::chain, kernel::kallsyms::Kallsyms, trace_error::TraceError};
 

@@ -147,7 +147,10 @@ mod tests {
         });
         let mut a = Aggregate::new(StackMode::Every);
         let name: Arc<str> = Arc::from("net:netif_rx");
-        a.add_counted(Counted { name: &name, dev: None, stack_id: 0, stack: Some(&stack), class: 0 }, 4);
+        a.add_counted(
+            Counted { kind: 1, name: &name, dev: None, stack_id: 0, stack: Some(&stack), class: 0 },
+            4,
+        );
         let r = TraceReport::new(&a, 2.0, Counters::default());
         let text = render_summary(&r, Style::plain(), 1);
         assert!(text.contains("4 events in 2.0 s"));

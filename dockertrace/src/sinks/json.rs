@@ -23,7 +23,7 @@ struct Line<'a> {
     ifindex: u32,
     netns: u32,
     len: u32,
-    skbaddr: String,
+    skbaddr: &'a str,
     protocol: u16,
     stack_id: i32,
     stack: &'a RawValue,
@@ -36,12 +36,20 @@ pub struct JsonSink<W: Write> {
     stacks: HashMap<i32, Box<RawValue>>,
     empty: Box<RawValue>,
     no_name: KernelStr,
+    /// Reused for the hex skb address: no allocation per event.
+    hex: String,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> Self {
         let empty = RawValue::from_string("[]".into()).expect("valid JSON");
-        JsonSink { out, stacks: HashMap::new(), empty, no_name: KernelStr::from("") }
+        JsonSink {
+            out,
+            stacks: HashMap::new(),
+            empty,
+            no_name: KernelStr::from(""),
+            hex: String::with_capacity(20),
+        }
     }
 }
 
@@ -68,7 +76,12 @@ impl<W: Write> Sink for JsonSink<W> {
             ifindex: ev.dev.as_ref().map_or(0, |d| d.ifindex),
             netns: ev.dev.as_ref().map_or(0, |d| d.netns),
             len: ev.len,
-            skbaddr: format!("0x{:x}", ev.skb.unwrap_or(0)),
+            skbaddr: {
+                use std::fmt::Write as _;
+                self.hex.clear();
+                let _ = write!(self.hex, "0x{:x}", ev.skb.unwrap_or(0));
+                &self.hex
+            },
             protocol: ev.protocol,
             stack_id: ev.stack_id,
             stack,
