@@ -106,9 +106,7 @@ impl Aggregate {
             None if c.stack_id == STACK_SKIPPED => STACK_SKIPPED,
             None => -1,
         };
-        if !self.names.contains_key(&c.kind) {
-            self.names.insert(c.kind, c.name.clone());
-        }
+        self.names.entry(c.kind).or_insert_with(|| c.name.clone());
         *self.counts.entry(Key { kind: c.kind, netns, ifindex, class: c.class, stack_id }).or_default() += n;
     }
 
