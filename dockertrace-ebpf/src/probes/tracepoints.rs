@@ -26,15 +26,33 @@ use crate::{
 /// of the same tracepoint (`perf record` running beside dockertrace); 0 would hide it from them.
 const PASS_THROUGH: u32 = 1;
 
-/// Shared body of the perf-path slot programs.
+/// The shared bodies return what these read-only globals hold, through a volatile load. A
+/// constant return would let the compiler fold it into the callers and leave the subprogram's
+/// own return register undefined — the verifier refuses a subprogram that may return a pointer
+/// into its stack. The verifier knows the values (the map is frozen): 1 and 0.
+#[no_mangle]
+static RET_PASS_THROUGH: u32 = PASS_THROUGH;
+#[no_mangle]
+static RET_RAW: i32 = 0;
+
 #[inline(always)]
+fn ret<T: Copy>(v: &T) -> T {
+    // SAFETY: a plain read of a global the loader initialised before load.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// Shared body of the perf-path slot programs.
+///
+/// Not inlined, like [`on_args`]: the 64 slot programs call one body (a BPF-to-BPF call) instead
+/// of carrying a copy each — the object's size, and the loader's memory, stay those of one.
+#[inline(never)]
 fn on_tracepoint(ctx: &TracePointContext, slot: u32) -> u32 {
     if let Some(cfg) = config(ctx, slot) {
         if try_record(ctx, &cfg).is_err() {
             bump(counter::READ_ERROR);
         }
     }
-    PASS_THROUGH
+    ret(&RET_PASS_THROUGH)
 }
 
 /// Shared body of the `tp_btf` and `raw_tp` slot programs: both get the tracepoint's
@@ -47,7 +65,7 @@ fn on_args<C: StackIdContext + EbpfContext>(ctx: &C, slot: u32) -> i32 {
     if let Some(cfg) = config(ctx, slot) {
         try_args(ctx, &cfg);
     }
-    0
+    ret(&RET_RAW)
 }
 
 /// The slot's configuration, counting the event as seen (and a slot without one).

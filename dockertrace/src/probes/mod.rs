@@ -104,6 +104,7 @@ pub(crate) fn is_eperm(e: &ProgramError) -> bool {
 pub(crate) fn short(e: &ProgramError) -> String {
     match e {
         ProgramError::LoadError { io_error, verifier_log } => {
+            log::debug!("verifier log:\n{verifier_log}");
             let last = verifier_log.to_string();
             let last = last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
             format!("load failed: {io_error}{}{last}", if last.is_empty() { "" } else { ": " })
