@@ -88,6 +88,7 @@ pub async fn deploy(
         filter: found.filter,
         notes: found.notes,
         client: ClientPlace::Container(client.id.clone()),
+        workload_cpus: req.workload_cpus.cloned(),
     })
 }
 
@@ -200,7 +201,8 @@ fn parent_link(
     Ok(links::create_parent(req.run_id)?)
 }
 
-/// Starts the server (the echo server) and client (idle, for `docker exec`) containers.
+/// Starts the server (the echo server) and client (idle, for `docker exec`) containers, on the
+/// `--workload-cpus` (their cpuset; the client `docker exec` runs in inherits it).
 async fn start_containers(
     docker: &Docker,
     req: &DeployRequest<'_>,
@@ -232,6 +234,7 @@ async fn start_containers(
                 network: network.to_owned(),
                 ip,
                 labels: labels(run),
+                cpuset: req.workload_cpus.map(ToString::to_string),
             })
             .await?;
         started.push(info);
