@@ -74,6 +74,8 @@ pub async fn deploy(
     let [server, client] = start_containers(docker, req, &image, &network, teardown, step).await?;
     let server_ip = if req.mode == Mode::Host {
         found.filter.port = Some(req.port);
+        // On the host's loopback only: runs in other namespaces may use the port too.
+        found.filter.netns.insert(found.host_netns);
         found.notes.push(format!("containers share the host network; traced: TCP port {} on lo", req.port));
         IpAddr::from([127, 0, 0, 1])
     } else {

@@ -98,10 +98,12 @@ pub fn deploy_normal(
         bail!("port {port} on 127.0.0.1 is not free ({e}); choose another with --port");
     }
     let pid = spawn_server(None, cpus, "127.0.0.1", port, teardown)?;
+    // The port on this namespace's loopback only: runs in other namespaces may use it too.
+    let netns = crate::sys::netns::current_inode()?;
     Ok(Deployment {
         mode: Mode::Normal,
         server_ip: loopback,
-        filter: Filter { port: Some(port), ..Default::default() },
+        filter: Filter { port: Some(port), netns: [netns].into(), ..Default::default() },
         notes: vec![format!("server: host process {pid} on 127.0.0.1:{port}; traced: TCP port {port} on lo")],
         client: ClientPlace::Host,
         workload_cpus: cpus.cloned(),

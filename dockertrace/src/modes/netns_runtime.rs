@@ -174,7 +174,8 @@ fn loopback(
     Ok(Deployment {
         mode: req.mode,
         server_ip: IpAddr::from([127, 0, 0, 1]),
-        filter: Filter { port: Some(req.port), ..Default::default() },
+        // The port on this namespace's loopback only: other runs' namespaces may use it too.
+        filter: Filter { port: Some(req.port), netns: [h.inode()?].into(), ..Default::default() },
         notes,
         client: ClientPlace::Namespace(h.path()),
         workload_cpus: req.workload_cpus.cloned(),
