@@ -207,7 +207,7 @@ impl Caps {
         match s {
             Stacks::Every => Ok(vec![]),
             Stacks::None => Ok(vec!["--no-stacks"]),
-            Stacks::Adaptive => Err("this dockertrace has no --stacks (it predates adaptive stacks)".into()),
+            Stacks::Adaptive => Err("this dockertrace has no --stacks: it predates adaptive stacks".into()),
         }
     }
 }
@@ -409,8 +409,9 @@ pub fn bench(mut args: BenchArgs) -> Result<()> {
     let (variants, skipped) = plan(&b);
     let runs = args.rounds as usize * modes.len() * variants.len();
     step(&format!(
-        "bench: {} rounds x {} modes x {} variants = {runs} runs of {} s, interleaved",
+        "bench: {} round{} x {} modes x {} variants = {runs} runs of {} s, interleaved",
         args.rounds,
+        if args.rounds == 1 { "" } else { "s" },
         modes.len(),
         variants.len(),
         args.duration
