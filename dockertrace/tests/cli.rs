@@ -50,6 +50,29 @@ fn bad_arguments_are_rejected_before_anything_runs() {
     assert_one_line_error(&["trace", "--duration=-1"], "--duration");
 }
 
+/// A CPU the machine lacks is a usage error (exit 2) naming it and the usable CPUs, before
+/// anything is deployed (so also without root).
+#[test]
+fn pinning_to_a_missing_cpu_is_a_usage_error() {
+    for args in [
+        &["--mode", "normal", "--workload-cpus", "0,1023"][..],
+        &["--mode", "bridge", "--tracer-cpus", "1023"],
+        &["trace", "--tracer-cpus", "1023"],
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{out}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.contains("CPU 1023 is not available here (usable CPUs: "), "{args:?}: {err}");
+    }
+    let (code, _, err) = run(&["--mode", "normal", "--workload-cpus", "1-0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("empty range"), "{err}");
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--workload-cpus") && out.contains("--tracer-cpus"), "{out}");
+}
+
 /// A scratch directory removed on drop (also when the test fails).
 struct Scratch(std::path::PathBuf);
 

@@ -198,6 +198,7 @@ async fn round_trip_on_a_user_bridge_network() {
                 network: name.clone(),
                 ip,
                 labels: labels(&run),
+                cpuset: None,
             })
             .await
             .unwrap_or_else(|e| panic!("starting the {role}: {e}"));
@@ -311,6 +312,7 @@ async fn remove_all_labelled_clears_a_crashed_run() {
         network: name.clone(),
         ip: None,
         labels: labels(&run),
+        cpuset: None,
     })
     .await
     .expect("starting the container");

@@ -28,6 +28,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     // perf: the tests' oracle (counts must match), and the benchmark's baseline.
     "linux-perf",
+    // bpftrace: the benchmark's peer of aggregate mode (counts per probe and kernel stack).
+    "bpftrace",
     // chromium: the HTML report is tested by loading it headless.
     "chromium",
 ];
@@ -70,8 +72,10 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build, and measure what tracing costs: untraced vs dockertrace streaming vs
-    /// aggregate vs perf, interleaved; writes BENCHMARKS.md and BENCHMARKS.json (needs root).
+    /// Set up, build, and measure what tracing costs, the workload and the tracer pinned to CPUs
+    /// of their own: untraced vs dockertrace (default, each --attach, each --stacks, aggregate)
+    /// vs perf vs bpftrace, interleaved, with the cost per event and the coverage of adaptive
+    /// stacks; writes BENCHMARKS.md and BENCHMARKS.json (needs root).
     Bench {
         #[command(flatten)]
         setup: SetupArgs,
@@ -334,7 +338,7 @@ fn test(args: &[OsString]) -> Result<()> {
 
 /// The benchmark's smoke form (it checks that every row is produced, not the numbers).
 fn bench_smoke() -> Result<()> {
-    step("benchmark smoke run (one round of 2 s; `cargo xtask bench` for the real one)");
+    step("benchmark smoke run (one round of 2 s over a subset of the variants; `cargo xtask bench` for the real one)");
     build_release()?;
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
     let mut c = privileged(exe.to_str().context("non-UTF-8 path")?);

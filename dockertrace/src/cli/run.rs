@@ -15,7 +15,10 @@ use crate::{
     recording::{ModeRun, Recording, RunBuilder},
     render::{style::Style, summary::render_summary, workload::render_workload},
     session::{Outcome, Session},
-    sys::links,
+    sys::{
+        cpus::{self, CpuList},
+        links,
+    },
     teardown::Teardown,
     ui::Ui,
     workload::{ClientArgs, Pattern, WorkloadReport, DEFAULT_MESSAGE_SIZE, DEFAULT_PORT},
@@ -78,6 +81,16 @@ pub struct RunArgs {
     /// tracing costs (`cargo xtask bench` compares the two).
     #[arg(long, conflicts_with_all = ["aggregate", "json", "stats"])]
     pub untraced: bool,
+    /// Pin the workload's server and client to these CPUs (`0`, `0-1`, `0,2`): host and
+    /// namespace processes get the list before they start, containers as their cpuset. Used with
+    /// --tracer-cpus on other CPUs, the workload's cross-CPU wakeups stop dominating the round
+    /// trip (docs/performance.md). Default: the CPUs dockertrace started with.
+    #[arg(long, value_name = "LIST", value_parser = cpus::parse_usable)]
+    pub workload_cpus: Option<CpuList>,
+    /// Pin dockertrace's own threads (ring-buffer reader, decoding, output) to these CPUs. The
+    /// eBPF programs still run on the CPU of each event: the workload's.
+    #[arg(long, value_name = "LIST", value_parser = cpus::parse_usable)]
+    pub tracer_cpus: Option<CpuList>,
     #[command(flatten)]
     pub tracing: TracingArgs,
 }
@@ -201,6 +214,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::tracer::preflight()?;
     warn_unmatched(&args.tracing.options(Default::default())?.events);
     let mut json = args.tracing.open_json()?;
+    // Before the runtime and the tracer start their threads (they inherit it).
+    if let Some(c) = &args.tracer_cpus {
+        cpus::pin_process(c)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut runs: Vec<ModeRun> = Vec::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
@@ -355,9 +372,14 @@ impl ModeCtx<'_> {
             port: self.args.port,
             lan: &lan,
             addressing,
+            workload_cpus: self.args.workload_cpus.as_ref(),
         };
         let step = |m: &str| ui.step(m);
-        self.cancel.guard(self.runtime.deploy(&req, teardown, &step)).await
+        let mut deployment = self.cancel.guard(self.runtime.deploy(&req, teardown, &step)).await?;
+        if let Some(note) = pinning_note(self.args.workload_cpus.as_ref(), self.args.tracer_cpus.as_ref()) {
+            deployment.notes.push(note);
+        }
+        Ok(deployment)
     }
 
     /// Attaches the tracer with the deployment's filter and traces until the client is done
@@ -474,6 +496,20 @@ async fn untraced(
     let mut run = RunBuilder::default().finish(mode.name(), args.duration, Some(w), Counters::default());
     run.runtime = Some(runtime.kind().name().to_owned());
     Ok(Some(run))
+}
+
+/// One line naming the pinning, when there is any.
+fn pinning_note(workload: Option<&CpuList>, tracer: Option<&CpuList>) -> Option<String> {
+    let on = |c: &CpuList| {
+        let n = c.cpus().count();
+        format!("CPU{} {c}", if n == 1 { "" } else { "s" })
+    };
+    match (workload, tracer) {
+        (None, None) => None,
+        (Some(w), None) => Some(format!("pinned: workload on {}", on(w))),
+        (None, Some(t)) => Some(format!("pinned: dockertrace on {}", on(t))),
+        (Some(w), Some(t)) => Some(format!("pinned: workload on {}, dockertrace on {}", on(w), on(t))),
+    }
 }
 
 /// A short random id for the names of this run's objects.

@@ -96,6 +96,10 @@ pub struct TraceArgs {
     /// is labelled `trace`), for `dockertrace report` and `dockertrace diff`.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Pin dockertrace's own threads (ring-buffer reader, decoding, output) to these CPUs
+    /// (`1`, `2-3`); the eBPF programs still run on the CPU of each event.
+    #[arg(long, value_name = "LIST", value_parser = crate::sys::cpus::parse_usable)]
+    pub tracer_cpus: Option<crate::sys::cpus::CpuList>,
     #[command(flatten)]
     pub tracing: TracingArgs,
 }
@@ -290,6 +294,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     warn_unmatched(&opts.events);
     let mut json = args.tracing.open_json()?;
     let mut outputs = Outputs::new(&args.tracing, json.as_mut())?;
+    // Before the tracer and the runtime start their threads (they inherit it).
+    if let Some(c) = &args.tracer_cpus {
+        crate::sys::cpus::pin_process(c)?;
+    }
     let session = Session::start(&opts, args.tracing.stats)?;
     print_warnings(&session);
     print_attached(session.tracer(), !opts.filter.is_empty());

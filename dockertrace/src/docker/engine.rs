@@ -140,6 +140,8 @@ pub struct ContainerSpec {
     /// Fixed address on a user-defined network (default: assigned by the engine).
     pub ip: Option<IpAddr>,
     pub labels: HashMap<String, String>,
+    /// The CPUs the container may run on (`cpuset_cpus`, e.g. `0` or `0-1`; None: all).
+    pub cpuset: Option<String>,
 }
 
 /// A running container.
@@ -347,6 +349,7 @@ impl Docker {
             host_config: Some(HostConfig {
                 network_mode: Some(spec.network.clone()),
                 auto_remove: Some(false),
+                cpuset_cpus: spec.cpuset.clone(),
                 ..Default::default()
             }),
             networking_config,

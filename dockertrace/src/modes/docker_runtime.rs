@@ -74,6 +74,8 @@ pub async fn deploy(
     let [server, client] = start_containers(docker, req, &image, &network, teardown, step).await?;
     let server_ip = if req.mode == Mode::Host {
         found.filter.port = Some(req.port);
+        // On the host's loopback only: runs in other namespaces may use the port too.
+        found.filter.netns.insert(found.host_netns);
         found.notes.push(format!("containers share the host network; traced: TCP port {} on lo", req.port));
         IpAddr::from([127, 0, 0, 1])
     } else {
@@ -88,6 +90,7 @@ pub async fn deploy(
         filter: found.filter,
         notes: found.notes,
         client: ClientPlace::Container(client.id.clone()),
+        workload_cpus: req.workload_cpus.cloned(),
     })
 }
 
@@ -200,7 +203,8 @@ fn parent_link(
     Ok(links::create_parent(req.run_id)?)
 }
 
-/// Starts the server (the echo server) and client (idle, for `docker exec`) containers.
+/// Starts the server (the echo server) and client (idle, for `docker exec`) containers, on the
+/// `--workload-cpus` (their cpuset; the client `docker exec` runs in inherits it).
 async fn start_containers(
     docker: &Docker,
     req: &DeployRequest<'_>,
@@ -232,6 +236,7 @@ async fn start_containers(
                 network: network.to_owned(),
                 ip,
                 labels: labels(run),
+                cpuset: req.workload_cpus.map(ToString::to_string),
             })
             .await?;
         started.push(info);

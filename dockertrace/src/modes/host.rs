@@ -14,6 +14,7 @@ use anyhow::{bail, Context as _};
 use super::{ClientPlace, Deployment, Mode};
 use crate::{
     filter::Filter,
+    sys::cpus::{self, CpuList},
     teardown::{Resource, Teardown},
     workload::WorkloadReport,
 };
@@ -24,9 +25,14 @@ pub fn self_exe() -> anyhow::Result<PathBuf> {
 }
 
 /// `dockertrace ARGS` as a child that dies with dockertrace (PR_SET_PDEATHSIG), in a process
-/// group of its own and, with `ns`, inside the network namespace at that path (entered before
-/// exec).
-pub fn workload_command(ns: Option<&Path>, args: &[String]) -> anyhow::Result<Command> {
+/// group of its own, with `ns` inside the network namespace at that path (entered before exec),
+/// and on `cpus` (`--workload-cpus`; without it, on the CPUs dockertrace started with, even when
+/// `--tracer-cpus` has pinned dockertrace since).
+pub fn workload_command(
+    ns: Option<&Path>,
+    cpus: Option<&CpuList>,
+    args: &[String],
+) -> anyhow::Result<Command> {
     let mut cmd = Command::new(self_exe()?);
     // A process group of its own: a terminal's Ctrl-C reaches dockertrace only, which then
     // stops the workload in order (instead of the client dying first and failing the run).
@@ -37,8 +43,9 @@ pub fn workload_command(ns: Option<&Path>, args: &[String]) -> anyhow::Result<Co
         }
         None => None,
     };
+    let affinity = cpus::child_affinity(cpus);
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // on an fd opened before the fork.
+    // on an fd and a CPU set prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
@@ -49,15 +56,20 @@ pub fn workload_command(ns: Option<&Path>, args: &[String]) -> anyhow::Result<Co
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            if let Some(a) = &affinity {
+                a.apply()?;
+            }
             Ok(())
         });
     }
     Ok(cmd)
 }
 
-/// Starts the echo server on `listen:port` (inside `ns` when given); registered in `teardown`.
+/// Starts the echo server on `listen:port` (inside `ns` when given, on `cpus`); registered in
+/// `teardown`.
 pub fn spawn_server(
     ns: Option<&Path>,
+    cpus: Option<&CpuList>,
     listen: &str,
     port: u16,
     teardown: &mut Teardown,
@@ -66,7 +78,7 @@ pub fn spawn_server(
         ["workload", "server", "--listen", listen, "--port", &port.to_string(), "--quiet"]
             .map(str::to_owned)
             .into();
-    let child = workload_command(ns, &args)?
+    let child = workload_command(ns, cpus, &args)?
         .stdout(Stdio::null())
         .spawn()
         .context("cannot start the workload server")?;
@@ -75,25 +87,36 @@ pub fn spawn_server(
     Ok(pid)
 }
 
-/// Starts the echo server as a host process on 127.0.0.1:`port`.
-pub fn deploy_normal(port: u16, teardown: &mut Teardown) -> anyhow::Result<Deployment> {
+/// Starts the echo server as a host process on 127.0.0.1:`port` (on `cpus`).
+pub fn deploy_normal(
+    port: u16,
+    cpus: Option<&CpuList>,
+    teardown: &mut Teardown,
+) -> anyhow::Result<Deployment> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     if let Err(e) = TcpListener::bind((loopback, port)) {
         bail!("port {port} on 127.0.0.1 is not free ({e}); choose another with --port");
     }
-    let pid = spawn_server(None, "127.0.0.1", port, teardown)?;
+    let pid = spawn_server(None, cpus, "127.0.0.1", port, teardown)?;
+    // The port on this namespace's loopback only: runs in other namespaces may use it too.
+    let netns = crate::sys::netns::current_inode()?;
     Ok(Deployment {
         mode: Mode::Normal,
         server_ip: loopback,
-        filter: Filter { port: Some(port), ..Default::default() },
+        filter: Filter { port: Some(port), netns: [netns].into(), ..Default::default() },
         notes: vec![format!("server: host process {pid} on 127.0.0.1:{port}; traced: TCP port {port} on lo")],
         client: ClientPlace::Host,
+        workload_cpus: cpus.cloned(),
     })
 }
 
-/// Runs the client as a process (inside `ns` when given); returns its report.
-pub async fn run_client(ns: Option<&Path>, client_args: &[String]) -> anyhow::Result<WorkloadReport> {
-    let out = tokio::process::Command::from(workload_command(ns, client_args)?)
+/// Runs the client as a process (inside `ns` when given, on `cpus`); returns its report.
+pub async fn run_client(
+    ns: Option<&Path>,
+    cpus: Option<&CpuList>,
+    client_args: &[String],
+) -> anyhow::Result<WorkloadReport> {
+    let out = tokio::process::Command::from(workload_command(ns, cpus, client_args)?)
         .kill_on_drop(true)
         .output()
         .await

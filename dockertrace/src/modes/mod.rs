@@ -7,7 +7,9 @@ use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
 
 use ipnet::IpNet;
 
-use crate::{docker::Docker, filter::Filter, teardown::Teardown, workload::WorkloadReport};
+use crate::{
+    docker::Docker, filter::Filter, sys::cpus::CpuList, teardown::Teardown, workload::WorkloadReport,
+};
 
 pub mod docker_runtime;
 pub mod host;
@@ -256,6 +258,8 @@ pub struct Deployment {
     pub notes: Vec<String>,
     /// Where the workload client runs.
     pub client: ClientPlace,
+    /// The CPUs the workload's processes run on (`--workload-cpus`; containers: their cpuset).
+    pub workload_cpus: Option<CpuList>,
 }
 
 /// Where a runtime runs the workload client.
@@ -307,6 +311,8 @@ pub struct DeployRequest<'a> {
     pub port: u16,
     pub lan: &'a LanSpec,
     pub addressing: Option<Addressing>,
+    /// `--workload-cpus`: the server's and client's CPUs (processes, or the containers' cpuset).
+    pub workload_cpus: Option<&'a CpuList>,
 }
 
 /// A runtime, opened for one mode: the one interface the run command deploys through.
@@ -379,7 +385,7 @@ impl Runtime {
         step: &(dyn Fn(&str) + Send + Sync),
     ) -> anyhow::Result<Deployment> {
         match self {
-            Runtime::Host => host::deploy_normal(req.port, teardown),
+            Runtime::Host => host::deploy_normal(req.port, req.workload_cpus, teardown),
             Runtime::Docker(d) => docker_runtime::deploy(d, req, teardown, step).await,
             Runtime::Netns => netns_runtime::deploy(req, teardown, step),
         }
@@ -396,8 +402,10 @@ impl Runtime {
                 docker_runtime::run_client(d, id, client_args).await
             }
             (ClientPlace::Container(_), _) => anyhow::bail!("a container client needs the Docker runtime"),
-            (ClientPlace::Host, _) => host::run_client(None, client_args).await,
-            (ClientPlace::Namespace(p), _) => host::run_client(Some(p), client_args).await,
+            (ClientPlace::Host, _) => host::run_client(None, dep.workload_cpus.as_ref(), client_args).await,
+            (ClientPlace::Namespace(p), _) => {
+                host::run_client(Some(p), dep.workload_cpus.as_ref(), client_args).await
+            }
         }
     }
 }

@@ -142,7 +142,7 @@ pub fn deploy(
         Mode::Normal | Mode::Host => unreachable!("loopback modes returned above"),
     }
 
-    let pid = host::spawn_server(Some(&server.path()), "0.0.0.0", req.port, teardown)?;
+    let pid = host::spawn_server(Some(&server.path()), req.workload_cpus, "0.0.0.0", req.port, teardown)?;
     notes.push(format!("server: process {pid} in {} on {}:{}", server.name(), net.server, req.port));
     if filter.devs.is_empty() {
         bail!("no device of the workload found");
@@ -153,6 +153,7 @@ pub fn deploy(
         filter,
         notes,
         client: ClientPlace::Namespace(client.path()),
+        workload_cpus: req.workload_cpus.cloned(),
     })
 }
 
@@ -163,7 +164,7 @@ fn loopback(
     teardown: &mut Teardown,
     mut notes: Vec<String>,
 ) -> anyhow::Result<Deployment> {
-    let pid = host::spawn_server(Some(&h.path()), "127.0.0.1", req.port, teardown)?;
+    let pid = host::spawn_server(Some(&h.path()), req.workload_cpus, "127.0.0.1", req.port, teardown)?;
     notes.push(format!(
         "server: process {pid} in {} on 127.0.0.1:{}; traced: TCP port {} on lo",
         h.name(),
@@ -173,9 +174,11 @@ fn loopback(
     Ok(Deployment {
         mode: req.mode,
         server_ip: IpAddr::from([127, 0, 0, 1]),
-        filter: Filter { port: Some(req.port), ..Default::default() },
+        // The port on this namespace's loopback only: other runs' namespaces may use it too.
+        filter: Filter { port: Some(req.port), netns: [h.inode()?].into(), ..Default::default() },
         notes,
         client: ClientPlace::Namespace(h.path()),
+        workload_cpus: req.workload_cpus.cloned(),
     })
 }
 
@@ -361,7 +364,15 @@ mod tests {
     use crate::modes::{Addressing, LanSpec, RuntimeKind};
 
     fn req<'a>(lan: &'a LanSpec, addressing: Option<Addressing>) -> DeployRequest<'a> {
-        DeployRequest { mode: Mode::Bridge, run_id: "0a1b2c3d", image: None, port: 1, lan, addressing }
+        DeployRequest {
+            mode: Mode::Bridge,
+            run_id: "0a1b2c3d",
+            image: None,
+            port: 1,
+            lan,
+            addressing,
+            workload_cpus: None,
+        }
     }
 
     #[test]
