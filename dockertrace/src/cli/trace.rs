@@ -104,6 +104,9 @@ pub struct TraceArgs {
     pub tracing: TracingArgs,
 }
 
+/// The JSON lines' write buffer: a write per 256 KiB (~1000 events), not per 8 KiB.
+const JSON_BUFFER: usize = 256 << 10;
+
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if v == 0 || !v.is_power_of_two() || v > 1024 {
@@ -242,8 +245,12 @@ impl Outputs {
     pub fn new(t: &TracingArgs, json: Option<&mut OutputFile>) -> anyhow::Result<Outputs> {
         let json_stdout = t.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
         let json: Option<JsonSink<Box<dyn std::io::Write>>> = match json {
-            _ if json_stdout => Some(JsonSink::new(Box::new(BufWriter::new(std::io::stdout())))),
-            Some(file) => Some(JsonSink::new(Box::new(BufWriter::new(file.writer()?)))),
+            _ if json_stdout => {
+                Some(JsonSink::new(Box::new(BufWriter::with_capacity(JSON_BUFFER, std::io::stdout()))))
+            }
+            Some(file) => {
+                Some(JsonSink::new(Box::new(BufWriter::with_capacity(JSON_BUFFER, file.writer()?))))
+            }
             None => None,
         };
         let live = (!t.quiet && !json_stdout)

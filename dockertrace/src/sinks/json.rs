@@ -1,93 +1,98 @@
 //! `--json FILE`: one JSON object per event (schema: docs/json-schema.md).
+//!
+//! Written by hand into one reused line buffer: this sink runs inside the ring buffer's reader,
+//! at up to a million events a second, where a generic serializer's per-field overhead was the
+//! reader's largest cost. Strings are escaped as JSON requires; each stack's array is rendered
+//! once per stack id.
 use std::{collections::HashMap, io::Write};
 
-use serde::Serialize;
-use serde_json::value::RawValue;
-
 use crate::{
-    decode::{KernelStr, TracedEvent},
+    decode::TracedEvent,
     pipeline::{Progress, Sink},
     summary::TraceReport,
 };
-
-/// One JSON line. Field names are a public interface: see docs/json-schema.md.
-#[derive(Serialize)]
-struct Line<'a> {
-    event: &'a str,
-    ts_ns: u64,
-    cpu: u32,
-    pid: u32,
-    tgid: u32,
-    comm: &'a KernelStr,
-    dev: &'a KernelStr,
-    ifindex: u32,
-    netns: u32,
-    len: u32,
-    skbaddr: &'a str,
-    protocol: u16,
-    stack_id: i32,
-    stack: &'a RawValue,
-}
 
 /// Writes events as JSON lines.
 pub struct JsonSink<W: Write> {
     out: W,
     /// Each stack's JSON array, rendered once per stack id (stacks repeat a lot).
-    stacks: HashMap<i32, Box<RawValue>>,
-    empty: Box<RawValue>,
-    no_name: KernelStr,
-    /// Reused for the hex skb address: no allocation per event.
-    hex: String,
+    stacks: HashMap<i32, Box<[u8]>>,
+    /// The line being written.
+    line: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> Self {
-        let empty = RawValue::from_string("[]".into()).expect("valid JSON");
-        JsonSink {
-            out,
-            stacks: HashMap::new(),
-            empty,
-            no_name: KernelStr::from(""),
-            hex: String::with_capacity(20),
-        }
+        JsonSink { out, stacks: HashMap::new(), line: Vec::with_capacity(512) }
     }
+}
+
+/// Appends `s` as a JSON string: printable ASCII is copied, anything else goes through
+/// serde_json's escaping (control characters as `\u001b`, invalid UTF-8 replaced).
+fn push_str(line: &mut Vec<u8>, s: &[u8]) {
+    if s.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        line.push(b'"');
+        line.extend_from_slice(s);
+        line.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *line, &String::from_utf8_lossy(s));
+    }
+}
+
+/// Appends `,"key":` (without the comma for the first key).
+fn push_key(line: &mut Vec<u8>, key: &str) {
+    if line.len() > 1 {
+        line.push(b',');
+    }
+    line.push(b'"');
+    line.extend_from_slice(key.as_bytes());
+    line.extend_from_slice(b"\":");
+}
+
+fn push_int(line: &mut Vec<u8>, key: &str, v: impl itoa::Integer) {
+    push_key(line, key);
+    line.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
-        let stack: &RawValue = match &ev.stack {
-            None => &self.empty,
-            Some(st) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = self.stacks.entry(ev.stack_id) {
-                    let names: Vec<&str> = st.functions().collect();
-                    slot.insert(RawValue::from_string(serde_json::to_string(&names)?)?);
-                }
-                &self.stacks[&ev.stack_id]
+        if let Some(st) = &ev.stack {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.stacks.entry(ev.stack_id) {
+                let names: Vec<&str> = st.functions().collect();
+                slot.insert(serde_json::to_vec(&names)?.into_boxed_slice());
             }
+        }
+        let stack: &[u8] = match &ev.stack {
+            None => b"[]",
+            Some(_) => &self.stacks[&ev.stack_id],
         };
-        let line = Line {
-            event: &ev.name,
-            ts_ns: ev.ts_ns,
-            cpu: ev.cpu,
-            pid: ev.pid,
-            tgid: ev.tgid,
-            comm: &ev.comm,
-            dev: ev.dev.as_ref().map(|d| &d.name).or(ev.name_only.as_ref()).unwrap_or(&self.no_name),
-            ifindex: ev.dev.as_ref().map_or(0, |d| d.ifindex),
-            netns: ev.dev.as_ref().map_or(0, |d| d.netns),
-            len: ev.len,
-            skbaddr: {
-                use std::fmt::Write as _;
-                self.hex.clear();
-                let _ = write!(self.hex, "0x{:x}", ev.skb.unwrap_or(0));
-                &self.hex
-            },
-            protocol: ev.protocol,
-            stack_id: ev.stack_id,
-            stack,
-        };
-        serde_json::to_writer(&mut self.out, &line)?;
-        self.out.write_all(b"\n")?;
+        let dev = ev.dev.as_ref().map(|d| &d.name).or(ev.name_only.as_ref());
+        let l = &mut self.line;
+        l.clear();
+        l.push(b'{');
+        push_key(l, "event");
+        push_str(l, ev.name.as_bytes());
+        push_int(l, "ts_ns", ev.ts_ns);
+        push_int(l, "cpu", ev.cpu);
+        push_int(l, "pid", ev.pid);
+        push_int(l, "tgid", ev.tgid);
+        push_key(l, "comm");
+        push_str(l, ev.comm.as_bytes());
+        push_key(l, "dev");
+        push_str(l, dev.map_or(&[][..], |d| d.as_bytes()));
+        push_int(l, "ifindex", ev.dev.as_ref().map_or(0, |d| d.ifindex));
+        push_int(l, "netns", ev.dev.as_ref().map_or(0, |d| d.netns));
+        push_int(l, "len", ev.len);
+        push_key(l, "skbaddr");
+        // Writing into a Vec cannot fail.
+        let _ = write!(l, "\"0x{:x}\"", ev.skb.unwrap_or(0));
+        push_int(l, "protocol", ev.protocol);
+        push_int(l, "stack_id", ev.stack_id);
+        push_key(l, "stack");
+        l.extend_from_slice(stack);
+        l.extend_from_slice(b"}\n");
+        self.out.write_all(l)?;
         Ok(())
     }
 
@@ -105,7 +110,10 @@ impl<W: Write> Sink for JsonSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stacks::{Frame, Stack};
+    use crate::{
+        decode::KernelStr,
+        stacks::{Frame, Stack},
+    };
     use std::sync::Arc;
 
     #[test]
@@ -154,5 +162,24 @@ mod tests {
         assert!(!text.contains('\x1b') && text.contains(r"\u001b[31mEVIL"), "{text}");
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!((v["dev"].as_str(), v["ifindex"].as_u64()), (Some(""), Some(0)));
+    }
+
+    #[test]
+    fn strings_that_need_escaping_and_field_order() {
+        let ev = TracedEvent {
+            comm: KernelStr::from("a\"b\\c"),
+            skb: None,
+            stack_id: -1000,
+            ..TracedEvent::named("net:x").on(1, 2, "é\u{7f}")
+        };
+        let mut sink = JsonSink::new(Vec::new());
+        sink.event(&ev).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["comm"], "a\"b\\c");
+        assert_eq!(v["dev"], "é\u{7f}");
+        assert_eq!((v["skbaddr"].as_str(), v["stack_id"].as_i64()), (Some("0x0"), Some(-1000)));
+        assert!(text.starts_with(r#"{"event":"net:x","ts_ns":0,"#), "{text}");
+        assert!(text.ends_with("\"stack\":[]}\n"), "{text}");
     }
 }
