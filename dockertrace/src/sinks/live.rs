@@ -1,7 +1,9 @@
 //! The live stream on the terminal: one line per event, capped to a readable rate; what does
 //! not fit is summarized once a second. Never blocks the kernel side: the ring buffer absorbs
 //! bursts and this sink only formats what it prints.
-use std::{collections::HashMap, io::Write, sync::Arc};
+use std::{io::Write, sync::Arc};
+
+use foldhash::HashMap as FastMap;
 
 use crate::{
     decode::TracedEvent,
@@ -17,7 +19,8 @@ pub struct LiveSink<W: Write> {
     /// Lines per second at most (0: unlimited).
     cap: u32,
     shown_this_second: u32,
-    suppressed: HashMap<Arc<str>, u64>,
+    /// Events not shown this second, by kind (with the kind's name).
+    suppressed: FastMap<u32, (Arc<str>, u64)>,
     first_ts: Option<u64>,
     last_lost: u64,
     last_stack_errors: u64,
@@ -31,7 +34,7 @@ impl<W: Write> LiveSink<W> {
             style,
             cap,
             shown_this_second: 0,
-            suppressed: HashMap::new(),
+            suppressed: FastMap::default(),
             first_ts: None,
             last_lost: 0,
             last_stack_errors: 0,
@@ -79,7 +82,7 @@ impl<W: Write> Sink for LiveSink<W> {
     fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
         let t0 = *self.first_ts.get_or_insert(ev.ts_ns);
         if self.cap != 0 && self.shown_this_second >= self.cap {
-            *self.suppressed.entry(ev.name.clone()).or_default() += 1;
+            self.suppressed.entry(ev.kind).or_insert_with(|| (ev.name.clone(), 0)).1 += 1;
             return Ok(());
         }
         self.shown_this_second += 1;
@@ -92,8 +95,8 @@ impl<W: Write> Sink for LiveSink<W> {
     fn tick(&mut self, p: &Progress) -> anyhow::Result<()> {
         self.shown_this_second = 0;
         if !self.suppressed.is_empty() {
-            let total: u64 = self.suppressed.values().sum();
-            let mut top: Vec<_> = self.suppressed.drain().collect();
+            let total: u64 = self.suppressed.values().map(|(_, n)| n).sum();
+            let mut top: Vec<(Arc<str>, u64)> = self.suppressed.drain().map(|(_, v)| v).collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let list: Vec<String> = top.iter().take(4).map(|(n, c)| format!("{n} ×{c}")).collect();
             let more = if top.len() > 4 { ", …" } else { "" };
