@@ -758,16 +758,12 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
     files.push(("init".into(), Entry::File(INIT.as_bytes().to_vec(), 0o755)));
     files.push(("bin/busybox".into(), Entry::File(fs::read(busybox)?, 0o755)));
 
-    // iproute2's `ip` and its shared libraries (busybox's `ip` can't do netns or ipvlan).
+    // iproute2's `ip` (busybox's can't do netns or ipvlan) and, where the host has it, perf
+    // (root_trace's oracle), with their shared libraries.
     let ip = fs::canonicalize("/sbin/ip").context("iproute2's ip is not installed")?;
-    files.push(("sbin/ip".into(), Entry::File(fs::read(&ip)?, 0o755)));
-    let ldd = Command::new("ldd").arg(&ip).output().context("cannot run ldd")?;
-    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let lib = l.split("=>").last().and_then(|r| r.split_whitespace().next()).unwrap_or("");
-        if lib.starts_with('/') {
-            let rel = lib.trim_start_matches('/').to_owned();
-            files.push((rel, Entry::File(fs::read(fs::canonicalize(lib)?)?, 0o755)));
-        }
+    host_program(&mut files, &ip, "sbin/ip")?;
+    if let Ok(perf) = fs::canonicalize("/usr/bin/perf") {
+        host_program(&mut files, &perf, "usr/bin/perf")?;
     }
 
     // Modules, dependencies first.
@@ -825,6 +821,23 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
     perms.set_mode(0o644);
     fs::set_permissions(&path, perms)?;
     Ok(path)
+}
+
+/// A program of the host at `dest` in the initramfs, with the shared libraries `ldd` finds for
+/// it at the same paths as on the host (the cpio writer keeps one copy of each).
+fn host_program(files: &mut Vec<(String, Entry)>, exe: &Path, dest: &str) -> Result<()> {
+    files.push((dest.to_owned(), Entry::File(fs::read(exe)?, 0o755)));
+    let ldd = Command::new("ldd").arg(exe).output().context("cannot run ldd")?;
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = l.split("=>").last().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+        if lib.starts_with('/') {
+            let rel = lib.trim_start_matches('/').to_owned();
+            if !files.iter().any(|(n, _)| *n == rel) {
+                files.push((rel, Entry::File(fs::read(fs::canonicalize(lib)?)?, 0o755)));
+            }
+        }
+    }
+    Ok(())
 }
 
 enum Entry {
