@@ -403,13 +403,23 @@ impl Qemu {
         let reader = std::thread::spawn(move || -> Vec<String> {
             let mut log = fs::File::create(&log_file).ok();
             let mut lines = Vec::new();
+            // A test's line ends when it finished: the time since the previous marker or result
+            // is what it took (for the CI budget; never asserted).
+            let mut last = started;
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
                 let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
                 if let Some(f) = log.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
                 if line.starts_with("DT-VM") || line.starts_with("test ") && !line.ends_with(" ... ") {
-                    eprintln!("[{tag}] {line}");
+                    let now = Instant::now();
+                    let (at, took) = ((now - started).as_secs(), (now - last).as_secs_f64());
+                    if line.starts_with("test ") && !line.starts_with("test result:") {
+                        eprintln!("[{tag} {at:>3} s] {line} ({took:.1} s)");
+                    } else {
+                        eprintln!("[{tag} {at:>3} s] {line}");
+                    }
+                    last = now;
                 }
                 lines.push(line);
             }
