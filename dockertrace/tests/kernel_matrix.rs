@@ -1,13 +1,24 @@
-//! What other kernels must show (run in QEMU on Debian's 6.1 and 6.12 by `cargo xtask vm-test`):
-//! kprobes on each datapath function attach and fire on the path that uses it, ipvlan's L2 and
-//! L3 paths appear in stacks, every `net:*` tracepoint attaches, and the probe fallback picks
-//! kprobe where the kernel has kprobes. On a kernel without kprobes or ipvlan (like the dev
-//! machines') each test prints `skipping: <reason>`.
+//! What other kernels must show (run in QEMU on Debian's 5.10, 6.1 and 6.12 by `cargo xtask
+//! vm-test`, and on the host): kprobes on each datapath function attach and fire on the path
+//! that uses it, ipvlan's L2 and L3 paths appear in stacks, every `net:*` tracepoint attaches,
+//! the probe fallback picks kprobe where the kernel has kprobes, and every tracepoint attach
+//! type (tp_btf, raw_tp, perf) sees the same events. On a kernel without kprobes or ipvlan (like
+//! the dev machines') each test prints `skipping: <reason>`.
 mod support;
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
-use dockertrace::{filter::Filter, probes::datapath::ProbeState, tracer::Tracer};
+use dockertrace::{
+    filter::Filter,
+    kernel::KernelBtf,
+    pipeline::{self, MemorySink},
+    probes::{datapath::ProbeState, tracepoints::AttachType},
+    tracer::{TraceOptions, Tracer},
+};
 use support::{options, trace_while, Topology, Traced};
 
 const N: u64 = 100;
@@ -253,4 +264,172 @@ fn datapath_fallback_picks_kprobe() {
         let p = probes.iter().find(|p| p.function == f).expect("probe listed");
         assert_eq!(p.state, ProbeState::Kprobe, "{p}");
     }
+}
+
+/// The running kernel's version (`uname -r`'s leading numbers: 5.10.0-46-amd64 → (5, 10)).
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut n = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok());
+    (n.next().unwrap_or(0), n.next().unwrap_or(0))
+}
+
+/// Why this kernel cannot attach tracepoints as `t` at all (what the attach ladder falls
+/// through on such kernels); `None` when it must work here.
+fn lacks(t: AttachType) -> Option<String> {
+    let (min, what) = match t {
+        AttachType::TpBtf => ((5, 5), "tp_btf programs (BPF_TRACE_RAW_TP)"),
+        AttachType::RawTp => ((4, 17), "raw tracepoint programs"),
+        AttachType::Perf | AttachType::Auto => return None,
+    };
+    let v = kernel_version();
+    if v < min {
+        return Some(format!("{t}: this kernel ({}.{}) predates {what} ({}.{})", v.0, v.1, min.0, min.1));
+    }
+    // Both read the tracepoint's arguments at the positions of its BTF prototype.
+    let btf = KernelBtf::from_sys().ok()?;
+    btf.tracepoint_args("net_dev_queue")
+        .is_none()
+        .then(|| format!("{t}: the kernel's BTF has no tracepoint prototypes (btf_trace_net_dev_queue)"))
+}
+
+/// Starts one tracer per options (all attached at once), runs `traffic` while every one of
+/// them traces it, and returns what each saw: the same packets, through each tracer's own
+/// programs, maps and ring buffer.
+fn trace_together(opts: &[TraceOptions], traffic: impl FnOnce() + Send + 'static) -> Vec<(Traced, String)> {
+    let tracers: Vec<Tracer> = opts.iter().map(|o| Tracer::start(o).expect("tracer starts")).collect();
+    let attach: Vec<String> = tracers.iter().map(|t| t.attach.clone()).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let worker = std::thread::spawn(move || {
+        traffic();
+        let _ = done_tx.send(true);
+    });
+    let local = tokio::task::LocalSet::new();
+    let runs: Vec<_> = tracers
+        .into_iter()
+        .map(|mut tracer| {
+            let mut done = done_rx.clone();
+            local.spawn_local(async move {
+                let stop = async move {
+                    let _ = done.wait_for(|&d| d).await;
+                    // Let the last packets (FIN, ACK) through.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                };
+                let mut mem = MemorySink::default();
+                let report = pipeline::run(&mut tracer, &mut [&mut mem], stop).await.expect("pipeline");
+                drop(tracer);
+                Traced { report, events: mem.events }
+            })
+        })
+        .collect();
+    let traced = rt.block_on(local.run_until(async move {
+        let mut out = Vec::new();
+        for r in runs {
+            out.push(r.await.expect("pipeline task"));
+        }
+        out
+    }));
+    worker.join().expect("traffic thread");
+    traced.into_iter().zip(attach).collect()
+}
+
+/// What one attach type saw of the topology: per (event, netns, ifindex), the number of events
+/// and the sum of their lengths.
+fn tallies(traced: &Traced) -> BTreeMap<(String, u32, u32), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for e in &traced.events {
+        let (netns, ifindex) = e.dev.as_ref().map_or((0, 0), |d| (d.netns, d.ifindex));
+        let t = out.entry((e.name.to_string(), netns, ifindex)).or_insert((0, 0));
+        t.0 += 1;
+        t.1 += u64::from(e.len);
+    }
+    out
+}
+
+/// Per event, the innermost functions of its stacks (after the tracing machinery's own frames).
+fn leaf_functions(traced: &Traced) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in &traced.events {
+        if let Some(f) = e.stack.as_ref().and_then(|s| s.functions().next()) {
+            out.entry(e.name.to_string()).or_default().insert(f.to_owned());
+        }
+    }
+    out
+}
+
+/// The attach ladder on this kernel: the same veth echo traced at once by one tracer per
+/// forced attach type (tp_btf, raw_tp, perf) and one on `auto`. Each reports the type it was
+/// forced to, and all see the same events on the same devices with the same lengths, with
+/// stacks and nothing lost; `auto` picks tp_btf (the kernel has BTF: the root tests need it).
+/// Traced at once rather than one after the other so that the traffic is the same packets,
+/// not a rerun (TCP's ACKs depend on timing); any difference is the attach type's.
+#[test]
+fn attach_ladder_sees_the_same_events() {
+    if skip_unless(&[support::skip_reason()]) {
+        return;
+    }
+    let mut types = Vec::new();
+    for t in [AttachType::TpBtf, AttachType::RawTp, AttachType::Perf] {
+        match lacks(t) {
+            Some(why) => eprintln!("skipping: {why}"),
+            None => types.push(t),
+        }
+    }
+    let t = Arc::new(Topology::veth_named("dtlda", "dtldb"));
+    let filter = Filter { netns: t.netns().into_iter().collect(), ..Default::default() };
+    let opts: Vec<TraceOptions> = types
+        .iter()
+        .chain([AttachType::Auto].iter())
+        .map(|&a| TraceOptions { attach: a, datapath: false, ..options("net:*", filter.clone()) })
+        .collect();
+    let topo = t.clone();
+    let seen = trace_together(&opts, move || assert_eq!(topo.echo(N).messages, N));
+    let (an, ai) = dev(&t, true);
+    let (bn, bi) = dev(&t, false);
+    let mut by_type = Vec::new();
+    for ((traced, attach), o) in seen.iter().zip(&opts) {
+        let name = o.attach.name();
+        let want = if o.attach == AttachType::Auto { AttachType::TpBtf } else { o.attach };
+        if o.attach == AttachType::Auto && lacks(AttachType::TpBtf).is_some() {
+            eprintln!("note: auto attached as {attach} (no tp_btf here)");
+        } else {
+            assert_eq!(attach, want.name(), "{name}: the tracer must report how it attached");
+            assert_eq!(traced.report.attach, want.name(), "{name}: the report says how it attached");
+        }
+        let c = &traced.report.counters;
+        assert_eq!(c.lost(), 0, "{name}: lost events: {c:?}");
+        assert_eq!((c.read_error, c.no_config), (0, 0), "{name}: {c:?}");
+        // Stacks: every event has one, but for a (counted) bucket collision in the stack map.
+        let no_stack: Vec<_> = traced.events.iter().filter(|e| e.stack.is_none()).collect();
+        let collided = no_stack.iter().filter(|e| e.stack_id == -libc::EEXIST).count();
+        assert_eq!(collided, no_stack.len(), "{name}: events without a stack: {:?}", no_stack.first());
+        assert!(collided as u64 <= c.stack_collision && collided * 10 < traced.events.len().max(1));
+        // veth_xmit hands the requests to b: netif_rx on dtldb runs inside it.
+        assert!(traced.count("net:netif_rx", bn, bi) as u64 >= N, "{name}: netif_rx on dtldb");
+        assert!(traced.count("net:net_dev_queue", an, ai) as u64 >= N, "{name}: net_dev_queue on dtlda");
+        assert!(traced.stack_has("veth_xmit"), "{name}: no veth_xmit in stacks");
+        eprintln!(
+            "{name}: attached as {attach}, {} events, {} with stacks, {} stack collisions",
+            traced.events.len(),
+            traced.events.len() - no_stack.len(),
+            collided
+        );
+        by_type.push((name, tallies(traced), leaf_functions(traced)));
+    }
+    let (first, counts, leaves) = &by_type[0];
+    for (name, other, other_leaves) in &by_type[1..] {
+        let keys: BTreeSet<_> = counts.keys().chain(other.keys()).collect();
+        let differ: Vec<String> = keys
+            .into_iter()
+            .filter(|k| counts.get(*k) != other.get(*k))
+            .map(|k| format!("{k:?}: {first} {:?}, {name} {:?}", counts.get(k), other.get(k)))
+            .collect();
+        assert!(differ.is_empty(), "(count, bytes) per event and device differ:\n{}", differ.join("\n"));
+        assert_eq!(leaves, other_leaves, "innermost stack functions per event: {first} vs {name}");
+    }
+    eprintln!(
+        "same events on {} (event, device) keys across {}",
+        counts.len(),
+        by_type.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", ")
+    );
 }

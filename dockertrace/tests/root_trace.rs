@@ -303,14 +303,32 @@ fn counts_match_perf_running_alongside() {
     let topo = t.clone();
     let file = data.clone();
     let (traced, ()) = trace_while(&options("net:*", netns_filter(&t)), move || {
+        // perf starts with its events off and turns them on when told to, through a control
+        // FIFO, answering on another once they are on: the echo starts only then (however
+        // slowly perf starts, as in a VM without KVM).
+        let fifo = |what: &str| {
+            let p = file.with_extension(what);
+            let _ = std::fs::remove_file(&p);
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo on a NUL-terminated path we own.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", p.display());
+            p
+        };
+        let (ctl, ack) = (fifo("ctl"), fifo("ack"));
+        // Both open here before perf starts (perf opens the ack FIFO write-only, which needs a
+        // reader).
+        let control = PerfControl::open(&ctl, &ack);
         let mut perf = support::Child::spawn(
             std::process::Command::new("perf")
-                .args(["record", "-q", "-a", "-e", "net:*", "-o"])
+                .args(["record", "-q", "-a", "-e", "net:*", "-D", "-1", "--control"])
+                .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+                .arg("-o")
                 .arg(&file)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null()),
         );
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        control.enable(&mut perf);
+        let _ = (std::fs::remove_file(&ctl), std::fs::remove_file(&ack));
         topo.echo(N);
         std::thread::sleep(std::time::Duration::from_millis(200));
         perf.interrupt_and_wait();
@@ -346,6 +364,43 @@ fn counts_match_perf_running_alongside() {
         }
     }
     assert_eq!(compared, 12);
+}
+
+/// Both FIFOs of a `perf record -D -1 --control fifo:CTL,ACK`, opened read-write (such opens
+/// never block, and keep the FIFOs' bytes while perf has not opened them yet).
+struct PerfControl {
+    ctl: std::fs::File,
+    ack: std::fs::File,
+}
+
+impl PerfControl {
+    fn open(ctl: &std::path::Path, ack: &std::path::Path) -> PerfControl {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let open = |p: &std::path::Path| {
+            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(p).unwrap()
+        };
+        PerfControl { ctl: open(ctl), ack: open(ack) }
+    }
+
+    /// Turns perf's events on and waits for its answer: they are on when this returns. A perf
+    /// that exits first fails the test instead of hanging it.
+    fn enable(mut self, perf: &mut support::Child) {
+        use std::io::{Read as _, Write as _};
+        self.ctl.write_all(b"enable\n").expect("write perf's control FIFO");
+        // perf writes "ack\n" with the C string's NUL after it.
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"ack\n") {
+            let mut buf = [0u8; 16];
+            match self.ack.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(perf.running(), "perf exited before it turned its events on");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reading perf's ack FIFO: {e}"),
+            }
+        }
+    }
 }
 
 /// The loopback flow filter of the `normal` and `host` modes: two flows on lo, one kept.

@@ -58,7 +58,7 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// Set up, then run every test: host unit tests and the root integration tests, then the
-    /// root tests on kernels 6.1 and 6.12 in QEMU (`vm-test`).
+    /// root tests on kernels 5.10, 6.1 and 6.12 in QEMU (`vm-test`).
     Test {
         #[command(flatten)]
         setup: SetupArgs,
@@ -82,7 +82,7 @@ enum Cmd {
         #[command(flatten)]
         bench: bench::BenchArgs,
     },
-    /// Run the root tests on other kernels (6.1 and 6.12 by default) in QEMU (TCG): kernels,
+    /// Run the root tests on other kernels (5.10, 6.1 and 6.12 by default) in QEMU (TCG): kernels,
     /// QEMU and busybox come from Debian packages, cached under target/vm (no Docker needed).
     VmTest(vm::VmArgs),
 }

@@ -1,8 +1,10 @@
 //! `cargo xtask vm-test`: the root tests on other kernels, in QEMU (TCG; no KVM needed).
 //!
 //! Everything comes from Debian packages through `apt-get download` and is cached under
-//! `target/vm/` (nothing is installed on the host): the kernels (`linux-image-6.1.0-N-amd64`,
-//! `linux-image-6.12.N+deb12-amd64`, the newest the apt lists know), QEMU with its libraries
+//! `target/vm/` (nothing is installed on the host): the kernels (`linux-image-5.10.0-N-amd64`
+//! from bullseye-security through a private apt configuration under `target/vm/apt/`,
+//! `linux-image-6.1.0-N-amd64` and `linux-image-6.12.N+deb12-amd64` from the host's lists, the
+//! newest the lists know), QEMU with its libraries
 //! (unpacked, so the host's newer qemu-utils stays), and busybox. For each kernel an initramfs
 //! is built with busybox, iproute2's `ip`, the kernel's modules for the datapaths (veth,
 //! bridge, macvlan, ipvlan, ...) and statically linked test binaries; its init runs each test
@@ -39,9 +41,10 @@ const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 #[derive(clap::Args, Clone)]
 pub struct VmArgs {
-    /// Kernel series to test (repeatable): `6.1` (bookworm) or `6.12` (bookworm's +deb12
+    /// Kernel series to test (repeatable): `5.10` (bullseye-security, through a private apt
+    /// configuration under target/vm/apt), `6.1` (bookworm) or `6.12` (bookworm's +deb12
     /// backport), or an exact Debian package name `linux-image-...-amd64`.
-    #[arg(long = "kernel", default_values = ["6.1", "6.12"])]
+    #[arg(long = "kernel", default_values = ["5.10", "6.1", "6.12"])]
     pub kernels: Vec<String>,
     /// Go on with the next kernel after one fails.
     #[arg(long)]
@@ -61,7 +64,7 @@ impl Default for VmArgs {
     /// What `cargo xtask test` runs.
     fn default() -> VmArgs {
         VmArgs {
-            kernels: vec!["6.1".into(), "6.12".into()],
+            kernels: vec!["5.10".into(), "6.1".into(), "6.12".into()],
             keep_going: true,
             timeout: 600,
             memory: 2048,
@@ -115,23 +118,152 @@ pub fn vm_test(args: &VmArgs) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Debian packages
 
+/// Where apt looks for packages: the host's own configuration, or a private one under
+/// `target/vm/apt/<suite>/` for a Debian suite the host does not list (bullseye-security's 5.10
+/// kernels). The private one has its own sources list, package lists and cache (`-o` options on
+/// each apt command): nothing in the host's apt configuration or lists changes.
+struct Apt {
+    /// The suite of a private configuration (`None`: the host's).
+    suite: Option<String>,
+    /// The `-o` options of the private configuration.
+    options: Vec<String>,
+}
+
+impl Apt {
+    fn host() -> Apt {
+        Apt { suite: None, options: Vec::new() }
+    }
+
+    /// A private configuration for `suite` of the host's own `debian-security` mirror.
+    fn security_suite(suite: &str) -> Result<Apt> {
+        let dir = vm_dir().join("apt").join(suite);
+        let lists = dir.join("lists");
+        let cache = dir.join("cache");
+        fs::create_dir_all(lists.join("partial"))?;
+        fs::create_dir_all(&cache)?;
+        let uri = host_security_uri().context(
+            "the host's apt sources have no debian-security mirror (an entry whose URI ends in \
+             /debian-security) to fetch bullseye-security from",
+        )?;
+        let sources = dir.join("sources.list");
+        let line =
+            format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {uri} {suite} main\n");
+        if fs::read_to_string(&sources).ok().as_deref() != Some(line.as_str()) {
+            fs::write(&sources, &line)?;
+        }
+        let o = |k: &str, v: &Path| format!("{k}={}", v.display());
+        let options = vec![
+            o("Dir::Etc::SourceList", &sources),
+            "Dir::Etc::SourceParts=/dev/null".to_owned(),
+            o("Dir::State::Lists", &lists),
+            o("Dir::Cache", &cache),
+        ];
+        Ok(Apt { suite: Some(suite.to_owned()), options })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        for o in &self.options {
+            c.arg("-o").arg(o);
+        }
+        c
+    }
+
+    /// Whether the private configuration has fetched its package lists yet.
+    fn has_lists(&self) -> bool {
+        self.options.iter().filter_map(|o| o.strip_prefix("Dir::State::Lists=")).any(|d| {
+            fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+        })
+    }
+
+    /// `apt-get update`: the host's lists (as root), or the private configuration's own.
+    fn update(&self) -> Result<()> {
+        let mut u = match &self.suite {
+            None => crate::privileged("apt-get"),
+            Some(suite) => {
+                step(&format!("apt-get update of {suite} (private apt configuration under target/vm/apt)"));
+                self.command("apt-get")
+            }
+        };
+        u.args(["update", "-q"]);
+        status(u)
+    }
+
+    fn lines(&self, args: &[&str]) -> Result<Vec<String>> {
+        let mut c = self.command("apt-cache");
+        let out = c.args(args).output().context("cannot run apt-cache")?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+    }
+
+    /// `apt-get download` into `dir` (one try).
+    fn download(&self, dir: &Path, pkgs: &[&String]) -> Result<()> {
+        let mut c = self.command("apt-get");
+        c.current_dir(dir).args(["download", "-q"]).args(pkgs);
+        status(c)
+    }
+}
+
+/// The URI of the host's `debian-security` mirror, from its apt sources (one-line `deb` entries
+/// and deb822 `URIs:` fields; comments are not entries).
+fn host_security_uri() -> Option<String> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    let mut parts: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources"))
+        .collect();
+    parts.sort();
+    files.extend(parts);
+    files.iter().filter_map(|f| fs::read_to_string(f).ok()).find_map(|text| security_uri_in(&text))
+}
+
+/// The first `.../debian-security` URI of an apt sources file's entries.
+fn security_uri_in(text: &str) -> Option<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .flat_map(|l| {
+            let uris: Vec<&str> = if let Some(rest) = l.strip_prefix("URIs:") {
+                rest.split_whitespace().collect()
+            } else if l.starts_with("deb ") {
+                // deb [options] URI suite components
+                let rest = l.trim_start_matches("deb ").trim_start();
+                let rest = match rest.strip_prefix('[') {
+                    Some(r) => r.split_once(']').map_or("", |(_, after)| after),
+                    None => rest,
+                };
+                rest.split_whitespace().take(1).collect()
+            } else {
+                Vec::new()
+            };
+            uris.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .find(|u| u.trim_end_matches('/').ends_with("/debian-security"))
+        .map(|u| u.trim_end_matches('/').to_owned())
+}
+
+/// One `apt-get download` of `pkg` into `dir` (no refresh of the lists on failure).
+fn download_once(dir: &Path, pkg: &String, apt: &Apt) -> Result<()> {
+    step(&format!("downloading {pkg}"));
+    apt.download(dir, &[pkg])
+}
+
 /// `apt-get download` into `dir`, once (a `.deb` for the package already there is kept).
-fn download(dir: &Path, pkgs: &[String]) -> Result<()> {
+fn download(dir: &Path, pkgs: &[String], apt: &Apt) -> Result<()> {
     let missing: Vec<&String> = pkgs.iter().filter(|p| cached_deb(dir, p).is_none()).collect();
     if missing.is_empty() {
         return Ok(());
     }
     step(&format!("downloading {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
-    let mut c = Command::new("apt-get");
-    c.current_dir(dir).args(["download", "-q"]).args(&missing);
-    if status(c).is_err() {
+    if apt.download(dir, &missing).is_err() {
         // The package lists may be missing or stale on a fresh machine.
-        let mut u = crate::privileged("apt-get");
-        u.args(["update", "-q"]);
-        status(u)?;
-        let mut c = Command::new("apt-get");
-        c.current_dir(dir).args(["download", "-q"]).args(&missing);
-        status(c)?;
+        apt.update()?;
+        apt.download(dir, &missing)?;
     }
     Ok(())
 }
@@ -150,11 +282,6 @@ fn unpack(deb: &Path, into: &Path) -> Result<()> {
     let mut c = Command::new("dpkg-deb");
     c.arg("-x").arg(deb).arg(into);
     status(c)
-}
-
-fn apt_lines(args: &[&str]) -> Result<Vec<String>> {
-    let out = Command::new("apt-cache").args(args).output().context("cannot run apt-cache")?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
 }
 
 fn installed_on_host(pkg: &str) -> bool {
@@ -193,7 +320,7 @@ impl Qemu {
             }
         }
         let pkgs: Vec<String> = pkgs.into_iter().collect();
-        download(cache, &pkgs)?;
+        download(cache, &pkgs, &Apt::host())?;
         let _ = fs::remove_dir_all(&q.root);
         for p in &pkgs {
             unpack(&cached_deb(cache, p).with_context(|| format!("{p} was not downloaded"))?, &q.root)?;
@@ -276,13 +403,23 @@ impl Qemu {
         let reader = std::thread::spawn(move || -> Vec<String> {
             let mut log = fs::File::create(&log_file).ok();
             let mut lines = Vec::new();
+            // A test's line ends when it finished: the time since the previous marker or result
+            // is what it took (for the CI budget; never asserted).
+            let mut last = started;
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
                 let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
                 if let Some(f) = log.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
                 if line.starts_with("DT-VM") || line.starts_with("test ") && !line.ends_with(" ... ") {
-                    eprintln!("[{tag}] {line}");
+                    let now = Instant::now();
+                    let (at, took) = ((now - started).as_secs(), (now - last).as_secs_f64());
+                    if line.starts_with("test ") && !line.starts_with("test result:") {
+                        eprintln!("[{tag} {at:>3} s] {line} ({took:.1} s)");
+                    } else {
+                        eprintln!("[{tag} {at:>3} s] {line}");
+                    }
+                    last = now;
                 }
                 lines.push(line);
             }
@@ -312,7 +449,7 @@ impl Qemu {
 fn direct_depends(pkg: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut alternative = false;
-    for l in apt_lines(&["depends", pkg])? {
+    for l in Apt::host().lines(&["depends", pkg])? {
         let t = l.trim();
         let (is_dep, rest) = if let Some(r) = t.strip_prefix("|Depends: ") {
             (true, r)
@@ -334,7 +471,7 @@ fn direct_depends(pkg: &str) -> Result<Vec<String>> {
 fn busybox(cache: &Path) -> Result<PathBuf> {
     let exe = vm_dir().join("busybox/bin/busybox");
     if !exe.exists() {
-        download(cache, &["busybox-static".to_owned()])?;
+        download(cache, &["busybox-static".to_owned()], &Apt::host())?;
         unpack(&cached_deb(cache, "busybox-static").context("busybox-static")?, &vm_dir().join("busybox"))?;
     }
     Ok(exe)
@@ -361,19 +498,21 @@ fn version_key(name: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The kernel series `vm-test` knows: (series, Debian suite a private apt configuration
+/// fetches it from, or `None` for the host's own lists).
+const SERIES: &[(&str, Option<&str>)] = &[("5.10", Some("bullseye-security")), ("6.1", None), ("6.12", None)];
+
 fn kernel_package_matches(series: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix("linux-image-") else { return false };
     let Some(rest) = rest.strip_suffix("-amd64") else { return false };
+    let number = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit());
     match series {
+        // linux-image-5.10.0-46-amd64 (bullseye-security)
+        "5.10" => rest.strip_prefix("5.10.0-").is_some_and(number),
         // linux-image-6.1.0-56-amd64
-        "6.1" => rest
-            .strip_prefix("6.1.0-")
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())),
+        "6.1" => rest.strip_prefix("6.1.0-").is_some_and(number),
         // linux-image-6.12.117+deb12-amd64
-        "6.12" => rest
-            .strip_prefix("6.12.")
-            .and_then(|r| r.strip_suffix("+deb12"))
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())),
+        "6.12" => rest.strip_prefix("6.12.").and_then(|r| r.strip_suffix("+deb12")).is_some_and(number),
         _ => false,
     }
 }
@@ -381,12 +520,38 @@ fn kernel_package_matches(series: &str, name: &str) -> bool {
 impl Kernel {
     fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
         let pkg = if series.starts_with("linux-image-") {
+            let apt = match series.strip_prefix("linux-image-5.10.") {
+                Some(_) => Apt::security_suite("bullseye-security")?,
+                None => Apt::host(),
+            };
+            download(cache, &[series.to_owned()], &apt)?;
             series.to_owned()
         } else {
-            ensure!(series == "6.1" || series == "6.12", "unknown kernel series {series:?} (6.1 or 6.12)");
-            Self::resolve(cache, series)?
+            let Some(&(_, suite)) = SERIES.iter().find(|(s, _)| *s == series) else {
+                let known: Vec<&str> = SERIES.iter().map(|(s, _)| *s).collect();
+                bail!("unknown kernel series {series:?} ({})", known.join(", "));
+            };
+            let apt = match suite {
+                Some(suite) => Apt::security_suite(suite)?,
+                None => Apt::host(),
+            };
+            if apt.suite.is_some() && !apt.has_lists() {
+                // First use: fetch the private lists (offline, the cached .deb still serves).
+                if let Err(e) = apt.update() {
+                    eprintln!("xtask: warning: {e:#}");
+                }
+            }
+            let pkg = Self::resolve(cache, series, &apt)?;
+            if cached_deb(cache, &pkg).is_none() && download_once(cache, &pkg, &apt).is_err() {
+                // Stale lists name a package the mirror no longer has: refresh, resolve again.
+                apt.update()?;
+                let pkg = Self::resolve(cache, series, &apt)?;
+                download_once(cache, &pkg, &apt)?;
+                pkg
+            } else {
+                pkg
+            }
         };
-        download(cache, std::slice::from_ref(&pkg))?;
         let release = pkg.trim_start_matches("linux-image-").to_owned();
         let root = vm_dir().join("kernels").join(&release);
         let image = root.join(format!("boot/vmlinuz-{release}"));
@@ -400,13 +565,13 @@ impl Kernel {
     }
 
     /// The newest package of the series that apt knows of; offline, the newest one cached.
-    fn resolve(cache: &Path, series: &str) -> Result<String> {
-        let mut names: Vec<String> =
-            apt_lines(&["search", "--names-only", &format!("^linux-image-{series}")])?
-                .into_iter()
-                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-                .filter(|n| kernel_package_matches(series, n))
-                .collect();
+    fn resolve(cache: &Path, series: &str, apt: &Apt) -> Result<String> {
+        let mut names: Vec<String> = apt
+            .lines(&["search", "--names-only", &format!("^linux-image-{series}")])?
+            .into_iter()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .filter(|n| kernel_package_matches(series, n))
+            .collect();
         if names.is_empty() {
             names = fs::read_dir(cache)?
                 .flatten()
@@ -603,16 +768,12 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
     files.push(("init".into(), Entry::File(INIT.as_bytes().to_vec(), 0o755)));
     files.push(("bin/busybox".into(), Entry::File(fs::read(busybox)?, 0o755)));
 
-    // iproute2's `ip` and its shared libraries (busybox's `ip` can't do netns or ipvlan).
+    // iproute2's `ip` (busybox's can't do netns or ipvlan) and, where the host has it, perf
+    // (root_trace's oracle), with their shared libraries.
     let ip = fs::canonicalize("/sbin/ip").context("iproute2's ip is not installed")?;
-    files.push(("sbin/ip".into(), Entry::File(fs::read(&ip)?, 0o755)));
-    let ldd = Command::new("ldd").arg(&ip).output().context("cannot run ldd")?;
-    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let lib = l.split("=>").last().and_then(|r| r.split_whitespace().next()).unwrap_or("");
-        if lib.starts_with('/') {
-            let rel = lib.trim_start_matches('/').to_owned();
-            files.push((rel, Entry::File(fs::read(fs::canonicalize(lib)?)?, 0o755)));
-        }
+    host_program(&mut files, &ip, "sbin/ip")?;
+    if let Ok(perf) = fs::canonicalize("/usr/bin/perf") {
+        host_program(&mut files, &perf, "usr/bin/perf")?;
     }
 
     // Modules, dependencies first.
@@ -670,6 +831,23 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
     perms.set_mode(0o644);
     fs::set_permissions(&path, perms)?;
     Ok(path)
+}
+
+/// A program of the host at `dest` in the initramfs, with the shared libraries `ldd` finds for
+/// it at the same paths as on the host (the cpio writer keeps one copy of each).
+fn host_program(files: &mut Vec<(String, Entry)>, exe: &Path, dest: &str) -> Result<()> {
+    files.push((dest.to_owned(), Entry::File(fs::read(exe)?, 0o755)));
+    let ldd = Command::new("ldd").arg(exe).output().context("cannot run ldd")?;
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = l.split("=>").last().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+        if lib.starts_with('/') {
+            let rel = lib.trim_start_matches('/').to_owned();
+            if !files.iter().any(|(n, _)| *n == rel) {
+                files.push((rel, Entry::File(fs::read(fs::canonicalize(lib)?)?, 0o755)));
+            }
+        }
+    }
+    Ok(())
 }
 
 enum Entry {
@@ -878,6 +1056,28 @@ mod tests {
         let mut v = ["linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-10-amd64"];
         v.sort_by_key(|n| version_key(n));
         assert_eq!(v.last(), Some(&"linux-image-6.1.0-56-amd64"));
+    }
+
+    #[test]
+    fn kernel_5_10_package_names() {
+        assert!(kernel_package_matches("5.10", "linux-image-5.10.0-46-amd64"));
+        assert!(!kernel_package_matches("5.10", "linux-image-5.10.0-46-rt-amd64"));
+        assert!(!kernel_package_matches("5.10", "linux-image-5.10.0-46-amd64-unsigned"));
+        assert!(!kernel_package_matches("6.1", "linux-image-5.10.0-46-amd64"));
+        let mut v = ["linux-image-5.10.0-9-amd64", "linux-image-5.10.0-46-amd64"];
+        v.sort_by_key(|n| version_key(n));
+        assert_eq!(v.last(), Some(&"linux-image-5.10.0-46-amd64"));
+    }
+
+    #[test]
+    fn security_mirror_from_host_sources() {
+        let deb822 = "Types: deb\n# http://snapshot.debian.org/archive/debian-security/20250520T000000Z\n\
+                      URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n";
+        assert_eq!(security_uri_in(deb822).as_deref(), Some("http://deb.debian.org/debian-security"));
+        let one_line = "deb http://deb.debian.org/debian bookworm main\n\
+                        deb [signed-by=/k.gpg] http://mirror.example/debian-security/ bookworm-security main\n";
+        assert_eq!(security_uri_in(one_line).as_deref(), Some("http://mirror.example/debian-security"));
+        assert_eq!(security_uri_in("# deb http://x/debian-security bookworm-security main\n"), None);
     }
 
     #[test]
