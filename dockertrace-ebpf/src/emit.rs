@@ -20,8 +20,8 @@ use network_types::{
 };
 
 use crate::maps::{
-    bump, settings, ADAPT, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS,
-    STACKS, STACKS_SPILL,
+    bump, layout, settings, ADAPT, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP,
+    FILTER_PIDS, STACKS, STACKS_SPILL,
 };
 
 const EEXIST: i32 = 17;
@@ -207,11 +207,28 @@ impl Fields {
 /// `network_header`), and whether the idle task raised it. Unreadable headers leave the
 /// classes they would have set at 0 ("other").
 #[inline(always)]
-pub fn path_class(s: &Settings, skb: *const u8, protocol: u16, pid_tgid: u64, l: &KernelLayout) -> u8 {
+pub fn path_class(s: &Settings, skb: *const u8, protocol: u16, pid_tgid: u64) -> u8 {
     if s.stack_mode != STACKS_ADAPTIVE {
         return 0;
     }
-    let mut class = if pid_tgid as u32 == 0 { pc::IDLE } else { 0 };
+    (dt_path_class(skb as u64, u32::from(protocol), pid_tgid as u32) & 0x7f) as u8
+}
+
+/// [`path_class`]'s work, as a global BPF function: the kernel verifies it once, on its own,
+/// and its callers see only its scalar result. Inlined, its branches (protocol, IP version, L4
+/// protocol, TCP flags, each read that may fail) multiplied the verifier's paths through the
+/// rest of every program: on 5.10 loading an adaptive tracer took minutes under emulation.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn dt_path_class(skb: u64, protocol: u32, pid: u32) -> u32 {
+    let l = layout();
+    let skb = skb as *const u8;
+    u32::from(classify(skb, protocol as u16, pid, &l))
+}
+
+#[inline(always)]
+fn classify(skb: *const u8, protocol: u16, pid: u32, l: &KernelLayout) -> u8 {
+    let mut class = if pid == 0 { pc::IDLE } else { 0 };
     class |= match protocol {
         0x0800 => pc::NET_IPV4,
         0x86dd => pc::NET_IPV6,

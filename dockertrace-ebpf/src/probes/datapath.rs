@@ -51,7 +51,7 @@ fn on_call<C: StackIdContext>(ctx: &C, index: u32, skb: *const u8, pptr: bool) -
     let f = Fields {
         kind: PROBE_BASE + index,
         flags: EVENT_HAS_SKB,
-        class: path_class(&s, skb, info.protocol, pid_tgid, &l),
+        class: path_class(&s, skb, info.protocol, pid_tgid),
         skbaddr: skb as u64,
         len: info.len,
         protocol: info.protocol,

@@ -170,7 +170,7 @@ fn from_skb(cfg: &TpConfig, f: &mut Fields, dev: &mut DevInfo) {
         let skb = read_skb(f.skbaddr as *const u8, &l);
         f.len = skb.len;
         f.protocol = skb.protocol;
-        f.class = path_class(&settings(), f.skbaddr as *const u8, skb.protocol, f.pid_tgid, &l);
+        f.class = path_class(&settings(), f.skbaddr as *const u8, skb.protocol, f.pid_tgid);
         *dev = skb.dev;
     }
 }
