@@ -106,8 +106,15 @@ impl Aggregate {
             None if c.stack_id == STACK_SKIPPED => STACK_SKIPPED,
             None => -1,
         };
-        self.names.entry(c.kind).or_insert_with(|| c.name.clone());
-        *self.counts.entry(Key { kind: c.kind, netns, ifindex, class: c.class, stack_id }).or_default() += n;
+        let key = Key { kind: c.kind, netns, ifindex, class: c.class, stack_id };
+        match self.counts.get_mut(&key) {
+            Some(count) => *count += n,
+            // A new cell: the only time the kind's name may be new too (one lookup per event).
+            None => {
+                self.names.entry(c.kind).or_insert_with(|| c.name.clone());
+                self.counts.insert(key, n);
+            }
+        }
     }
 
     pub fn total(&self) -> u64 {

@@ -57,15 +57,14 @@ fn push_int(line: &mut Vec<u8>, key: &str, v: impl itoa::Integer) {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &TracedEvent) -> anyhow::Result<()> {
-        if let Some(st) = &ev.stack {
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.stacks.entry(ev.stack_id) {
-                let names: Vec<&str> = st.functions().collect();
-                slot.insert(serde_json::to_vec(&names)?.into_boxed_slice());
-            }
-        }
+        // One lookup per event; a stack's array is rendered the first time its id is seen.
         let stack: &[u8] = match &ev.stack {
             None => b"[]",
-            Some(_) => &self.stacks[&ev.stack_id],
+            Some(st) => self.stacks.entry(ev.stack_id).or_insert_with(|| {
+                let names: Vec<&str> = st.functions().collect();
+                // A list of strings always serializes.
+                serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec()).into_boxed_slice()
+            }),
         };
         let dev = ev.dev.as_ref().map(|d| &d.name).or(ev.name_only.as_ref());
         let l = &mut self.line;
