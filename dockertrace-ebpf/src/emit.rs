@@ -128,6 +128,34 @@ pub fn pass_dev(s: &Settings, dev: &DevInfo) -> bool {
     true
 }
 
+/// Where the skb's network header is: `skb->head + skb->network_header` (None when unset or
+/// unreadable).
+#[inline(always)]
+fn network_header(skb: *const u8, l: &KernelLayout) -> Option<*const u8> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    unsafe {
+        let head = bpf_probe_read_kernel(skb.wrapping_add(l.skb_head as usize) as *const *const u8).ok()?;
+        let nh = bpf_probe_read_kernel(skb.wrapping_add(l.skb_network_header as usize) as *const u16).ok()?;
+        (!head.is_null() && nh != u16::MAX).then(|| head.wrapping_add(usize::from(nh)))
+    }
+}
+
+/// The L4 protocol and where its header is, after the IPv4 (with its options) or IPv6 header
+/// at `ip`.
+#[inline(always)]
+fn transport_header(ip: *const u8, v6: bool) -> Option<(u8, *const u8)> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    unsafe {
+        if v6 {
+            let h = bpf_probe_read_kernel(ip as *const Ipv6Hdr).ok()?;
+            Some((h.next_hdr, ip.wrapping_add(Ipv6Hdr::LEN)))
+        } else {
+            let h = bpf_probe_read_kernel(ip as *const Ipv4Hdr).ok()?;
+            Some((h.proto, ip.wrapping_add(usize::from(h.ihl()))))
+        }
+    }
+}
+
 /// The port filter: a TCP segment over IPv4 or IPv6 whose source or destination port is
 /// `Settings::port`. Reads the headers at `skb->head + skb->network_header`.
 #[inline(always)]
@@ -138,42 +166,24 @@ pub fn pass_port(s: &Settings, skb: *const u8, l: &KernelLayout) -> bool {
     if skb.is_null() {
         return false;
     }
+    let Some(ip) = network_header(skb, l) else {
+        return false;
+    };
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    let Ok(first) = (unsafe { bpf_probe_read_kernel(ip) }) else {
+        return false;
+    };
+    let v6 = match first >> 4 {
+        4 => false,
+        6 => true,
+        _ => return false,
+    };
+    let tcp = match transport_header(ip, v6) {
+        Some((proto, l4)) if proto == IpProto::Tcp as u8 => l4,
+        _ => return false,
+    };
     // SAFETY: bpf_probe_read_kernel tolerates any address.
     unsafe {
-        let Ok(head) = bpf_probe_read_kernel(skb.add(l.skb_head as usize) as *const *const u8) else {
-            return false;
-        };
-        let Ok(nh) = bpf_probe_read_kernel(skb.add(l.skb_network_header as usize) as *const u16) else {
-            return false;
-        };
-        if head.is_null() || nh == u16::MAX {
-            return false;
-        }
-        let ip = head.add(usize::from(nh));
-        let Ok(first) = bpf_probe_read_kernel(ip) else {
-            return false;
-        };
-        let tcp = match first >> 4 {
-            4 => {
-                let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv4Hdr) else {
-                    return false;
-                };
-                if h.proto != IpProto::Tcp as u8 {
-                    return false;
-                }
-                ip.add(usize::from(h.ihl()))
-            }
-            6 => {
-                let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv6Hdr) else {
-                    return false;
-                };
-                if h.next_hdr != IpProto::Tcp as u8 {
-                    return false;
-                }
-                ip.add(Ipv6Hdr::LEN)
-            }
-            _ => return false,
-        };
         let Ok(t) = bpf_probe_read_kernel(tcp as *const TcpHdr) else {
             return false;
         };
@@ -238,55 +248,37 @@ fn classify(skb: *const u8, protocol: u16, pid: u32, l: &KernelLayout) -> u8 {
     if skb.is_null() {
         return class;
     }
-    // SAFETY: bpf_probe_read_kernel tolerates any address.
-    unsafe {
-        let Ok(head) = bpf_probe_read_kernel(skb.add(l.skb_head as usize) as *const *const u8) else {
-            return class;
-        };
-        let Ok(nh) = bpf_probe_read_kernel(skb.add(l.skb_network_header as usize) as *const u16) else {
-            return class;
-        };
-        if head.is_null() || nh == u16::MAX {
-            return class;
-        }
-        let ip = head.add(usize::from(nh));
-        let (proto, l4) = if class & 3 == pc::NET_IPV4 {
-            let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv4Hdr) else {
-                return class;
-            };
-            (h.proto, ip.add(usize::from(h.ihl())))
-        } else {
-            let Ok(h) = bpf_probe_read_kernel(ip as *const Ipv6Hdr) else {
-                return class;
-            };
-            (h.next_hdr, ip.add(Ipv6Hdr::LEN))
-        };
-        if proto == IpProto::Udp as u8 {
-            return class | pc::L4_UDP;
-        }
-        if proto == IpProto::Icmp as u8 || proto == IpProto::Ipv6Icmp as u8 {
-            return class | pc::L4_ICMP;
-        }
-        if proto != IpProto::Tcp as u8 {
-            return class;
-        }
-        class |= pc::L4_TCP;
-        // The flags byte: offset 13 of the TCP header (CWR ECE URG ACK PSH RST SYN FIN).
-        let Ok(flags) = bpf_probe_read_kernel(l4.add(13)) else {
-            return class;
-        };
-        let flags: u8 = flags;
-        class
-            | if flags & 0x04 != 0 {
-                pc::TCP_RST
-            } else if flags & 0x02 != 0 {
-                pc::TCP_SYN
-            } else if flags & 0x01 != 0 {
-                pc::TCP_FIN
-            } else {
-                pc::TCP_OTHER
-            }
+    let Some((proto, l4)) =
+        network_header(skb, l).and_then(|ip| transport_header(ip, class & 3 == pc::NET_IPV6))
+    else {
+        return class;
+    };
+    if proto == IpProto::Udp as u8 {
+        return class | pc::L4_UDP;
     }
+    if proto == IpProto::Icmp as u8 || proto == IpProto::Ipv6Icmp as u8 {
+        return class | pc::L4_ICMP;
+    }
+    if proto != IpProto::Tcp as u8 {
+        return class;
+    }
+    class |= pc::L4_TCP;
+    // The flags byte: offset 13 of the TCP header (CWR ECE URG ACK PSH RST SYN FIN).
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    let Ok(flags) = (unsafe { bpf_probe_read_kernel(l4.wrapping_add(13)) }) else {
+        return class;
+    };
+    let flags: u8 = flags;
+    class
+        | if flags & 0x04 != 0 {
+            pc::TCP_RST
+        } else if flags & 0x02 != 0 {
+            pc::TCP_SYN
+        } else if flags & 0x01 != 0 {
+            pc::TCP_FIN
+        } else {
+            pc::TCP_OTHER
+        }
 }
 
 /// Sends one event to userspace (already filtered), or counts it in aggregate mode. `shared`:
