@@ -5,6 +5,29 @@
 /// [`DATAPATH_FUNCS`]); below it they are the tracefs id of a tracepoint (`common_type`).
 pub const PROBE_BASE: u32 = 0x1_0000;
 
+/// Event kinds at or above this value are datapath function returns (`RET_BASE + index`, from
+/// a kretprobe, else an fexit): the function's duration on the hop its entry probe made.
+pub const RET_BASE: u32 = 0x2_0000;
+
+/// The pairing slot (`PAIRS`) of datapath function `index`: its entry probe pushes there, its
+/// return probe pops (past the tracepoints' slots).
+pub const fn pair_slot(index: u32) -> u32 {
+    crate::tracepoints::DP_PAIR_BASE + index
+}
+
+/// `skb_clone`'s probe pair, past the datapath functions (`PROBE_BASE`/`RET_BASE` +
+/// `CLONE_INDEX`, pairing slot `pair_slot(CLONE_INDEX)`): a clone of a followed packet starts
+/// its own journey, linked to its parent's by the return event (`kretprobe:skb_clone`: the
+/// clone's skb, the parent's journey and hop).
+pub const CLONE_INDEX: u32 = DATAPATH_FUNCS.len() as u32;
+/// The kernel function whose probe pair links clones to their parents.
+pub const CLONE_FUNC: &str = "skb_clone";
+
+/// `DP_RETURNS[index]` is 1 once the return probe of function `index` (or `CLONE_INDEX`) is
+/// attached: only then does its entry probe push onto its pairing slot (a push nobody pops
+/// would fill it).
+pub const DP_RETURNS_LEN: u32 = CLONE_INDEX + 1;
+
 /// A datapath function that dockertrace probes (kprobe, else fentry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatapathFunc {

@@ -8,10 +8,13 @@
 //! - [`record`]: the ring-buffer record header and the event record;
 //! - [`tracepoints`]: tracepoint slots, their configuration and entry/exit pairing;
 //! - [`datapath`]: the datapath functions (kprobe/fentry) and their event kinds;
+//! - [`journey`]: packet journeys (packet ids, hops, headers, hop-latency histograms);
 //! - this file: the kernel layout, settings, filters, aggregation keys and counters.
 #![no_std]
 
+pub mod capture;
 pub mod datapath;
+pub mod journey;
 pub mod record;
 pub mod tracepoints;
 
@@ -36,7 +39,13 @@ pub struct KernelLayout {
     pub dev_nd_net: u32,
     /// `net.ns.inum`.
     pub net_inum: u32,
-    pub _pad: u32,
+    /// `sk_buff.data` (pointer to the current header: the network header on receive once
+    /// the link layer is pulled).
+    pub skb_data: u32,
+    /// `sk_buff.mac_header` (u16 offset from `head`; `u16::MAX`: unset).
+    pub skb_mac_header: u32,
+    /// `sk_buff.tail` (u32 offset from `head` on 64-bit kernels: the end of the linear data).
+    pub skb_tail: u32,
 }
 
 #[cfg(feature = "user")]
@@ -53,6 +62,9 @@ pub const FILTER_PID: u32 = 1 << 2;
 /// `Settings::filters` bit: keep only TCP/IP packets with `Settings::port` as source or
 /// destination port (the loopback flow of the `normal` and `host` modes).
 pub const FILTER_PORT: u32 = 1 << 3;
+/// `Settings::filters` bit (capture programs only): keep only packets the `--filter` program
+/// (`CBPF_PROG`) accepts, and the later hops of their journeys.
+pub const FILTER_CBPF: u32 = 1 << 4;
 
 /// Run-time settings, a read-only global set by the loader.
 #[repr(C)]
@@ -77,9 +89,20 @@ pub struct Settings {
     pub wake_bytes: u32,
     /// Adaptive stacks: events walked per key at the start of each window.
     pub adapt_first: u32,
-    pub _pad: u32,
+    /// 1: follow packets (`journey`): every event on an skb carries its packet id, hop and
+    /// headers; in aggregate mode the kernel keeps hop-latency histograms (`HOP_HIST`).
+    pub journeys: u32,
     /// Adaptive stacks: length of a key's window, ns.
     pub adapt_window_ns: u64,
+    /// Journeys: a hop older than this does not continue (`journey::JOURNEY_GAP_NS`).
+    pub journey_gap_ns: u64,
+    /// Capture programs: bytes of each frame kept for the pcap file (`--snaplen`, at most
+    /// `capture::FRAME_MAX`).
+    pub snaplen: u32,
+    /// Capture programs: `FILTER_CBPF` set when a `--filter` program is loaded; the lengths of
+    /// its Ethernet and raw-IP programs in `CBPF_PROG`.
+    pub cbpf_eth_len: u16,
+    pub cbpf_raw_len: u16,
 }
 
 /// `Settings::stack_mode`: no stacks.
@@ -136,6 +159,20 @@ pub mod path_class {
     pub const TCP_FIN: u8 = 2 << 4;
     pub const TCP_RST: u8 = 3 << 4;
     pub const IDLE: u8 = 1 << 6;
+
+    /// The TCP flag class of a TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN).
+    #[inline(always)]
+    pub fn tcp_flag_class(flags: u8) -> u8 {
+        if flags & 0x04 != 0 {
+            TCP_RST
+        } else if flags & 0x02 != 0 {
+            TCP_SYN
+        } else if flags & 0x01 != 0 {
+            TCP_FIN
+        } else {
+            TCP_OTHER
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -203,8 +240,30 @@ pub mod counter {
     pub const STACK_SHARED: u32 = 10;
     /// Adaptive stacks: a key took over a slot held by another key (a new window started).
     pub const ADAPT_TAKEOVER: u32 = 11;
+    /// Journeys started (packets seen for the first time).
+    pub const JOURNEY_STARTED: u32 = 12;
+    /// Journeys cut short: another skb took their slot of `JOURNEYS` while they were live (the
+    /// evicted packet's next hop starts a journey of its own).
+    pub const JOURNEY_EVICTED: u32 = 13;
+    /// An skb address came back with another packet's headers (or after the gap): a new
+    /// journey started, as it should (not a loss).
+    pub const JOURNEY_REUSED: u32 = 14;
+    /// Journeys ended by `skb:consume_skb` / `skb:kfree_skb`.
+    pub const JOURNEY_ENDED: u32 = 15;
+    /// Events on an IP or ARP skb whose headers could not be read.
+    pub const HEADERS_UNREADABLE: u32 = 16;
+    /// Aggregate mode: hop pairs not counted because the `HOP_HIST` map was full.
+    pub const HOP_HIST_FULL: u32 = 17;
+    /// Capture programs: events on packets the `--filter` program rejected (not part of a
+    /// matched journey either). Also counted in `FILTERED`.
+    pub const CBPF_REJECTED: u32 = 18;
+    /// Capture programs: events on packets the `--filter` program accepted.
+    pub const CBPF_ACCEPTED: u32 = 19;
+    /// Capture programs: events that passed the filter only because their skb continues a
+    /// matched journey (NAT or encapsulation changed its headers, or a hop without them).
+    pub const CBPF_FOLLOWED: u32 = 20;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 21;
 }
 
 #[cfg(test)]
@@ -215,16 +274,29 @@ mod tests {
     #[test]
     fn wire_sizes_are_stable() {
         assert_eq!(size_of::<RecordHeader>(), 4);
-        assert_eq!(size_of::<Event>(), 88);
-        assert_eq!(RecordHeader::of::<Event>(RECORD_EVENT).size, 88);
-        assert_eq!(size_of::<TpConfig>(), 16);
-        assert_eq!(size_of::<KernelLayout>(), 40);
-        assert_eq!(size_of::<Settings>(), 32);
+        assert_eq!(size_of::<Event>(), 176);
+        assert_eq!(size_of::<journey::Packet>(), 72);
+        assert_eq!(size_of::<journey::JourneySlot>(), 48);
+        assert_eq!(size_of::<journey::HopKey>(), 28);
+        assert!(journey::JOURNEY_SLOTS.is_power_of_two());
+        assert_eq!(journey::hop_bucket(0), 0);
+        assert_eq!(journey::hop_bucket(1), 1);
+        assert_eq!(journey::hop_bucket(1023), 10);
+        assert_eq!(journey::hop_bucket(1024), 11);
+        assert_eq!(journey::hop_bucket(u64::MAX), journey::HOP_BUCKETS - 1);
+        assert_eq!(RecordHeader::of::<Event>(RECORD_EVENT).size, 176);
+        assert_eq!(size_of::<TpConfig>(), 24);
+        assert_eq!(size_of::<KernelLayout>(), 48);
+        assert_eq!(size_of::<Settings>(), 48);
+        assert_eq!(size_of::<capture::EventCap>(), 448);
+        assert_eq!(size_of::<capture::EventCap>(), size_of::<Event>() + size_of::<capture::Frame>());
+        assert_eq!(capture::EventCap::HEADER.size, 448);
+        assert_eq!(size_of::<capture::CbpfInsn>(), 8);
         assert_eq!(size_of::<AggKey>(), 20);
         assert_eq!(size_of::<AdaptSlot>(), 32);
         assert!(ADAPT_SLOTS.is_power_of_two());
-        assert_eq!(size_of::<PairEntry>(), 40);
-        assert_eq!(size_of::<PairStack>(), 8 + 40 * PAIR_DEPTH);
+        assert_eq!(size_of::<PairEntry>(), 64);
+        assert_eq!(size_of::<PairStack>(), 8 + 64 * PAIR_DEPTH);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! (packet journeys, drops) is added beside the others without touching them.
 use core::mem::size_of;
 
-use crate::NAME_LEN;
+use crate::{journey::Packet, NAME_LEN};
 
 /// The first 4 bytes of every ring-buffer record.
 #[repr(C)]
@@ -35,6 +35,12 @@ pub const EVENT_HAS_DEV: u8 = 1 << 1;
 /// `Event::flags`: the device was inherited from the matching entry event on this CPU
 /// (e.g. `net:net_dev_xmit` takes the device of its `net:net_dev_start_xmit`).
 pub const EVENT_DEV_FROM_PAIR: u8 = 1 << 2;
+/// `Event::flags`: the event is a drop (`skb:kfree_skb`): `drop_location` is the address of
+/// the code that freed the skb.
+pub const EVENT_DROP: u8 = 1 << 3;
+/// `Event::flags`: `drop_reason` was read from the tracepoint (`enum skb_drop_reason`, kernels
+/// 5.17+). Without it the kernel does not report why it dropped the packet.
+pub const EVENT_HAS_REASON: u8 = 1 << 4;
 
 /// `Event::stack_id` when no stack was requested.
 pub const STACK_NONE: i32 = -1_000;
@@ -46,7 +52,7 @@ pub const STACK_SKIPPED: i32 = -1_001;
 /// already holds another stack (`bpf_get_stackid` keeps one stack per hash bucket).
 pub const STACK_SPILL_BASE: i32 = 1 << 24;
 
-/// One traced event, as written to the `EVENTS` ring buffer. 88 bytes.
+/// One traced event, as written to the `EVENTS` ring buffer. 176 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -77,6 +83,15 @@ pub struct Event {
     pub class: u8,
     pub comm: [u8; NAME_LEN],
     pub dev: [u8; NAME_LEN],
+    /// The packet the event belongs to, its hop and its headers (`packet.id` 0: none).
+    pub packet: Packet,
+    /// Drops (`EVENT_DROP`): the address of the code that freed the skb (the tracepoint's
+    /// `location`); 0 otherwise.
+    pub drop_location: u64,
+    /// Drops with `EVENT_HAS_REASON`: the kernel's `enum skb_drop_reason` value (its names come
+    /// from the running kernel's BTF: the numbering changes between kernels); 0 otherwise.
+    pub drop_reason: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

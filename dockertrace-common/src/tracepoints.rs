@@ -15,8 +15,11 @@ pub const PAIR_POP: u8 = 2;
 pub const PAIR_SET: u8 = 3;
 /// Exit event of a batch: read the slot's top without popping.
 pub const PAIR_GET: u8 = 4;
+/// First pairing slot of the datapath functions' entry/return probes (one each, see
+/// `datapath::pair_slot`); the tracepoints' pairs use slots 1 to `DP_PAIR_BASE - 1`.
+pub const DP_PAIR_BASE: u32 = 8;
 /// Number of pairing slots (index 0 is unused).
-pub const PAIR_SLOTS: u32 = 8;
+pub const PAIR_SLOTS: u32 = DP_PAIR_BASE + crate::datapath::DP_RETURNS_LEN;
 /// Depth of each slot's per-CPU stack.
 pub const PAIR_DEPTH: usize = 8;
 
@@ -26,6 +29,11 @@ pub const PAIR_DEPTH: usize = 8;
 /// after BPF programs ran; raw tracepoints have no record at all), so each attached tracepoint
 /// gets its own program, whose slot indexes `TP_CONFIG`.
 pub const TP_SLOTS: u32 = 64;
+
+/// `TP_CONFIG`'s entry for the drop tracepoint (`skb:kfree_skb` traced as drops), past the
+/// 64 slots: its programs are `dt_tp_drop`, `dt_btf_drop` and `dt_raw_drop`, the slot bodies
+/// compiled for drops (see there why they are programs of their own).
+pub const DROP_SLOT: u32 = TP_SLOTS;
 
 /// How the tracepoint program of one slot reads its tracepoint (`TP_CONFIG[slot]`): record
 /// offsets from the tracepoint's `format` file (perf path), argument positions from the
@@ -43,7 +51,7 @@ pub struct TpConfig {
     pub name_off: u16,
     /// 1: send the event to userspace; 0: only run pairing bookkeeping.
     pub emit: u8,
-    /// Pairing slot (1..PAIR_SLOTS), 0 for none.
+    /// Pairing slot (1..DP_PAIR_BASE), 0 for none.
     pub pair_slot: u8,
     /// One of `PAIR_*`.
     pub pair_role: u8,
@@ -54,6 +62,20 @@ pub struct TpConfig {
     /// `tp_btf`/`raw_tp` programs: index of an unsigned length argument (`net_dev_xmit`'s
     /// `skb_len`: its skb may be gone by then), or `NO_ARG`.
     pub len_arg: u8,
+    /// The event's part in journeys: `journey::JOURNEY_ENDS` or 0.
+    pub journey: u8,
+    /// `tp_btf`/`raw_tp` programs: index of the `enum skb_drop_reason` argument, or `NO_ARG`.
+    pub reason_arg: u8,
+    /// `tp_btf`/`raw_tp` programs: index of the `void *location` argument, or `NO_ARG`.
+    pub location_arg: u8,
+    /// 1: the event is a drop (`skb:kfree_skb`): it reads its location and reason, and goes
+    /// out when its skb is a followed journey or its device passes the filter.
+    pub drop: u8,
+    /// Perf path: offset of the `enum skb_drop_reason reason` field (4 bytes), or `NO_FIELD`
+    /// (kernels before 5.17).
+    pub reason_off: u16,
+    /// Perf path: offset of the `void *location` field, or `NO_FIELD`.
+    pub location_off: u16,
 }
 
 #[cfg(feature = "user")]
@@ -91,6 +113,13 @@ pub struct PairEntry {
     pub stack_id: i32,
     /// The entry event's path class (adaptive stacks), which its exit event shares.
     pub class: u32,
+    /// The entry event's journey (0: none) and hop: its exit event reports the function's
+    /// duration on that hop (`journey::PKT_RETURN`).
+    pub packet: u64,
+    /// When the entry event fired (`bpf_ktime_get_ns`).
+    pub ts: u64,
+    pub hop: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

@@ -1,16 +1,21 @@
 //! The path every program shares: read the device, filter, reserve, fill, stack id, submit
 //! (or, in aggregate mode, count the event in the `AGG` map).
+use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf, generated,
     },
     programs::tracing::StackIdContext,
 };
 use dockertrace_common::{
-    counter, path_class as pc,
+    capture::{EventCap, Frame},
+    counter,
+    journey::{Packet, Pending, PKT_RETURN},
     record::{Event, RecordHeader, EVENT_HAS_DEV, RECORD_EVENT, STACK_NONE, STACK_SKIPPED, STACK_SPILL_BASE},
+    tracepoints::stack_shared,
     AdaptSlot, AggKey, DevKey, KernelLayout, Settings, ADAPT_SLOTS, FILTER_DEV, FILTER_NETNS, FILTER_PID,
     FILTER_PORT, NAME_LEN, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE,
 };
@@ -19,9 +24,12 @@ use network_types::{
     tcp::TcpHdr,
 };
 
-use crate::maps::{
-    bump, layout, settings, ADAPT, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP,
-    FILTER_PIDS, STACKS, STACKS_SPILL,
+use crate::{
+    journey::{dt_headers, dt_journey, META_ENDS, META_HOP},
+    maps::{
+        bump, settings, ADAPT, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS,
+        FRAME, PACKET_OUT, PENDING, STACKS, STACKS_SPILL,
+    },
 };
 
 const EEXIST: i32 = 17;
@@ -202,121 +210,221 @@ pub struct Fields {
     pub len: u32,
     pub protocol: u16,
     pub pid_tgid: u64,
+    /// The event ends its skb's journey (`skb:consume_skb`, `skb:kfree_skb`).
+    pub ends: bool,
+    /// The event is a hop of its skb's journey. Not so for exit events (`net:net_dev_xmit`,
+    /// `*_exit`): they fire when the function their entry event opened returns — often after
+    /// the packet's next hops (veth's `netif_rx` runs inside its `ndo_start_xmit`) — and their
+    /// skb may already be someone else's.
+    pub hop: bool,
+    /// Exit events: their entry event's journey id (0: none), hop and time; the event then
+    /// reports the function's duration on that hop instead of being a hop. Plain fields, not an
+    /// `Option`: a `None`'s payload is uninitialised stack, which kernels before 6.3 refuse to
+    /// let a program copy.
+    pub entry_packet: u64,
+    pub entry_hop: u16,
+    pub entry_ts: u64,
+    /// Out: the event's time (set by `emit`), for the entry of a pair to hand to its exit
+    /// (with its journey and hop, which `PACKET_OUT` still holds).
+    pub ts: u64,
+    /// Drops: the freeing code's address and the kernel's drop reason (`EVENT_DROP`,
+    /// `EVENT_HAS_REASON` in `flags`); 0 otherwise.
+    pub drop_location: u64,
+    pub drop_reason: u32,
 }
 
 impl Fields {
     /// An event of `kind` raised by `pid_tgid`, nothing read yet.
     #[inline(always)]
     pub fn new(kind: u32, pid_tgid: u64) -> Fields {
-        Fields { kind, flags: 0, class: 0, skbaddr: 0, len: 0, protocol: 0, pid_tgid }
+        Fields {
+            kind,
+            flags: 0,
+            class: 0,
+            skbaddr: 0,
+            len: 0,
+            protocol: 0,
+            pid_tgid,
+            ends: false,
+            hop: true,
+            entry_packet: 0,
+            entry_hop: 0,
+            entry_ts: 0,
+            ts: 0,
+            drop_location: 0,
+            drop_reason: 0,
+        }
     }
 }
 
 /// The skb's path class for adaptive stacks (0 in the other stack modes): its network
-/// protocol, L4 protocol and TCP flag class, read from its headers (`skb->head` +
-/// `network_header`), and whether the idle task raised it. Unreadable headers leave the
-/// classes they would have set at 0 ("other").
+/// protocol, L4 protocol and TCP flag class, read from its headers, and whether the idle task
+/// raised it. With journeys on, `emit` takes the class from the journey's header parse
+/// instead (one parse per event), and this returns 0; with them off, it is that same parse
+/// (`journey::dt_headers`, a global function: verified once on its own, its callers see a
+/// scalar), whose packet section nobody reads then.
 #[inline(always)]
 pub fn path_class(s: &Settings, skb: *const u8, protocol: u16, pid_tgid: u64) -> u8 {
-    if s.stack_mode != STACKS_ADAPTIVE {
+    if s.stack_mode != STACKS_ADAPTIVE || s.journeys != 0 {
         return 0;
     }
-    (dt_path_class(skb as u64, u32::from(protocol), pid_tgid as u32) & 0x7f) as u8
+    (dt_headers(skb as u64, (pid_tgid & 0xffff_ffff) | (u64::from(protocol) << 32)) & 0x7f) as u8
 }
 
-/// [`path_class`]'s work, as a global BPF function: the kernel verifies it once, on its own,
-/// and its callers see only its scalar result. Inlined, its branches (protocol, IP version, L4
-/// protocol, TCP flags, each read that may fail) multiplied the verifier's paths through the
-/// rest of every program: on 5.10 loading an adaptive tracer took minutes under emulation.
+/// Fills `PACKET_OUT` with the event's packet section and, with adaptive stacks, sets the
+/// event's path class from the headers read: one call of a global function, without a branch
+/// here. Older verifiers (5.10, 6.1) prune little: every branch of `emit` doubles the paths
+/// they walk through the rest of it, in every program.
+#[inline(always)]
+fn packet_section(f: &mut Fields, dev: &DevInfo, now: u64) {
+    if let Some(p) = PENDING.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; programs do not nest on one CPU.
+        unsafe {
+            *p = Pending { packet: f.entry_packet, ts: f.entry_ts, hop: u32::from(f.entry_hop), _pad: 0 }
+        };
+    }
+    // An unknown device is (0, 0).
+    let key = (u64::from(dev.netns) << 32) | u64::from(dev.ifindex);
+    let mut meta =
+        (f.pid_tgid & 0xffff_ffff) | (u64::from(f.protocol) << 32) | (u64::from(f.class & 0x7f) << 56);
+    if f.ends {
+        meta |= META_ENDS;
+    }
+    if f.hop {
+        meta |= META_HOP;
+    }
+    f.class = (dt_section(f.skbaddr, f.kind, key, now, meta) & 0x7f) as u8;
+}
+
+/// The packet section of an event (see [`packet_section`]): an exit event whose entry event
+/// was a hop (`PENDING`) reports that hop and the function's duration (`PKT_RETURN`); a hop
+/// (journeys on, an skb, an entry event) has its headers read and its journey followed; any
+/// other event gets an empty section. `meta`: the thread id and `skb->protocol` (as for
+/// `dt_headers`), `META_ENDS`, `META_HOP`, and the event's class so far (bits 56–62).
+/// Returns the event's class: from the headers with adaptive stacks, else the one given.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn dt_path_class(skb: u64, protocol: u32, pid: u32) -> u32 {
-    let l = layout();
-    let skb = skb as *const u8;
-    u32::from(classify(skb, protocol as u16, pid, &l))
-}
-
-#[inline(always)]
-fn classify(skb: *const u8, protocol: u16, pid: u32, l: &KernelLayout) -> u8 {
-    let mut class = if pid == 0 { pc::IDLE } else { 0 };
-    class |= match protocol {
-        0x0800 => pc::NET_IPV4,
-        0x86dd => pc::NET_IPV6,
-        0x0806 => return class | pc::NET_ARP,
-        _ => return class,
+pub extern "C" fn dt_section(skb: u64, kind: u32, dev: u64, now: u64, meta: u64) -> u32 {
+    let class_in = ((meta >> 56) & 0x7f) as u32;
+    let Some(out) = PACKET_OUT.get_ptr_mut(0) else {
+        return class_in;
     };
-    if skb.is_null() {
-        return class;
-    }
-    let Some((proto, l4)) =
-        network_header(skb, l).and_then(|ip| transport_header(ip, class & 3 == pc::NET_IPV6))
-    else {
-        return class;
+    let pending = match PENDING.get(0) {
+        Some(p) => *p,
+        None => Pending::default(),
     };
-    if proto == IpProto::Udp as u8 {
-        return class | pc::L4_UDP;
-    }
-    if proto == IpProto::Icmp as u8 || proto == IpProto::Ipv6Icmp as u8 {
-        return class | pc::L4_ICMP;
-    }
-    if proto != IpProto::Tcp as u8 {
-        return class;
-    }
-    class |= pc::L4_TCP;
-    // The flags byte: offset 13 of the TCP header (CWR ECE URG ACK PSH RST SYN FIN).
-    // SAFETY: bpf_probe_read_kernel tolerates any address.
-    let Ok(flags) = (unsafe { bpf_probe_read_kernel(l4.wrapping_add(13)) }) else {
-        return class;
-    };
-    let flags: u8 = flags;
-    class
-        | if flags & 0x04 != 0 {
-            pc::TCP_RST
-        } else if flags & 0x02 != 0 {
-            pc::TCP_SYN
-        } else if flags & 0x01 != 0 {
-            pc::TCP_FIN
+    if pending.packet != 0 || settings().journeys == 0 || skb == 0 || meta & META_HOP == 0 {
+        let section = if pending.packet == 0 {
+            Packet::default()
         } else {
-            pc::TCP_OTHER
-        }
+            Packet {
+                id: pending.packet,
+                hop: pending.hop as u16,
+                delta_ns: now.saturating_sub(pending.ts),
+                flags: PKT_RETURN,
+                ..Packet::default()
+            }
+        };
+        // SAFETY: this CPU's slot; programs do not nest on one CPU.
+        unsafe { *out = section };
+        return class_in;
+    }
+    // The headers, then the tracking: two global functions, one after the other.
+    let parsed = dt_headers(skb, meta & 0x0000_ffff_ffff_ffff);
+    let class = parsed & 0xff;
+    dt_journey(skb, kind, dev, now, (parsed >> 32) | (class << 32) | (meta & META_ENDS))
 }
 
 /// Sends one event to userspace (already filtered), or counts it in aggregate mode. `shared`:
 /// the stack id of the paired entry event, reused instead of walking the stack. Returns the
-/// stack id the event went out with (`STACK_NONE` when it did not go out).
+/// stack id the event went out with (`STACK_NONE` when it did not go out); `f.class` is the
+/// class it went out with. `CAP` (the capture programs only): the record is an `EventCap`,
+/// the event with the frame `capture::dt_capture` left in `FRAME`.
 #[inline(always)]
-pub fn emit<C: StackIdContext>(ctx: &C, f: &Fields, dev: &DevInfo, shared: Option<i32>) -> i32 {
+pub fn emit<C: StackIdContext, const CAP: bool>(ctx: &C, f: &mut Fields, dev: &DevInfo, shared: i32) -> i32 {
     let s = settings();
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    f.ts = now;
+    packet_section(f, dev, now);
     if s.aggregate != 0 {
-        return count(ctx, &s, f, dev, shared);
+        return count(ctx, s, f, dev, shared, now);
     }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+    if CAP {
+        send::<C, EventCap>(ctx, s, f, dev, shared, now, EventCap::HEADER)
+    } else {
+        send::<C, Event>(ctx, s, f, dev, shared, now, RecordHeader::of::<Event>(RECORD_EVENT))
+    }
+}
+
+/// Reserves a record of type `T` (an `Event`, or an `EventCap`: an `Event` first, then the
+/// frame), fills it, walks the stack and submits it.
+#[inline(always)]
+fn send<C: StackIdContext, T: 'static>(
+    ctx: &C,
+    s: &Settings,
+    f: &mut Fields,
+    dev: &DevInfo,
+    shared: i32,
+    now: u64,
+    header: RecordHeader,
+) -> i32 {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         bump(counter::RING_FULL);
         return STACK_NONE;
     };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let stack_id = stack_id(ctx, &s, shared, f, dev, now);
-    entry.write(Event {
-        header: RecordHeader::of::<Event>(RECORD_EVENT),
-        // SAFETY: a helper without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: now,
-        kind: f.kind,
-        pid: f.pid_tgid as u32,
-        tgid: (f.pid_tgid >> 32) as u32,
-        len: f.len,
-        skbaddr: f.skbaddr,
-        ifindex: dev.ifindex,
-        netns: dev.netns,
-        stack_id,
-        protocol: f.protocol,
-        flags: f.flags | dev.flags,
-        class: f.class,
-        comm: bpf_get_current_comm().unwrap_or([0; NAME_LEN]),
-        dev: dev.name,
-    });
-    entry.submit(wakeup(&s));
+    // Written in place, field by field: an `Event` built on the stack first (176 bytes, and
+    // the packet section copied twice) would not fit the programs' 512-byte stack. Everything
+    // but the stack id is written before the stack is walked, with helpers whose failure
+    // leaves no branch: the stack walk's outcomes (a stack, a spilled one, an error) are paths
+    // older verifiers walk to the end of the program each, so little may follow them.
+    let e = entry.as_mut_ptr() as *mut Event;
+    // SAFETY: `e` points at the reserved record, which starts with an `Event` (`T` is `Event`
+    // or the `repr(C)` `EventCap`), valid for writes; every field is written before the
+    // record is submitted; addr_of_mut never creates a reference to the uninitialised
+    // memory. The raw helpers write at most the sizes given, inside the record (`comm`: 16
+    // bytes; `packet`: a `Packet`; `frame`: a `Frame`, only when `T` is an `EventCap`), and
+    // tolerate a failed source.
+    unsafe {
+        addr_of_mut!((*e).header).write(header);
+        addr_of_mut!((*e).cpu).write(bpf_get_smp_processor_id());
+        addr_of_mut!((*e).ts_ns).write(now);
+        addr_of_mut!((*e).kind).write(f.kind);
+        addr_of_mut!((*e).pid).write(f.pid_tgid as u32);
+        addr_of_mut!((*e).tgid).write((f.pid_tgid >> 32) as u32);
+        addr_of_mut!((*e).len).write(f.len);
+        addr_of_mut!((*e).skbaddr).write(f.skbaddr);
+        addr_of_mut!((*e).ifindex).write(dev.ifindex);
+        addr_of_mut!((*e).netns).write(dev.netns);
+        addr_of_mut!((*e).protocol).write(f.protocol);
+        addr_of_mut!((*e).flags).write(f.flags | dev.flags);
+        addr_of_mut!((*e).class).write(f.class);
+        addr_of_mut!((*e).dev).write(dev.name);
+        addr_of_mut!((*e).drop_location).write(f.drop_location);
+        addr_of_mut!((*e).drop_reason).write(f.drop_reason);
+        addr_of_mut!((*e)._pad).write(0);
+        addr_of_mut!((*e).comm).write([0; NAME_LEN]);
+        generated::bpf_get_current_comm(addr_of_mut!((*e).comm).cast(), NAME_LEN as u32);
+        let src = PACKET_OUT.get_ptr(0).map_or(0u64, |p| p as u64);
+        generated::bpf_probe_read_kernel(
+            addr_of_mut!((*e).packet).cast(),
+            size_of::<Packet>() as u32,
+            src as *const c_void,
+        );
+        if size_of::<T>() == size_of::<EventCap>() {
+            let ec = e as *mut EventCap;
+            let src = FRAME.get_ptr(0).map_or(0u64, |p| p as u64);
+            generated::bpf_probe_read_kernel(
+                addr_of_mut!((*ec).frame).cast(),
+                size_of::<Frame>() as u32,
+                src as *const c_void,
+            );
+        }
+    }
+    let stack_id = stack_id(ctx, s, shared, f, dev, now);
+    // SAFETY: as above.
+    unsafe { addr_of_mut!((*e).stack_id).write(stack_id) };
+    entry.submit(wakeup(s));
     bump(counter::SENT);
     stack_id
 }
@@ -351,7 +459,7 @@ fn wakeup(s: &Settings) -> u64 {
 fn stack_id<C: StackIdContext>(
     ctx: &C,
     s: &Settings,
-    shared: Option<i32>,
+    shared: i32,
     f: &Fields,
     dev: &DevInfo,
     now: u64,
@@ -359,9 +467,9 @@ fn stack_id<C: StackIdContext>(
     if s.stack_mode == STACKS_NONE {
         return STACK_NONE;
     }
-    if let Some(id) = shared {
+    if stack_shared(shared) {
         bump(counter::STACK_SHARED);
-        return id;
+        return shared;
     }
     if !walks(s, f, dev, now) {
         return STACK_SKIPPED;
@@ -429,9 +537,7 @@ fn walks(s: &Settings, f: &Fields, dev: &DevInfo, now: u64) -> bool {
 /// No ring-buffer work at all. Counted events count as sent; events the full map cannot take
 /// count as `AGG_FULL`.
 #[inline(always)]
-fn count<C: StackIdContext>(ctx: &C, s: &Settings, f: &Fields, dev: &DevInfo, shared: Option<i32>) -> i32 {
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+fn count<C: StackIdContext>(ctx: &C, s: &Settings, f: &Fields, dev: &DevInfo, shared: i32, now: u64) -> i32 {
     let stack_id = stack_id(ctx, s, shared, f, dev, now);
     let (netns, ifindex) = if dev.known() { (dev.netns, dev.ifindex) } else { (0, 0) };
     if dev.known() {

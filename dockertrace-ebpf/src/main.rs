@@ -4,15 +4,20 @@
 //!   per slot (tp_btf, raw_tp, perf path); `TP_CONFIG[slot]` says how to read that slot's
 //!   tracepoint (argument positions from BTF, record offsets from its tracefs `format`).
 //! - `kp_*` / `fe_*`: kprobe and fentry twins on the datapath functions in
-//!   `dockertrace_common::datapath::DATAPATH_FUNCS`; the loader attaches whichever the kernel allows.
+//!   `dockertrace_common::datapath::DATAPATH_FUNCS`; the loader attaches whichever the kernel allows,
+//!   with its return twin (`kr_*` / `fx_*`): the function's duration on its hop.
 //!
-//! Every program funnels into `emit::emit`, which filters in the kernel, reserves a ring-buffer
-//! record, takes a stack id and counts every failure in `COUNTERS`.
+//! Every program funnels into `emit::emit`, which filters in the kernel, follows the event's
+//! packet (`journey`: packet id, hop, headers), reserves a ring-buffer record, takes a stack id
+//! and counts every failure in `COUNTERS`.
 #![no_std]
 #![no_main]
 
+mod capture;
 mod emit;
+mod journey;
 mod maps;
+mod pair;
 mod probes;
 
 // Host builds (clippy, tests) link std, which has its own.

@@ -4,7 +4,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use dockertrace_common::{
+    capture::{CbpfInsn, CbpfState, Frame, CBPF_SLOTS},
     counter,
+    datapath::DP_RETURNS_LEN,
+    journey::{HopHist, HopKey, JourneySlot, Packet, Pending, JOURNEY_SLOTS},
     tracepoints::{PairStack, TpConfig, PAIR_SLOTS, TP_SLOTS},
     AdaptSlot, AggKey, DevKey, KernelLayout, Settings, ADAPT_SLOTS, NAME_LEN, STACKS_EVERY,
 };
@@ -19,8 +22,12 @@ static SETTINGS: Settings = Settings {
     stack_mode: STACKS_EVERY,
     wake_bytes: 0,
     adapt_first: 0,
-    _pad: 0,
+    journeys: 0,
     adapt_window_ns: 0,
+    journey_gap_ns: 0,
+    snaplen: 0,
+    cbpf_eth_len: 0,
+    cbpf_raw_len: 0,
 };
 
 /// Struct offsets from the running kernel's BTF (`EbpfLoader::override_global`).
@@ -35,7 +42,9 @@ static LAYOUT: KernelLayout = KernelLayout {
     dev_name: 0,
     dev_nd_net: 0,
     net_inum: 0,
-    _pad: 0,
+    skb_data: 0,
+    skb_mac_header: 0,
+    skb_tail: 0,
 };
 
 /// Event records. The loader may resize it (`EbpfLoader::set_max_entries`).
@@ -56,9 +65,10 @@ pub static STACKS_SPILL: StackTrace = StackTrace::with_max_entries(2048, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// How each tracepoint program slot reads its tracepoint.
+/// How each tracepoint program slot reads its tracepoint (and, at `DROP_SLOT`, the drop
+/// tracepoint).
 #[map]
-pub static TP_CONFIG: Array<TpConfig> = Array::with_max_entries(TP_SLOTS, 0);
+pub static TP_CONFIG: Array<TpConfig> = Array::with_max_entries(TP_SLOTS + 1, 0);
 
 /// Network namespaces to keep (key: netns inode).
 #[map]
@@ -86,20 +96,70 @@ pub static DEV_NAMES: HashMap<DevKey, [u8; NAME_LEN]> = HashMap::with_max_entrie
 #[map]
 pub static ADAPT: PerCpuArray<AdaptSlot> = PerCpuArray::with_max_entries(ADAPT_SLOTS, 0);
 
+/// Packet journeys: one slot per tracked skb address (see `dockertrace_common::journey`).
+/// Shared by all CPUs: a packet's hops may run on several.
+#[map]
+pub static JOURNEYS: Array<JourneySlot> = Array::with_max_entries(JOURNEY_SLOTS, 0);
+
+/// Per-CPU count of journeys started (the low bits of their ids).
+#[map]
+pub static JOURNEY_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `journey::dt_journey`'s result: the current event's packet section.
+#[map]
+pub static PACKET_OUT: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// An exit event's entry (journey, hop, time), handed from `emit` to `dt_section`.
+#[map]
+pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Aggregate mode with journeys: a log2 histogram of the time between two consecutive hops,
+/// per (previous hop, hop, path class), per CPU.
+#[map]
+pub static HOP_HIST: PerCpuHashMap<HopKey, HopHist> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Scratch for a new `HOP_HIST` value (too big for the programs' stack next to the rest).
+#[map]
+pub static HOP_HIST_NEW: PerCpuArray<HopHist> = PerCpuArray::with_max_entries(1, 0);
+
+/// Capture programs: the current event's frame (`capture::dt_frame`), copied into its record.
+#[map]
+pub static FRAME: PerCpuArray<Frame> = PerCpuArray::with_max_entries(1, 0);
+
+/// Capture programs: the `--filter` programs (Ethernet, raw IP), filled by the loader.
+#[map]
+pub static CBPF_PROG: Array<CbpfInsn> = Array::with_max_entries(CBPF_SLOTS, 0);
+
+/// Capture programs: the classic-BPF interpreter's registers between steps.
+#[map]
+pub static CBPF: PerCpuArray<CbpfState> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU entry/exit pairing stacks (see `dockertrace_common::tracepoints::PAIR_*`).
 #[map]
 pub static PAIRS: PerCpuArray<PairStack> = PerCpuArray::with_max_entries(PAIR_SLOTS, 0);
 
+/// `DP_RETURNS[i]` is 1 once datapath function `i`'s return probe is attached (the loader sets
+/// it): only then does its entry probe push onto its pairing slot.
+#[map]
+pub static DP_RETURNS: Array<u32> = Array::with_max_entries(DP_RETURNS_LEN, 0);
+
+/// The settings, read in place. The loader rewrites the global before load, so the compiler
+/// must not fold its reads into the initial values: the pointer goes through a volatile
+/// read, after which its target is unknown to the compiler. No copy of the struct lands on
+/// the stack (kernels before 6.x count every frame of a call chain against 512 bytes).
 #[inline(always)]
-pub fn settings() -> Settings {
-    // SAFETY: a plain read of a global the loader initialised before load.
-    unsafe { core::ptr::read_volatile(&SETTINGS) }
+pub fn settings() -> &'static Settings {
+    let p: *const Settings = &SETTINGS;
+    // SAFETY: `p` points at the global, which lives forever and is never written by programs.
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
 
+/// The kernel layout, read in place (see [`settings`]).
 #[inline(always)]
-pub fn layout() -> KernelLayout {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&LAYOUT) }
+pub fn layout() -> &'static KernelLayout {
+    let p: *const KernelLayout = &LAYOUT;
+    // SAFETY: as in settings.
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
 
 /// Adds one to a per-CPU counter; returns the value before.

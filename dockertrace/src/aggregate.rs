@@ -61,6 +61,19 @@ pub struct Aggregate {
     total: u64,
     /// When the kernel walked stacks.
     pub stack_mode: StackMode,
+    /// Drops per (site, device, previous hop's device).
+    drops: HashMap<DropKey, u64>,
+}
+
+/// One cell of the drops: a site (reason, location), the drop's device and the device of the
+/// journey's hop before it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DropKey {
+    site: Arc<crate::drops::DropSite>,
+    dev: Option<(String, u32, u32)>,
+    last_hop: Option<(String, u32, u32)>,
+    /// Sent to a multicast group (the rule table tells its chatter apart).
+    multicast: bool,
 }
 
 impl Aggregate {
@@ -71,6 +84,16 @@ impl Aggregate {
 
     /// Counts one streamed event.
     pub fn add(&mut self, ev: &TracedEvent) {
+        if let Some(d) = &ev.drop {
+            let key = |dev: &Device| (dev.name.to_lossy().into_owned(), dev.netns, dev.ifindex);
+            let k = DropKey {
+                site: d.site.clone(),
+                dev: ev.dev.as_ref().map(key),
+                last_hop: ev.last_hop.as_ref().map(key),
+                multicast: ev.headers.as_ref().is_some_and(|h| h.is_multicast()),
+            };
+            *self.drops.entry(k).or_default() += 1;
+        }
         self.add_counted(
             Counted {
                 kind: ev.kind,
@@ -188,7 +211,38 @@ impl Aggregate {
         }
         let mut run = b.finish(mode, duration_s, workload, counters);
         run.set_stack_mode(self.stack_mode);
+        run.drops = self.drop_counts();
         run
+    }
+}
+
+impl Aggregate {
+    /// The drops, most frequent first.
+    fn drop_counts(&self) -> Vec<crate::recording::DropCount> {
+        let mut v: Vec<crate::recording::DropCount> = self
+            .drops
+            .iter()
+            .map(|(k, &count)| {
+                let (dev, netns, ifindex) = k.dev.clone().unwrap_or_default();
+                crate::recording::DropCount {
+                    reason: k.site.reason.clone(),
+                    function: k.site.function.clone(),
+                    location: k.site.location.clone(),
+                    dev,
+                    netns,
+                    ifindex,
+                    last_hop: k.last_hop.clone(),
+                    multicast: k.multicast,
+                    count,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| (&a.reason, &a.location, &a.dev).cmp(&(&b.reason, &b.location, &b.dev)))
+        });
+        v
     }
 }
 

@@ -6,7 +6,27 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{datapath, recording::ModeRun, stacks::StackMode};
+use crate::{
+    cost::WorkloadCost, datapath, journeys::JourneyReport, names::Names, recording::ModeRun,
+    stacks::StackMode, workload::WorkloadReport,
+};
+
+/// Names the ladders' hops after `names`: a hop's place is its namespace's name (`client`,
+/// `host`), and a host-side veth shows its peer (`veth1a2b(server)`). What `names` does not
+/// know stays as it was.
+pub fn name_ladders(j: &mut JourneyReport, names: &Names) {
+    for h in j.directions.iter_mut().flat_map(|d| d.hops.iter_mut()) {
+        if h.place.is_none() {
+            h.place = names.netns_name(h.netns).map(str::to_owned);
+        }
+        if let Some(p) = names.peer(h.netns, h.ifindex) {
+            let suffix = format!("({p})");
+            if !h.dev.ends_with(&suffix) {
+                h.dev.push_str(&suffix);
+            }
+        }
+    }
+}
 
 /// Events of one device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +35,45 @@ pub struct DeviceCount {
     pub ifindex: u32,
     pub netns: u32,
     pub events: u64,
+    /// The namespace's name (container, `ip netns` name, `host`), when the run knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_name: Option<String>,
+    /// For a veth whose peer lives in a named namespace: that namespace's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The device's identity across runs (see [`Names::key`]): `eth0@server`,
+    /// `veth(server)@host`, `eth0@?` without names.
+    #[serde(default)]
+    pub key: String,
+}
+
+impl DeviceCount {
+    /// As shown to humans: `eth0@server`, `veth1a2b(server)@host`, `eth0@4026532290`.
+    pub fn label(&self) -> String {
+        self.names().device(&self.dev, self.netns, self.ifindex)
+    }
+
+    /// The device alone: `eth0`, `veth1a2b(server)`.
+    pub fn device_label(&self) -> String {
+        self.names().device_label(&self.dev, self.netns, self.ifindex)
+    }
+
+    /// The namespace alone: its name, else its inode.
+    pub fn netns_label(&self) -> String {
+        self.names().netns_label(self.netns).into_owned()
+    }
+
+    /// A one-device table of what this count knows.
+    fn names(&self) -> Names {
+        let mut n = Names::default();
+        if let Some(l) = &self.netns_name {
+            n.add_netns(self.netns, l);
+        }
+        if let Some(p) = &self.peer {
+            n.add_peer(self.netns, self.ifindex, p);
+        }
+        n
+    }
 }
 
 /// A count with its per-message rate.
@@ -44,6 +103,48 @@ pub struct ComponentFunctions {
     pub functions: Vec<String>,
 }
 
+/// The workload's figures of one phase of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadFigures {
+    pub messages: u64,
+    pub msgs_per_s: f64,
+    pub mb_per_s: f64,
+    /// None for the stream pattern (no RTTs measured).
+    pub rtt_p50_us: Option<f64>,
+    pub rtt_p99_us: Option<f64>,
+}
+
+impl From<&WorkloadReport> for WorkloadFigures {
+    fn from(w: &WorkloadReport) -> WorkloadFigures {
+        WorkloadFigures {
+            messages: w.messages,
+            msgs_per_s: w.msgs_per_s,
+            mb_per_s: w.mb_per_s,
+            rtt_p50_us: w.rtt_us.as_ref().map(|r| r.p50),
+            rtt_p99_us: w.rtt_us.as_ref().map(|r| r.p99),
+        }
+    }
+}
+
+/// Which phase of a run figures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The workload alone, nothing loaded into the kernel.
+    Untraced,
+    /// The workload while dockertrace traced it: the tracer's cost is in the figures.
+    Traced,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Untraced => "untraced",
+            Phase::Traced => "traced",
+        }
+    }
+}
+
 /// What one run of one mode did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModeReport {
@@ -56,11 +157,23 @@ pub struct ModeReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stacks: Option<StackMode>,
     pub duration_s: f64,
+    /// The run's workload figures (`messages` ... `rtt_p99_us`): its traced phase's (with
+    /// `--untraced`, the untraced run's). The comparison shows [`ModeReport::headline`].
     pub messages: Option<u64>,
     pub msgs_per_s: Option<f64>,
     pub mb_per_s: Option<f64>,
     pub rtt_p50_us: Option<f64>,
     pub rtt_p99_us: Option<f64>,
+    /// The untraced phase's figures: the mode's own speed (for an `--untraced` run, its
+    /// workload). None with `--no-untraced`, for imports and older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untraced: Option<WorkloadFigures>,
+    /// The traced phase's figures (None for `--untraced` runs and runs without a workload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traced: Option<WorkloadFigures>,
+    /// What tracing cost the workload: the traced phase against the untraced one (both needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_cost: Option<WorkloadCost>,
     pub total_events: u64,
     pub events_per_msg: Option<f64>,
     pub lost: u64,
@@ -76,6 +189,70 @@ pub struct ModeReport {
     /// The datapath functions that identify the mode, by component.
     pub datapath: Vec<ComponentFunctions>,
     pub devices: Vec<DeviceCount>,
+    /// The hop ladders per direction (None without journeys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journeys: Option<JourneyReport>,
+    /// The workload's drops per reason, location and device, most first, each with the hint
+    /// of the rule table (`crate::hints`) that matches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<DropRow>,
+}
+
+/// Drops of one reason at one location on one device, as the reports show them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropRow {
+    pub reason: String,
+    pub function: String,
+    pub location: String,
+    /// Where the packet died: the drop's device, else the journey's previous hop's
+    /// (`eth0@server`; "" unknown).
+    pub device: String,
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_msg: Option<f64>,
+    /// What the rule table says about such a drop (None: no rule matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// Part of normal operation (`QUEUE_PURGE`: freed with a closed socket), per the rule table.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub benign: bool,
+    /// The device's name and (netns, ifindex), to name it again once names are known.
+    #[serde(skip)]
+    pub at: Option<(String, u32, u32)>,
+}
+
+impl DropRow {
+    /// The row of one recorded drop count in `mode`.
+    pub fn new(d: &crate::recording::DropCount, mode: &str, names: &Names, messages: Option<u64>) -> DropRow {
+        let at = if !d.dev.is_empty() || d.ifindex != 0 {
+            Some((d.dev.clone(), d.netns, d.ifindex))
+        } else {
+            d.last_hop.clone()
+        };
+        let device = at.as_ref().map_or_else(String::new, |(n, ns, i)| names.device(n, *ns, *i));
+        let facts = crate::hints::DropFacts {
+            mode,
+            reason: &d.reason,
+            function: &d.function,
+            device: at.as_ref().map_or("", |a| a.0.as_str()),
+            multicast: d.multicast,
+        };
+        let rule = crate::hints::hint(&facts);
+        DropRow {
+            reason: d.reason.clone(),
+            function: d.function.clone(),
+            location: d.location.clone(),
+            device,
+            count: d.count,
+            per_msg: per(d.count, messages),
+            why: rule.map(|r| r.why.to_owned()),
+            fix: rule.map(|r| r.fix.to_owned()),
+            benign: rule.is_some_and(|r| r.benign),
+            at,
+        }
+    }
 }
 
 /// Functions × modes, normalized per message.
@@ -106,6 +283,10 @@ pub struct Comparison {
     pub vs_baseline: Vec<BaselineDiff>,
     /// Modes that could not run here, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Modes whose msg/s and RTT in the comparison are traced figures, the tracer's cost
+    /// included: they have no untraced phase (`--no-untraced`, older recordings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traced_figures: Vec<String>,
 }
 
 fn per(count: u64, messages: Option<u64>) -> Option<f64> {
@@ -168,10 +349,26 @@ impl ModeReport {
         }
         let mut devices: Vec<DeviceCount> = devices
             .into_iter()
-            .map(|((netns, ifindex), (dev, events))| DeviceCount { dev, ifindex, netns, events })
+            .map(|((netns, ifindex), (dev, events))| DeviceCount {
+                netns_name: run.names.netns_name(netns).map(str::to_owned),
+                peer: run.names.peer(netns, ifindex).map(str::to_owned),
+                key: run.names.key(&dev, netns, ifindex),
+                dev,
+                ifindex,
+                netns,
+                events,
+            })
             .collect();
         devices.sort_by(|a, b| b.events.cmp(&a.events).then_with(|| a.dev.cmp(&b.dev)));
         let w = run.workload.as_ref();
+        // An `--untraced` run: a workload, and neither counts nor a tracer.
+        let traced_run = run.tracer.is_some() || !run.counts.is_empty();
+        let traced = w.filter(|_| traced_run).map(WorkloadFigures::from);
+        let untraced = run.untraced.as_ref().or(w.filter(|_| !traced_run)).map(WorkloadFigures::from);
+        let events_per_msg = per(total, messages);
+        let workload_cost = traced.as_ref().zip(untraced.as_ref()).and_then(|(t, u)| {
+            WorkloadCost::new(t.msgs_per_s, u.msgs_per_s, t.rtt_p50_us.zip(u.rtt_p50_us), events_per_msg)
+        });
         ModeReport {
             mode: run.mode.clone(),
             runtime: run.runtime.clone(),
@@ -182,8 +379,11 @@ impl ModeReport {
             mb_per_s: w.map(|w| w.mb_per_s),
             rtt_p50_us: w.and_then(|w| w.rtt_us.as_ref()).map(|r| r.p50),
             rtt_p99_us: w.and_then(|w| w.rtt_us.as_ref()).map(|r| r.p99),
+            untraced,
+            traced,
+            workload_cost,
             total_events: total,
-            events_per_msg: per(total, messages),
+            events_per_msg,
             lost: run.counters.lost(),
             stack_errors: run.counters.stack_error + run.counters.stack_collision,
             mean_stack_depth: if with_stack > 0 { depth_sum as f64 / with_stack as f64 } else { 0.0 },
@@ -198,6 +398,56 @@ impl ModeReport {
                 })
                 .collect(),
             devices,
+            journeys: run.journeys.clone().map(|mut j| {
+                name_ladders(&mut j, &run.names);
+                j
+            }),
+            drops: run.drops.iter().map(|d| DropRow::new(d, &run.mode, &run.names, messages)).collect(),
+        }
+    }
+
+    /// The run's drops of packets on their way (benign ones, such as packets freed with a
+    /// closed socket, left out).
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().filter(|d| !d.benign).map(|d| d.count).sum()
+    }
+
+    /// The mode's speed as the comparison shows it: the untraced phase's figures when there is
+    /// one, else the traced phase's (which carry the tracer's cost); None without a workload.
+    pub fn headline(&self) -> Option<(&WorkloadFigures, Phase)> {
+        match (&self.untraced, &self.traced) {
+            (Some(u), _) => Some((u, Phase::Untraced)),
+            (None, Some(t)) => Some((t, Phase::Traced)),
+            (None, None) => None,
+        }
+    }
+
+    /// Names the devices after `names` (what a live run learns after its summary was built);
+    /// what `names` does not know stays as it was.
+    pub fn apply_names(&mut self, names: &Names) {
+        if let Some(j) = &mut self.journeys {
+            name_ladders(j, names);
+        }
+        for d in &mut self.drops {
+            if let Some((n, ns, i)) = &d.at {
+                d.device = names.device(n, *ns, *i);
+            }
+        }
+        for d in &mut self.devices {
+            if let Some(l) = names.netns_name(d.netns) {
+                d.netns_name.get_or_insert_with(|| l.to_owned());
+            }
+            if let Some(p) = names.peer(d.netns, d.ifindex) {
+                d.peer.get_or_insert_with(|| p.to_owned());
+            }
+            let mut known = names.clone();
+            if let Some(l) = &d.netns_name {
+                known.add_netns(d.netns, l);
+            }
+            if let Some(p) = &d.peer {
+                known.add_peer(d.netns, d.ifindex, p);
+            }
+            d.key = known.key(&d.dev, d.netns, d.ifindex);
         }
     }
 
@@ -261,7 +511,18 @@ impl Comparison {
                 })
                 .collect(),
         };
-        Comparison { modes, matrix: FunctionMatrix { modes: names, functions, cells }, vs_baseline, skipped }
+        let traced_figures = modes
+            .iter()
+            .filter(|m| m.headline().is_some_and(|(_, p)| p == Phase::Traced))
+            .map(|m| m.mode.clone())
+            .collect();
+        Comparison {
+            modes,
+            matrix: FunctionMatrix { modes: names, functions, cells },
+            vs_baseline,
+            skipped,
+            traced_figures,
+        }
     }
 }
 
@@ -330,6 +591,54 @@ mod tests {
     }
 
     #[test]
+    fn the_headline_is_the_untraced_phase_and_the_cost_its_own_figure() {
+        let untraced = |rate: f64| {
+            let rtt = RttSummary { p50: 25.0, p99: 40.0, max: 50.0, mean: 26.0, samples: 1 };
+            WorkloadReport::new(crate::workload::Pattern::Echo, 1, 42, rate as u64, 0, 1.0, Some(rtt))
+        };
+        // Traced: 100 msg/s, 3 events per message, RTT p50 50 µs; untraced: 200 msg/s, 25 µs.
+        let paths: &[(&str, &[&str], u64)] = &[("net:netif_rx", &["netif_rx", "veth_xmit"], 300)];
+        let mut bridge = run("bridge", 100, paths);
+        bridge.untraced = Some(untraced(200.0));
+        let m = ModeReport::from_run(&bridge, 5);
+        let (h, phase) = m.headline().unwrap();
+        assert_eq!((h.msgs_per_s, h.rtt_p50_us, phase), (200.0, Some(25.0), Phase::Untraced));
+        assert_eq!(m.traced.as_ref().unwrap().msgs_per_s, 100.0);
+        assert_eq!(m.msgs_per_s, Some(100.0), "the flat figures stay the traced run's");
+        assert_eq!(m.events_per_msg, Some(3.0), "per message of the traced phase");
+        let c = m.workload_cost.as_ref().unwrap();
+        assert_eq!((c.kept, c.added_rtt_p50_us), (0.5, Some(25.0)));
+        // 1/100 − 1/200 s = 5 ms per message, over 3 events.
+        assert!((c.added_us_per_msg - 5000.0).abs() < 1e-6);
+        assert!((c.ns_per_event.unwrap() - 5e6 / 3.0).abs() < 1e-3);
+
+        // Without an untraced phase: the traced figures, and the comparison says so.
+        let normal = run("normal", 10, &[("net:netif_rx", &["netif_rx", "loopback_xmit"], 20)]);
+        let n = ModeReport::from_run(&normal, 5);
+        assert_eq!(n.headline().map(|(f, p)| (f.msgs_per_s, p)), Some((10.0, Phase::Traced)));
+        assert_eq!(n.workload_cost, None);
+        let cmp = Comparison::new(vec![n, m], Vec::new());
+        assert_eq!(cmp.traced_figures, ["normal"]);
+        let json = serde_json::to_string(&cmp).unwrap();
+        assert!(
+            json.contains("\"traced_figures\":[\"normal\"]") && json.contains("\"ns_per_event\""),
+            "{json}"
+        );
+
+        // An `--untraced` run: its workload is the untraced figure, there is no traced one.
+        let alone = RunBuilder::default().finish("host", 1.0, Some(untraced(300.0)), Counters::default());
+        let a = ModeReport::from_run(&alone, 5);
+        assert_eq!(a.headline().map(|(f, p)| (f.msgs_per_s, p)), Some((300.0, Phase::Untraced)));
+        assert_eq!((a.traced.as_ref(), a.workload_cost.as_ref()), (None, None));
+        // An import: no workload at all.
+        let mut b = RunBuilder::default();
+        b.add("net:x", "", 0, 0, None, 4);
+        assert!(ModeReport::from_run(&b.finish("perf", 1.0, None, Counters::default()), 3)
+            .headline()
+            .is_none());
+    }
+
+    #[test]
     fn without_workload_rates_are_per_event() {
         let mut b = RunBuilder::default();
         let s = b.stack(vec!["a".into()]);
@@ -339,5 +648,24 @@ mod tests {
         assert_eq!(m.events_per_msg, None);
         assert_eq!(m.function_rate(&m.functions[0]), 0.5);
         assert!(m.devices.is_empty());
+    }
+
+    #[test]
+    fn ladder_hops_take_the_names_of_their_places() {
+        let mut j = crate::render::ladders::tests::report(1500);
+        let h0 = j.directions[0].hops[0].clone();
+        let mut names = Names::default();
+        names.add_netns(h0.netns, "client");
+        names.add_peer(h0.netns, h0.ifindex, "server");
+        name_ladders(&mut j, &names);
+        name_ladders(&mut j, &names);
+        let h = &j.directions[0].hops[0];
+        assert_eq!(
+            h.device_label(),
+            format!("{}(server)@client", h0.dev),
+            "named once, however often applied"
+        );
+        let other = &j.directions[0].hops.iter().find(|x| x.netns != h0.netns).expect("a hop elsewhere");
+        assert!(other.place.is_none() && other.device_label().ends_with(&format!("@{}", other.netns)));
     }
 }

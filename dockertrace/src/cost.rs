@@ -41,6 +41,49 @@ impl ProgramCost {
     }
 }
 
+/// What tracing cost the workload of one mode: its traced phase against its untraced phase
+/// (the same workload, same duration, on the same deployment, just before). Derived from the
+/// two phases' figures; the formulas are those of `cargo xtask bench` (docs/performance.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadCost {
+    /// traced msg/s ÷ untraced msg/s: the share of the mode's throughput that tracing kept.
+    pub kept: f64,
+    /// `1/traced − 1/untraced msg/s`, in µs: the time tracing added to each message (for the
+    /// echo with one connection, its round trip; with several, per message of them all).
+    pub added_us_per_msg: f64,
+    /// traced RTT p50 − untraced RTT p50, in µs (echo only: the stream pattern has no RTTs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_rtt_p50_us: Option<f64>,
+    /// `added_us_per_msg ÷ events per message`, in ns: the time added per traced event — the
+    /// bench's "tracing cost per event", the figure that holds across modes and machines (a
+    /// mode with twice the events per message pays twice the tracer's cost per message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_per_event: Option<f64>,
+}
+
+impl WorkloadCost {
+    /// The cost from the two phases' msg/s and RTT p50s and the traced phase's events per
+    /// message; None when a rate is zero or not finite (no messages in a phase).
+    pub fn new(
+        traced_msgs_per_s: f64,
+        untraced_msgs_per_s: f64,
+        rtt_p50_us: Option<(f64, f64)>,
+        events_per_msg: Option<f64>,
+    ) -> Option<WorkloadCost> {
+        let usable = |r: f64| r > 0.0 && r.is_finite();
+        if !usable(traced_msgs_per_s) || !usable(untraced_msgs_per_s) {
+            return None;
+        }
+        let added_s = 1.0 / traced_msgs_per_s - 1.0 / untraced_msgs_per_s;
+        Some(WorkloadCost {
+            kept: traced_msgs_per_s / untraced_msgs_per_s,
+            added_us_per_msg: added_s * 1e6,
+            added_rtt_p50_us: rtt_p50_us.map(|(traced, untraced)| traced - untraced),
+            ns_per_event: events_per_msg.filter(|e| *e > 0.0 && e.is_finite()).map(|e| added_s / e * 1e9),
+        })
+    }
+}
+
 /// This process's CPU time so far (all threads, user + system; children excluded).
 pub fn process_cpu() -> Duration {
     let u = usage();
@@ -101,6 +144,25 @@ mod tests {
         assert!(std::hint::black_box(x) != 1);
         assert!(process_cpu() > before);
         assert!(peak_rss_kib() > 100, "a running test binary uses more than 100 KiB");
+    }
+
+    #[test]
+    fn the_workload_cost_is_the_time_added_per_message_over_its_events() {
+        // Half the throughput: 50 µs per message instead of 25, shared by 14 events.
+        let c = WorkloadCost::new(20_000.0, 40_000.0, Some((60.0, 35.0)), Some(14.0)).unwrap();
+        assert_eq!(c.kept, 0.5);
+        assert!((c.added_us_per_msg - 25.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.added_rtt_p50_us, Some(25.0));
+        assert!((c.ns_per_event.unwrap() - 25_000.0 / 14.0).abs() < 1e-6, "{c:?}");
+        // Noise can make the traced phase the faster one: a negative cost, kept as measured.
+        let c = WorkloadCost::new(41_000.0, 40_000.0, None, Some(14.0)).unwrap();
+        assert!(c.kept > 1.0 && c.added_us_per_msg < 0.0 && c.ns_per_event.unwrap() < 0.0);
+        assert_eq!(c.added_rtt_p50_us, None);
+        assert_eq!(WorkloadCost::new(20_000.0, 40_000.0, None, Some(0.0)).unwrap().ns_per_event, None);
+        assert_eq!(WorkloadCost::new(20_000.0, 40_000.0, None, None).unwrap().ns_per_event, None);
+        assert_eq!(WorkloadCost::new(0.0, 40_000.0, None, Some(14.0)), None);
+        assert_eq!(WorkloadCost::new(20_000.0, 0.0, None, Some(14.0)), None);
+        assert_eq!(WorkloadCost::new(f64::NAN, 40_000.0, None, None), None);
     }
 
     #[test]

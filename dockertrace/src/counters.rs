@@ -27,6 +27,37 @@ pub struct Counters {
     /// Adaptive stacks: keys that took over a slot another key held (a new window began).
     #[serde(default)]
     pub adapt_takeover: u64,
+    /// Journeys: packets followed (journeys started). Absent from recordings before journeys,
+    /// like the counters below.
+    #[serde(default)]
+    pub journeys: u64,
+    /// Journeys cut short because another skb took their slot of the tracking array: the
+    /// packet's later hops form a journey of their own (a tracking loss).
+    #[serde(default)]
+    pub journey_evicted: u64,
+    /// An skb address came back with another packet (told apart by its headers): a new
+    /// journey, as it should be.
+    #[serde(default)]
+    pub journey_reused: u64,
+    /// Journeys ended by `skb:consume_skb` / `skb:kfree_skb`.
+    #[serde(default)]
+    pub journey_ended: u64,
+    /// Events on an IP or ARP packet whose headers could not be read (no tuple shown).
+    #[serde(default)]
+    pub headers_unreadable: u64,
+    /// Aggregate mode: hop pairs not counted because the hop-latency map was full.
+    #[serde(default)]
+    pub hop_hist_full: u64,
+    /// `--filter`: events on packets the filter program rejected in the kernel (also in
+    /// `filtered`).
+    #[serde(default)]
+    pub cbpf_rejected: u64,
+    /// `--filter`: events on packets the filter program accepted.
+    #[serde(default)]
+    pub cbpf_accepted: u64,
+    /// `--filter`: events kept because their skb continues a matched journey.
+    #[serde(default)]
+    pub cbpf_followed: u64,
 }
 
 impl Counters {
@@ -53,6 +84,15 @@ impl Counters {
             agg_full: g(counter::AGG_FULL),
             stack_shared: g(counter::STACK_SHARED),
             adapt_takeover: g(counter::ADAPT_TAKEOVER),
+            journeys: g(counter::JOURNEY_STARTED),
+            journey_evicted: g(counter::JOURNEY_EVICTED),
+            journey_reused: g(counter::JOURNEY_REUSED),
+            journey_ended: g(counter::JOURNEY_ENDED),
+            headers_unreadable: g(counter::HEADERS_UNREADABLE),
+            hop_hist_full: g(counter::HOP_HIST_FULL),
+            cbpf_rejected: g(counter::CBPF_REJECTED),
+            cbpf_accepted: g(counter::CBPF_ACCEPTED),
+            cbpf_followed: g(counter::CBPF_FOLLOWED),
         }
     }
 }

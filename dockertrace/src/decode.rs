@@ -16,11 +16,16 @@ use std::{borrow::Cow, fmt, mem::size_of, sync::Arc};
 use foldhash::HashMap;
 
 use dockertrace_common::{
+    capture::{EventCap, Frame, LINK_ETHERNET, LINK_RAW, RECORD_EVENT_CAP},
+    datapath::{CLONE_INDEX, RET_BASE},
     record::{Event, RecordHeader, EVENT_DEV_FROM_PAIR, EVENT_HAS_DEV, EVENT_HAS_SKB, RECORD_EVENT},
     DevKey, NAME_LEN,
 };
 
-use crate::stacks::Stack;
+use crate::{
+    packet::{self, Headers, Hop, Return},
+    stacks::Stack,
+};
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +41,37 @@ pub enum DecodeError {
 }
 
 /// A decoded record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Event(Event),
+    /// An event of the capture programs, with its frame (`--pcap`, `--filter`).
+    EventCap(Event, Option<Arc<CapturedFrame>>),
+}
+
+/// The first bytes of a packet's frame at one hop, as the kernel copied them (`--pcap`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedFrame {
+    /// `capture::LINK_ETHERNET` or `capture::LINK_RAW`.
+    pub link: u8,
+    /// The frame's length on the wire.
+    pub orig_len: u32,
+    /// The first `--snaplen` bytes (fewer when the skb's linear part is shorter).
+    pub data: Box<[u8]>,
+}
+
+impl CapturedFrame {
+    /// The frame of a capture record (None: the event has none).
+    pub fn from_wire(f: &Frame) -> Option<CapturedFrame> {
+        if f.link != LINK_ETHERNET && f.link != LINK_RAW {
+            return None;
+        }
+        let snap = usize::from(f.snap.min(f.len)).min(f.data.len());
+        Some(CapturedFrame {
+            link: f.link,
+            orig_len: f.orig_len.max(snap as u32),
+            data: f.data[..snap].into(),
+        })
+    }
 }
 
 /// Reads a `T` from the front of `bytes`, which must hold exactly `size_of::<T>()` bytes.
@@ -71,6 +104,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     match header.record {
         // SAFETY: `Event` is `repr(C)` integers and integer arrays (any bit pattern is valid).
         RECORD_EVENT => Ok(Record::Event(unsafe { read_pod::<Event>(record) }?)),
+        RECORD_EVENT_CAP => {
+            // SAFETY: `EventCap` is `repr(C)` integers and integer arrays (any bit pattern is
+            // valid).
+            let e = unsafe { read_pod::<EventCap>(record) }?;
+            Ok(Record::EventCap(e.event, CapturedFrame::from_wire(&e.frame).map(Arc::new)))
+        }
         other => Err(DecodeError::UnknownRecord(other)),
     }
 }
@@ -230,9 +269,31 @@ pub struct TracedEvent {
     /// The kernel's stack id (negative: none, see `dockertrace_common::record::STACK_*`).
     pub stack_id: i32,
     pub stack: Option<Arc<Stack>>,
+    /// The event's place in its packet's journey (journeys on, an skb).
+    pub hop: Option<Hop>,
+    /// The packet's headers, when the kernel could read them.
+    pub headers: Option<Headers>,
+    /// Exit events of a hop (`net:net_dev_xmit`, `*_exit`): how long that hop's function ran.
+    pub ret: Option<Return>,
+    /// Drops (`skb:kfree_skb`): why and where the kernel freed the packet.
+    pub drop: Option<crate::drops::Drop>,
+    /// A drop's device of its journey's previous hop (set by the pipeline when the drop is a
+    /// hop of a followed journey): where the packet was last seen.
+    pub last_hop: Option<Device>,
+    /// The event starts the journey of a clone of this packet (`skb_clone` of a followed
+    /// packet, where the kernel lets `skb_clone` be probed; set by the pipeline).
+    pub parent: Option<u64>,
+    /// The capture programs' copy of the packet's first bytes at this hop (`--pcap`).
+    pub frame: Option<Arc<CapturedFrame>>,
 }
 
 impl TracedEvent {
+    /// A `kretprobe:skb_clone` (or `fexit:`) event: `skb` is a clone made of `ret`'s packet on
+    /// its hop — a link for the clone's journey, not a duration of that hop.
+    pub fn is_clone_link(&self) -> bool {
+        self.kind == RET_BASE + CLONE_INDEX && self.ret.is_some() && self.skb.is_some()
+    }
+
     /// An event named `name`, without device, skb or stack: the start of test literals
     /// (`TracedEvent { len: 60, ..TracedEvent::named("net:netif_rx") }`). Its kind is derived
     /// from the name (FNV-1a), so that distinct names count apart as distinct kinds do.
@@ -255,6 +316,13 @@ impl TracedEvent {
             dev_from_pair: false,
             stack_id: dockertrace_common::record::STACK_NONE,
             stack: None,
+            hop: None,
+            headers: None,
+            ret: None,
+            drop: None,
+            last_hop: None,
+            parent: None,
+            frame: None,
         }
     }
 
@@ -280,6 +348,7 @@ impl TracedEvent {
 #[derive(Default)]
 pub struct Decoder {
     names: HashMap<[u8; NAME_LEN], KernelStr>,
+    drops: crate::drops::DropDecoder,
 }
 
 impl Decoder {
@@ -289,6 +358,11 @@ impl Decoder {
 
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder that names drop reasons and symbolizes drop locations with `drops`.
+    pub fn with_drops(drops: crate::drops::DropDecoder) -> Self {
+        Decoder { drops, ..Self::default() }
     }
 
     fn name(&mut self, raw: &[u8; NAME_LEN]) -> KernelStr {
@@ -310,6 +384,7 @@ impl Decoder {
         let dev =
             has_dev.then(|| Device { netns: raw.netns, ifindex: raw.ifindex, name: self.name(&raw.dev) });
         let name_only = (!has_dev && raw.dev[0] != 0).then(|| self.name(&raw.dev));
+        let (hop, headers) = packet::decode(&raw.packet);
         TracedEvent {
             name,
             kind: raw.kind,
@@ -327,6 +402,13 @@ impl Decoder {
             dev_from_pair: raw.flags & EVENT_DEV_FROM_PAIR != 0,
             stack_id: raw.stack_id,
             stack,
+            hop,
+            headers,
+            ret: packet::decode_return(&raw.packet),
+            drop: self.drops.decode(raw),
+            last_hop: None,
+            parent: None,
+            frame: None,
         }
     }
 
@@ -364,6 +446,10 @@ mod tests {
             class: 0,
             comm: name16(b"python3"),
             dev: name16(b"veth0"),
+            packet: Default::default(),
+            drop_location: 0,
+            drop_reason: 0,
+            _pad: 0,
         }
     }
 
@@ -378,8 +464,8 @@ mod tests {
         let bytes = encode(&sample());
         assert_eq!(decode(&[]), Err(DecodeError::NoHeader { got: 0, need: 4 }));
         assert_eq!(decode(&bytes[..3]), Err(DecodeError::NoHeader { got: 3, need: 4 }));
-        // The header claims 88 bytes, the entry has 40.
-        assert_eq!(decode(&bytes[..40]), Err(DecodeError::BadSize { size: 88, got: 40 }));
+        // The header claims 176 bytes, the entry has 40.
+        assert_eq!(decode(&bytes[..40]), Err(DecodeError::BadSize { size: 176, got: 40 }));
         // A ring entry rounded up past the record is fine: the header says where it ends.
         let mut long = bytes.clone();
         long.extend_from_slice(&[0; 8]);
@@ -387,11 +473,49 @@ mod tests {
         // A header whose size is not the event's.
         let mut short = bytes.clone();
         short[2..4].copy_from_slice(&40u16.to_ne_bytes());
-        assert_eq!(decode(&short), Err(DecodeError::SizeMismatch { got: 40, need: 88 }));
+        assert_eq!(decode(&short), Err(DecodeError::SizeMismatch { got: 40, need: 176 }));
         // A size below the header itself.
         let mut tiny = bytes.clone();
         tiny[2..4].copy_from_slice(&2u16.to_ne_bytes());
-        assert_eq!(decode(&tiny), Err(DecodeError::BadSize { size: 2, got: 88 }));
+        assert_eq!(decode(&tiny), Err(DecodeError::BadSize { size: 2, got: 176 }));
+    }
+
+    /// A capture record: the event, then a frame of `link` with `len` bytes copied.
+    fn cap_bytes(link: u8, len: u16, snap: u16) -> Vec<u8> {
+        let mut e = EventCap { event: sample(), frame: Frame::default() };
+        e.event.header = EventCap::HEADER;
+        e.frame = Frame { len, snap, link, orig_len: 1500, ..Frame::default() };
+        e.frame.data[..4].copy_from_slice(&[1, 2, 3, 4]);
+        // SAFETY: `EventCap` is `repr(C)` without implicit padding.
+        unsafe { std::slice::from_raw_parts((&e as *const EventCap).cast::<u8>(), size_of::<EventCap>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn capture_records_carry_their_frame() {
+        let Ok(Record::EventCap(e, Some(f))) = decode(&cap_bytes(LINK_ETHERNET, 100, 3)) else {
+            panic!("a capture record with its frame");
+        };
+        assert_eq!(e.kind, sample().kind);
+        assert_eq!(
+            (f.link, f.orig_len, &*f.data),
+            (LINK_ETHERNET, 1500, &[1u8, 2, 3][..]),
+            "snap bytes kept"
+        );
+        // No frame (not a hop), or a snap past what was copied.
+        assert_eq!(decode(&cap_bytes(0, 0, 0)), Ok(Record::EventCap(cap_event(), None)));
+        let Ok(Record::EventCap(_, Some(f))) = decode(&cap_bytes(LINK_RAW, 2, 200)) else { panic!() };
+        assert_eq!(f.data.len(), 2);
+        // Short and lying records.
+        let bytes = cap_bytes(LINK_ETHERNET, 10, 10);
+        assert!(matches!(decode(&bytes[..300]), Err(DecodeError::BadSize { size: 448, got: 300 })));
+        let mut lying = bytes.clone();
+        lying[2..4].copy_from_slice(&176u16.to_ne_bytes());
+        assert_eq!(decode(&lying), Err(DecodeError::SizeMismatch { got: 176, need: 448 }));
+    }
+
+    fn cap_event() -> Event {
+        Event { header: EventCap::HEADER, ..sample() }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`workload`] is the TCP traffic generator that runs inside the containers.
 
 pub mod aggregate;
+pub mod capture;
 pub mod cli;
 pub mod compare;
 pub mod cost;
@@ -16,11 +17,16 @@ pub mod counters;
 pub mod datapath;
 pub mod decode;
 pub mod docker;
+pub mod drops;
 pub mod errors;
 pub mod filter;
+pub mod hints;
 pub mod import;
+pub mod journeys;
 pub mod kernel;
 pub mod modes;
+pub mod names;
+pub mod packet;
 pub mod pipeline;
 pub mod probes;
 pub mod recording;
@@ -34,5 +40,6 @@ pub mod sys;
 pub mod teardown;
 pub mod trace_error;
 pub mod tracer;
+pub mod tui;
 pub mod ui;
 pub mod workload;

@@ -1,17 +1,21 @@
 //! Recordings: everything a report needs, saved by `--record FILE` and read back by
 //! `dockertrace report` and `dockertrace diff` — also from `perf script` imports.
 //!
-//! The format is versioned JSON: `{"format": "dockertrace-recording", "version": 1, ...}`.
+//! The format is versioned JSON: `{"format": "dockertrace-recording", "version": 2, ...}`.
+//! Version 2 (packet journeys) added the untraced phase, the names table, hop ladders and the
+//! journey counters, all optional: version-1 files read as before, with none of them.
+//! Version 3 (drops) added the drops per reason, location and device (`drops`), optional too:
+//! older files read with none.
 //! Events are stored aggregated — a count per (event, device, stack) — with a table of
 //! symbolized stacks; per-event details (timestamps, pids) are not kept.
 use std::{collections::HashMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{counters::Counters, stacks::StackMode, workload::WorkloadReport};
+use crate::{counters::Counters, names::Names, stacks::StackMode, workload::WorkloadReport};
 
 pub const FORMAT: &str = "dockertrace-recording";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 3;
 
 /// A saved set of runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,8 +42,16 @@ pub struct ModeRun {
     pub mode: String,
     /// Wall-clock length of the tracing.
     pub duration_s: f64,
-    /// The workload's own figures, when dockertrace ran the workload.
+    /// The workload's own figures, when dockertrace ran the workload: those of the traced
+    /// phase (with `--untraced`, of the untraced run).
     pub workload: Option<WorkloadReport>,
+    /// The same workload run untraced just before the traced phase, on the same deployment
+    /// (same duration, size, connections, pattern and pinning; nothing loaded into the
+    /// kernel): the mode's own figures, without the tracer's cost. Absent with
+    /// `--no-untraced`, `--untraced` (whose `workload` is untraced), imports and older
+    /// recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untraced: Option<WorkloadReport>,
     /// Kernel-side counters (lost events, stack errors, ...).
     pub counters: Counters,
     /// Kernel stacks, function names innermost first; referenced by index from `counts`.
@@ -62,6 +74,45 @@ pub struct ModeRun {
     /// see [`ModeRun::effective_stack_mode`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_mode: Option<StackMode>,
+    /// What the run's namespaces and devices are called (container names, `ip netns` names,
+    /// `host`, veth peers), for reports and for comparing devices across runs. Absent from
+    /// imports and older recordings (then the devices show their inodes).
+    #[serde(default, skip_serializing_if = "Names::is_empty")]
+    pub names: Names,
+    /// The hop ladders of the run's packet journeys (absent with `--no-journeys`, from imports
+    /// and older recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journeys: Option<crate::journeys::JourneyReport>,
+    /// The workload's drops (`skb:kfree_skb`) per reason, location and device, most first
+    /// (version 3; absent when there were none, and from older recordings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<DropCount>,
+}
+
+/// Drops of one reason, at one location, on one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// The kernel's reason (`NETFILTER_DROP`) or `reason not reported by this kernel`.
+    pub reason: String,
+    /// The freeing function (`nf_hook_slow`).
+    pub function: String,
+    /// `function+0xoff`.
+    pub location: String,
+    /// Device name ("" when the drop had no device).
+    #[serde(default)]
+    pub dev: String,
+    #[serde(default)]
+    pub netns: u32,
+    #[serde(default)]
+    pub ifindex: u32,
+    /// The device of the journey's hop before the drop, when the drop itself has none
+    /// (`eth0`), with its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hop: Option<(String, u32, u32)>,
+    /// The packets were sent to a multicast group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multicast: bool,
+    pub count: u64,
 }
 
 impl ModeRun {
@@ -255,6 +306,7 @@ impl RunBuilder {
             mode: mode.to_owned(),
             duration_s,
             workload,
+            untraced: None,
             counters,
             stacks: self.stacks,
             counts,
@@ -262,6 +314,9 @@ impl RunBuilder {
             runtime: None,
             stack_sample: None,
             stack_mode: None,
+            names: Names::default(),
+            journeys: None,
+            drops: Vec::new(),
         }
     }
 }
@@ -294,6 +349,24 @@ mod tests {
     }
 
     #[test]
+    fn names_are_optional_and_round_trip() {
+        let mut r = sample();
+        let old = serde_json::to_string(&r).unwrap();
+        assert!(!old.contains("\"names\""), "no empty table in the file");
+        assert_eq!(Recording::from_json(&old, "old").unwrap().runs[0].names, Names::default());
+        r.runs[0].names.add_netns(7, "server");
+        r.runs[0].names.add_peer(1, 5, "server");
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(
+                r#""names":{"netns":{"7":"server"},"peers":[{"netns":1,"ifindex":5,"peer":"server"}]}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(Recording::from_json(&text, "x").unwrap(), r);
+    }
+
+    #[test]
     fn malformed_files_are_clear_errors_with_position() {
         let text = serde_json::to_string(&sample()).unwrap();
         let truncated = &text[..text.len() / 2];
@@ -306,11 +379,67 @@ mod tests {
         assert!(e.contains("format is `other`"), "{e}");
         let e = Recording::from_json("[1,2]", "a.json").unwrap_err().to_string();
         assert!(e.contains("a.json"), "{e}");
-        let newer = text.replacen("\"version\":1", "\"version\":99", 1);
+        let newer = text.replacen("\"version\":3", "\"version\":99", 1);
         assert!(Recording::from_json(&newer, "n").unwrap_err().to_string().contains("upgrade"));
         let bad = text.replacen("\"stack\":0", "\"stack\":9", 1);
         assert!(Recording::from_json(&bad, "b").unwrap_err().to_string().contains("refers to stack 9"));
         let empty = text.replacen("\"runs\":[", "\"runs\":[],\"x\":[", 1);
         assert!(Recording::from_json(&empty, "e").unwrap_err().to_string().contains("no runs"));
+    }
+
+    #[test]
+    fn the_untraced_phase_is_kept_and_older_files_still_read() {
+        let mut r = sample();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("\"untraced\""), "absent when there is none: {text}");
+        // A file written before the field existed reads as before.
+        assert_eq!(Recording::from_json(&text, "old").unwrap().runs[0].untraced, None);
+        let w = WorkloadReport::new(crate::workload::Pattern::Echo, 1, 42, 900, 37_800, 2.0, None);
+        r.runs[0].untraced = Some(w.clone());
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"untraced\":{\"pattern\":\"echo\""), "{text}");
+        let back = Recording::from_json(&text, "new").unwrap();
+        assert_eq!(back.runs[0].untraced, Some(w));
+        assert_eq!(back.version, VERSION);
+    }
+
+    #[test]
+    fn a_version_1_recording_still_reads() {
+        // Written by dockertrace before packet journeys (no untraced phase, names, ladders or
+        // journey counters).
+        let v1 = r#"{"format":"dockertrace-recording","version":1,"tool_version":"0.1.0","kernel":"6.1.0",
+            "created_unix":1,"source":"dockertrace","runs":[{"mode":"bridge","duration_s":2.0,"workload":null,
+            "counters":{"seen":3,"filtered":0,"sent":3,"ring_full":0,"stack_error":0,"stack_collision":0,
+            "no_config":0,"read_error":0,"pair_miss":0},"stacks":[["netif_rx","veth_xmit"]],
+            "counts":[{"event":"net:netif_rx","dev":"eth0","netns":7,"ifindex":2,"stack":0,"count":3}]}]}"#;
+        let r = Recording::from_json(v1, "v1.json").unwrap();
+        assert_eq!(r.version, 1);
+        let run = &r.runs[0];
+        assert_eq!((run.counts[0].count, run.counters.journeys, run.untraced.is_none()), (3, 0, true));
+        assert_eq!(Recording::new("dockertrace", r.runs.clone()).version, 3, "new files are version 3");
+        assert!(run.drops.is_empty());
+    }
+
+    #[test]
+    fn version_3_carries_drops_and_a_version_2_file_still_reads() {
+        let mut r = sample();
+        let v2 = serde_json::to_string(&r).unwrap().replacen("\"version\":3", "\"version\":2", 1);
+        assert!(!v2.contains("\"drops\""), "no empty table in the file");
+        let old = Recording::from_json(&v2, "v2.json").unwrap();
+        assert_eq!((old.version, old.runs[0].drops.len()), (2, 0));
+        r.runs[0].drops.push(DropCount {
+            reason: "NETFILTER_DROP".into(),
+            function: "nf_hook_slow".into(),
+            location: "nf_hook_slow+0x9e".into(),
+            dev: "vethabc".into(),
+            netns: 7,
+            ifindex: 4,
+            last_hop: None,
+            multicast: false,
+            count: 3,
+        });
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"version\":3") && text.contains("\"reason\":\"NETFILTER_DROP\""), "{text}");
+        assert_eq!(Recording::from_json(&text, "v3.json").unwrap(), r);
     }
 }

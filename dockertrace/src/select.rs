@@ -6,8 +6,10 @@
 
 use crate::kernel::tracefs::TracepointId;
 
-/// The events traced when the user does not pick any.
-pub const DEFAULT_EVENTS: &str = "net:*";
+/// The events traced when the user does not pick any: the `net:*` tracepoints and the drops
+/// (`skb:kfree_skb`, see `crate::drops`). `--events 'net:*'` leaves the drops out (they still end
+/// journeys, unreported).
+pub const DEFAULT_EVENTS: &str = "net:*,skb:kfree_skb";
 
 /// A bad `--events` spec. Displays as one line fit to show to users.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -232,11 +234,7 @@ impl EventSelector {
 impl Default for EventSelector {
     /// The selector of [`DEFAULT_EVENTS`].
     fn default() -> Self {
-        EventSelector {
-            spec: DEFAULT_EVENTS.to_string(),
-            include: vec![Pattern { text: "net:*".into(), category: Some("net".into()), name: "*".into() }],
-            exclude: Vec::new(),
-        }
+        EventSelector::parse(DEFAULT_EVENTS).expect("the default event selection parses")
     }
 }
 
@@ -392,14 +390,16 @@ mod tests {
     }
 
     #[test]
-    fn default_selects_net() {
+    fn default_selects_net_and_drops() {
         let all = ids();
         let parsed = EventSelector::parse(DEFAULT_EVENTS).expect("default");
         assert_eq!(parsed, EventSelector::default());
-        assert_eq!(names(&parsed, &all).len(), 7);
-        assert!(names(&parsed, &all).iter().all(|n| n.starts_with("net:")));
-        let from_str: EventSelector = "net:*".parse().expect("FromStr");
-        assert_eq!(from_str, parsed);
+        let picked = names(&parsed, &all);
+        assert!(picked.iter().all(|n| n.starts_with("net:") || n == "skb:kfree_skb"), "{picked:?}");
+        assert!(picked.iter().any(|n| n == "skb:kfree_skb"));
+        // `net:*` opts out of the drops.
+        let net: EventSelector = "net:*".parse().expect("FromStr");
+        assert!(names(&net, &all).iter().all(|n| n.starts_with("net:")));
         assert_eq!(EventSelector::default().to_string(), DEFAULT_EVENTS);
     }
 

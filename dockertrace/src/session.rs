@@ -5,6 +5,8 @@ use std::future::Future;
 
 use crate::{
     aggregate::Aggregate,
+    journeys::{JourneyReport, Target},
+    names::Names,
     pipeline::{self, Sink},
     recording::ModeRun,
     summary::TraceReport,
@@ -17,6 +19,8 @@ pub struct Session {
     tracer: Tracer,
     /// What did not work but does not stop the session (e.g. `--stats` refused), one line each.
     pub warnings: Vec<String>,
+    /// The workload's server, to which the journeys' directions refer.
+    target: Target,
 }
 
 /// What a finished session produced.
@@ -25,6 +29,10 @@ pub struct Outcome {
     pub report: TraceReport,
     /// The counts behind it, for recordings and reports.
     pub aggregate: Aggregate,
+    /// What the run's namespaces and devices are called (see [`Outcome::set_names`]).
+    pub names: Names,
+    /// The hop ladders of the packets' journeys (None without journeys).
+    pub journeys: Option<JourneyReport>,
 }
 
 impl Session {
@@ -38,12 +46,18 @@ impl Session {
                 warnings.push(e);
             }
         }
-        Ok(Session { tracer, warnings })
+        Ok(Session { tracer, warnings, target: Target::default() })
     }
 
     /// What was attached and what could not be.
     pub fn tracer(&self) -> &Tracer {
         &self.tracer
+    }
+
+    /// Tells the journeys' directions relative to the workload's server (`request`: to it,
+    /// `response`: from it).
+    pub fn follow(&mut self, target: Target) {
+        self.target = target;
     }
 
     /// Feeds the sinks until `stop` resolves, drains what is left, then detaches.
@@ -52,19 +66,33 @@ impl Session {
         sinks: &mut [&mut dyn Sink],
         stop: impl Future<Output = ()>,
     ) -> anyhow::Result<Outcome> {
-        let outcome = pipeline::run_full(&mut self.tracer, sinks, stop).await?;
+        let outcome = pipeline::run_following(&mut self.tracer, sinks, stop, self.target).await?;
         self.tracer.stop();
-        Ok(Outcome { report: outcome.report, aggregate: outcome.aggregate })
+        Ok(Outcome {
+            report: outcome.report,
+            aggregate: outcome.aggregate,
+            names: Names::default(),
+            journeys: outcome.journeys,
+        })
     }
 }
 
 impl Outcome {
+    /// Names the run's namespaces and devices: in the summary's device list, and in the
+    /// recording [`Outcome::to_run`] makes.
+    pub fn set_names(&mut self, names: Names) {
+        self.report.summary.apply_names(&names);
+        self.names = names;
+    }
+
     /// The run as a recording holds it: counts, stacks, the workload's figures and what
     /// tracing cost, labelled `label` (a mode's name, or `trace`).
     pub fn to_run(&self, label: &str, workload: Option<WorkloadReport>) -> ModeRun {
         let r = &self.report;
         let mut run = self.aggregate.to_run(label, r.duration_s, workload, r.counters);
         run.tracer = r.cost.clone();
+        run.names = self.names.clone();
+        run.journeys = self.journeys.clone();
         run
     }
 }

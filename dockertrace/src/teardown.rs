@@ -27,6 +27,9 @@ pub enum Resource {
     Child(std::process::Child),
     /// A temporary file.
     File(PathBuf),
+    /// An iptables rule in the host namespace, as `chain` and the rule's match and target
+    /// (`--inject forward-drop` with Docker): deleted with `iptables -D chain rule...`.
+    IptablesRule { chain: String, rule: Vec<String> },
 }
 
 impl Resource {
@@ -38,6 +41,7 @@ impl Resource {
             Resource::Namespace(n) => format!("network namespace {n}"),
             Resource::Child(c) => format!("process {}", c.id()),
             Resource::File(f) => format!("file {}", f.display()),
+            Resource::IptablesRule { chain, rule } => format!("iptables rule {chain} {}", rule.join(" ")),
         }
     }
 }
@@ -111,12 +115,35 @@ impl Teardown {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
                     _ => Ok(()),
                 },
+                Resource::IptablesRule { chain, rule } => delete_rule(&chain, &rule),
             };
             if let Err(e) = result {
                 errors.push(format!("could not remove {what}: {e}"));
             }
         }
         errors
+    }
+}
+
+/// Deletes an iptables rule; a rule that is not there (never inserted) is fine.
+fn delete_rule(chain: &str, rule: &[String]) -> Result<(), String> {
+    let present = std::process::Command::new("iptables")
+        .args(["-w", "-C", chain])
+        .args(rule)
+        .output()
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    if !present.status.success() {
+        return Ok(());
+    }
+    let out = std::process::Command::new("iptables")
+        .args(["-w", "-D", chain])
+        .args(rule)
+        .output()
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
     }
 }
 

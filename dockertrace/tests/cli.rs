@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use dockertrace::cli::exit;
+
 const BIN: &str = env!("CARGO_BIN_EXE_dockertrace");
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -19,10 +21,10 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// An error is exactly one line on stderr, prefixed, with exit code 1.
+/// An error is exactly one line on stderr, prefixed, with exit code 1 (`exit::ERROR`).
 fn assert_one_line_error(args: &[&str], needle: &str) {
     let (code, _, err) = run(args);
-    assert_eq!(code, 1, "{args:?}: exit code {code}, stderr: {err}");
+    assert_eq!(code, exit::ERROR, "{args:?}: exit code {code}, stderr: {err}");
     let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?}: expected one line, got: {err}");
     assert!(lines[0].starts_with("dockertrace: error: "), "{err}");
@@ -32,11 +34,19 @@ fn assert_one_line_error(args: &[&str], needle: &str) {
 #[test]
 fn help_lists_the_commands_and_options() {
     let (code, out, _) = run(&["--help"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, exit::OK);
     assert!(out.contains("trace") && out.contains("workload"), "{out}");
+    for opt in ["--untraced", "--no-untraced"] {
+        assert!(out.split_whitespace().any(|w| w == opt), "--help lacks {opt}");
+    }
+    // The workload alone, or no untraced phase: not both (a usage error, before anything runs).
+    let (code, _, err) = run(&["--mode", "normal", "--untraced", "--no-untraced"]);
+    assert_eq!(code, exit::USAGE, "{err}");
+    assert!(err.contains("--no-untraced") && err.contains("cannot be used with"), "{err}");
     let (code, out, _) = run(&["trace", "--help"]);
     assert_eq!(code, 0);
-    for opt in ["--duration", "--events", "--netns", "--dev", "--pid", "--json", "--no-stacks"] {
+    for opt in ["--duration", "--events", "--netns", "--container", "--dev", "--pid", "--json", "--no-stacks"]
+    {
         assert!(out.contains(opt), "trace --help lacks {opt}");
     }
 }
@@ -44,7 +54,7 @@ fn help_lists_the_commands_and_options() {
 #[test]
 fn bad_arguments_are_rejected_before_anything_runs() {
     let (code, _, err) = run(&["trace", "--ring-mib", "3"]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, exit::USAGE, "{err}");
     assert!(err.contains("power of two"), "{err}");
     assert_one_line_error(&["trace", "--events", ""], "");
     assert_one_line_error(&["trace", "--duration=-1"], "--duration");
@@ -60,16 +70,16 @@ fn pinning_to_a_missing_cpu_is_a_usage_error() {
         &["trace", "--tracer-cpus", "1023"],
     ] {
         let (code, out, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(code, exit::USAGE, "{args:?}: {err}");
         assert!(out.is_empty(), "{out}");
         let first = err.lines().next().unwrap_or_default();
         assert!(first.contains("CPU 1023 is not available here (usable CPUs: "), "{args:?}: {err}");
     }
     let (code, _, err) = run(&["--mode", "normal", "--workload-cpus", "1-0"]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, exit::USAGE, "{err}");
     assert!(err.contains("empty range"), "{err}");
     let (code, out, _) = run(&["--help"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, exit::OK);
     assert!(out.contains("--workload-cpus") && out.contains("--tracer-cpus"), "{out}");
 }
 
@@ -146,7 +156,7 @@ fn a_failed_output_keeps_the_others() {
     let svg = s.path("svg");
     // /dev/full opens for writing (so it passes the early check) and fails every write.
     let (code, out, err) = run(&["report", &rec, "--svg", &svg, "--html", "/dev/full"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, exit::ERROR, "{err}");
     assert!(out.contains("Mode loopback"), "the report is printed: {out}");
     assert!(std::fs::read_dir(&svg).is_ok_and(|mut d| d.next().is_some()), "the flame graphs are written");
     let errors: Vec<_> = err.lines().filter(|l| l.contains("error")).collect();
@@ -174,7 +184,7 @@ fn without_root_it_says_so() {
         Command::new(BIN).args(["trace", "-d", "1"]).output().unwrap()
     };
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(exit::ERROR), "{err}");
     assert!(err.trim().lines().count() == 1 && err.contains("needs root") && err.contains("sudo"), "{err}");
 }
 
@@ -187,6 +197,8 @@ fn user_mistakes_get_one_clear_line() {
     assert_one_line_error(&["trace", "-d", "1", "--netns", "/nonexistent/netns"], "/nonexistent/netns");
     assert_one_line_error(&["trace", "-d", "1", "--dev", "nosuchdev0"], "nosuchdev0");
     assert_one_line_error(&["trace", "-d", "1", "--pid", "4000000000"], "no process");
+    // Without an engine the line says so; with one, that there is no such container.
+    assert_one_line_error(&["trace", "-d", "1", "--container", "dt-no-such-container"], "--container");
 }
 
 #[test]
@@ -201,16 +213,28 @@ fn json_lines_carry_the_documented_fields() {
         Command::new(BIN)
             .args(["trace", "-q", "-d", "4", "--stacks", "every", "--netns", &a, "--netns", &b, "--json"])
             .arg(&file)
-            .stdout(Stdio::piped()),
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Traffic only once every program is attached (17 tracepoints take ~2 s on a busy
+    // machine: a fixed sleep raced the entry events' attachment).
+    let mut err = std::io::BufReader::new(child.take_stderr());
+    let mut stderr = Vec::new();
+    while !String::from_utf8_lossy(&stderr).contains("attached") {
+        let n = std::io::BufRead::read_until(&mut err, b'\n', &mut stderr).unwrap();
+        assert!(n > 0, "dockertrace exited before attaching: {}", String::from_utf8_lossy(&stderr));
+    }
+    let drain = std::thread::spawn(move || std::io::Read::read_to_end(&mut err, &mut Vec::new()));
     let report = t.echo(100);
     assert_eq!(report.messages, 100);
     let out = child.wait_output();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = drain.join();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("lost: 0 "), "{summary}");
-    assert!(summary.contains("dtva@") && summary.contains("net:net_dev_xmit"), "{summary}");
+    // dtva leads to b's namespace: `dtva(<b>)@<a>`, by the `ip netns` names.
+    let named = format!("dtva({})@{}", t.b.name(), t.a.name());
+    assert!(summary.contains(&named) && summary.contains("net:net_dev_xmit"), "{summary}");
     let text = std::fs::read_to_string(&file).unwrap();
     let _ = std::fs::remove_file(&file);
     let mut n = 0;
@@ -219,9 +243,16 @@ fn json_lines_carry_the_documented_fields() {
         for key in ["event", "dev", "ifindex", "netns", "len", "skbaddr", "ts_ns", "cpu", "comm", "stack"] {
             assert!(v.get(key).is_some(), "missing `{key}` in {line}");
         }
+        // The default selection: net:* and the drops (whose lines carry their reason).
+        let event = v["event"].as_str().unwrap();
         let ns = v["netns"].to_string();
-        assert!(ns == a || ns == b, "netns {ns} outside the filter");
-        assert!(v["event"].as_str().unwrap().starts_with("net:"));
+        // A drop without a device is kept for its followed journey (docs/drops.md).
+        let followed = event == "skb:kfree_skb" && ns == "0" && v["packet"].as_u64().is_some();
+        assert!(ns == a || ns == b || followed, "netns {ns} outside the filter: {line}");
+        assert!(event.starts_with("net:") || event == "skb:kfree_skb", "{event}");
+        if event == "skb:kfree_skb" {
+            assert!(v["drop_reason"].is_string() && v["drop_location"].is_string(), "{line}");
+        }
         assert!(v["stack"]
             .as_array()
             .is_some_and(|s| !s.is_empty() && s.iter().all(|f| !f.as_str().unwrap().contains('+'))));

@@ -126,7 +126,12 @@ fn dump_dom(chromium: &Path, page: &Path, profile: &Path) -> (String, String) {
 
 #[test]
 fn report_renders_in_headless_chromium() {
-    let runs = runs();
+    let mut runs = runs();
+    // Two modes with an untraced phase, one without (its traced figures stand in, marked).
+    for (run, rate) in runs.iter_mut().zip([2000, 1500]) {
+        let rtt = RttSummary { p50: 20.0, p99: 40.0, max: 60.0, mean: 22.0, samples: rate };
+        run.untraced = Some(WorkloadReport::new(Pattern::Echo, 2, 64, rate, rate * 64, 1.0, Some(rtt)));
+    }
     let c = Comparison::new(
         runs.iter().map(|r| ModeReport::from_run(r, 10)).collect(),
         vec![("ipvlan".into(), "the kernel has no ipvlan module".into())],
@@ -147,6 +152,10 @@ fn report_renders_in_headless_chromium() {
     let (dom, log) = dump_dom(&chromium, &path, &profile.0);
     for m in MODES {
         assert!(dom.contains(&format!("id=\"mode-{m}\"")), "mode-{m} missing from the DOM:\n{dom}");
+    }
+    // The comparison's untraced figures, the tracer's cost beside them, and the marked fallback.
+    for s in ["<th>ns/event</th>", "<td>50%</td>", "except macvlan", r#"<span class="phase""#] {
+        assert!(dom.contains(s), "{s} missing from the DOM");
     }
     // Flame graph SVG text (inside the frames' srcdoc) and the graphs rendered by Chromium.
     for f in ["veth_xmit", "macvlan_start_xmit", "loopback_xmit", "entry_SYSCALL_64"] {

@@ -19,7 +19,7 @@ use dockertrace::{
     probes::{datapath::ProbeState, tracepoints::AttachType},
     tracer::{TraceOptions, Tracer},
 };
-use support::{options, trace_while, Topology, Traced};
+use support::{datapath_options, options, trace_while, Topology, Traced};
 
 const N: u64 = 100;
 
@@ -38,7 +38,7 @@ fn echo_traced(t: Topology, events: &str) -> (Arc<Topology>, Traced) {
     let t = Arc::new(t);
     let filter = Filter { netns: t.netns().into_iter().collect(), ..Default::default() };
     let topo = t.clone();
-    let (traced, report) = trace_while(&options(events, filter), move || topo.echo(N));
+    let (traced, report) = trace_while(&datapath_options(events, filter), move || topo.echo(N));
     assert_eq!(report.messages, N);
     (t, traced)
 }
@@ -76,6 +76,98 @@ fn kprobe_veth_xmit_fires_on_veth_pair() {
     let (t, traced) = echo_traced(Topology::veth_named("dtkva", "dtkvb"), "net:net_dev_queue");
     assert_kprobe_fired(&traced, "veth_xmit", dev(&t, true), N);
     assert_kprobe_fired(&traced, "veth_xmit", dev(&t, false), N);
+    assert_returns_time_their_hops(&traced, "veth_xmit", [dev(&t, true), dev(&t, false)]);
+}
+
+/// The kretprobe of `function` returned once for every call its kprobe saw on each device, and
+/// each return reports the duration of the very hop its kprobe made: same packet and hop,
+/// a duration above zero and no longer than the time from that hop to the return event.
+fn assert_returns_time_their_hops(traced: &Traced, function: &str, devs: [(u32, u32); 2]) {
+    let status = traced.report.probes.iter().find(|p| p.function == function).expect("probed");
+    if dockertrace::kernel::version().is_some_and(|v| v < (5, 15)) {
+        // The kernel's unwinder stops at a kretprobe's trampoline before 5.15: no return
+        // probes there, and the probe says why.
+        assert!(!status.returns && status.reason.contains("5.15"), "{status:?}");
+        assert_eq!(traced.report.event_count(&format!("kretprobe:{function}")), 0);
+        println!("note: no {function} durations before 5.15 ({})", status.reason);
+        return;
+    }
+    assert!(status.returns, "{function}'s kretprobe must be attached here: {status:?}");
+    let (entry, ret) = (format!("kprobe:{function}"), format!("kretprobe:{function}"));
+    for (netns, ifindex) in devs {
+        let calls = traced.count(&entry, netns, ifindex);
+        let returns = traced.count(&ret, netns, ifindex);
+        assert_eq!(returns, calls, "{ret} on ({netns}, {ifindex}): {returns} returns for {calls} calls");
+    }
+    let hops: BTreeMap<(u64, u16), u64> = traced
+        .events
+        .iter()
+        .filter(|e| *e.name == *entry)
+        .filter_map(|e| e.hop.map(|h| ((h.packet, h.hop), e.ts_ns)))
+        .collect();
+    let mut timed = 0;
+    for e in traced.events.iter().filter(|e| *e.name == *ret) {
+        let r = e.ret.unwrap_or_else(|| panic!("{ret} without a return section: {e:?}"));
+        let at = hops.get(&(r.packet, r.hop)).unwrap_or_else(|| panic!("{ret} names no {entry} hop: {r:?}"));
+        assert!(r.duration_ns > 0, "{ret}: zero duration");
+        assert!(
+            r.duration_ns <= e.ts_ns - at,
+            "{ret}: {} ns, but only {} ns after its hop",
+            r.duration_ns,
+            e.ts_ns - at
+        );
+        timed += 1;
+    }
+    assert_eq!(timed, hops.len(), "every {entry} hop has its return");
+    println!("{function}: {timed} calls timed by their kretprobe");
+}
+
+#[test]
+fn bridge_flood_clones_link_to_their_parent() {
+    if skip_unless(&[support::kprobe_skip_reason()]) {
+        return;
+    }
+    // A third port on the bridge: a broadcast (the first message's ARP request) is flooded to
+    // two ports, the first of them getting a clone (br_flood → deliver_clone → skb_clone).
+    let t = Topology::bridge();
+    let s = &t.middle[0];
+    s.ip(&["link", "add", "dtpx", "type", "veth", "peer", "name", "dtpy"]).unwrap();
+    s.ip(&["link", "set", "dtpx", "master", "dtbr"]).unwrap();
+    s.ip(&["link", "set", "dtpx", "up"]).unwrap();
+    s.ip(&["link", "set", "dtpy", "up"]).unwrap();
+    let (t, traced) = echo_traced(t, "net:net_dev_queue");
+    let status = traced.report.probes.iter().find(|p| p.function == "skb_clone").expect("skb_clone listed");
+    assert!(status.returns, "skb_clone must be probed with its return here: {status:?}");
+    let arp = |e: &&dockertrace::decode::TracedEvent| {
+        e.headers.is_some_and(|h| h.family == dockertrace::packet::Family::Arp)
+    };
+    // Every ARP journey of a's first hop, by id.
+    let a_netns = t.a.inode().unwrap();
+    let parents: BTreeSet<u64> = traced
+        .events
+        .iter()
+        .filter(arp)
+        .filter(|e| e.dev.as_ref().is_some_and(|d| d.netns == a_netns))
+        .filter_map(|e| e.hop.filter(|h| h.hop == 0).map(|h| h.packet))
+        .collect();
+    assert!(!parents.is_empty(), "no ARP request left a");
+    let links: Vec<_> = traced.events.iter().filter(|e| e.is_clone_link()).collect();
+    let linked = links.iter().filter(|e| e.ret.is_some_and(|r| parents.contains(&r.packet))).count();
+    assert!(linked >= 1, "no skb_clone of a's ARP request: {links:?}");
+    // The clone's own journey starts in the bridge's namespace, names its parent, and carries
+    // the parent's ARP headers.
+    let s_netns = t.middle[0].inode().unwrap();
+    let clones: Vec<_> =
+        traced.events.iter().filter(|e| e.parent.is_some_and(|p| parents.contains(&p))).collect();
+    assert!(!clones.is_empty(), "no journey linked to a's ARP request");
+    for c in &clones {
+        let hop = c.hop.expect("a clone's first event is a hop");
+        assert_eq!(hop.hop, 0, "linked at its first hop: {c:?}");
+        assert!(!parents.contains(&hop.packet), "a clone has a journey of its own");
+        assert_eq!(c.dev.as_ref().map(|d| d.netns), Some(s_netns), "the clone leaves a bridge port: {c:?}");
+        assert!(arp(c), "the clone is the ARP request: {c:?}");
+    }
+    println!("{} clone(s) linked to {} ARP request(s)", clones.len(), parents.len());
 }
 
 #[test]
@@ -116,7 +208,7 @@ fn kprobe_loopback_xmit_fires_on_lo() {
     let ns = support::quiet_ns("lo");
     let ns_path = ns.path();
     let filter = Filter { netns: [ns.inode().unwrap()].into_iter().collect(), ..Default::default() };
-    let (traced, ()) = trace_while(&options("net:net_dev_queue", filter), move || {
+    let (traced, ()) = trace_while(&datapath_options("net:net_dev_queue", filter), move || {
         let server = support::EchoServer::start_in(Some(&ns_path), "127.0.0.1");
         let mut args = dockertrace::workload::ClientArgs::new("127.0.0.1");
         args.port = server.addr.port();
@@ -249,7 +341,8 @@ fn datapath_fallback_picks_kprobe() {
     for d in ["veth", "bridge", "macvlan", "ipvlan"] {
         let _ = support::driver_skip_reason(d);
     }
-    let tracer = Tracer::start(&options("net:net_dev_queue", Filter::default())).expect("tracer starts");
+    let tracer =
+        Tracer::start(&datapath_options("net:net_dev_queue", Filter::default())).expect("tracer starts");
     let probes = tracer.probes.clone();
     tracer.stop();
     assert!(!probes.is_empty());
@@ -380,7 +473,7 @@ fn attach_ladder_sees_the_same_events() {
     let opts: Vec<TraceOptions> = types
         .iter()
         .chain([AttachType::Auto].iter())
-        .map(|&a| TraceOptions { attach: a, datapath: false, ..options("net:*", filter.clone()) })
+        .map(|&a| TraceOptions { attach: a, ..options("net:*", filter.clone()) })
         .collect();
     let topo = t.clone();
     let seen = trace_together(&opts, move || assert_eq!(topo.echo(N).messages, N));

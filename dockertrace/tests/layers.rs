@@ -108,7 +108,7 @@ fn no_module_reaches_back_to_itself() {
 #[test]
 fn the_offline_half_never_imports_the_loader() {
     let g = graph();
-    for m in ["recording", "import", "compare", "summary", "aggregate", "render", "counters"] {
+    for m in ["recording", "import", "compare", "summary", "aggregate", "render", "counters", "journeys"] {
         assert!(g.contains_key(m), "no module {m}");
         let r = reach(&g, m);
         assert!(!r.contains("tracer"), "{m} reaches the loader through {r:?}");

@@ -208,7 +208,7 @@ fn event_globs_select_tracepoints() {
         .events
         .iter()
         .map(|e| &*e.name)
-        .filter(|n| !n.starts_with("kprobe:") && !n.starts_with("fentry:"))
+        .filter(|n| !["kprobe:", "kretprobe:", "fentry:", "fexit:"].iter().any(|p| n.starts_with(p)))
         .collect();
     assert!(names.contains("net:net_dev_xmit") && names.contains("net:net_dev_start_xmit"), "{names:?}");
     assert!(names.iter().all(|n| n.starts_with("net:net_dev_") && *n != "net:net_dev_queue"), "{names:?}");
@@ -244,24 +244,32 @@ fn exit_events_reuse_their_entry_events_stack() {
     for e in &traced.events {
         by_cpu.entry(e.cpu).or_default().push(e);
     }
-    let pairs = [
+    let mut pairs: Vec<(String, String)> = [
         ("net:net_dev_start_xmit", "net:net_dev_xmit"),
         ("net:netif_rx_entry", "net:netif_rx_exit"),
         ("net:netif_receive_skb_entry", "net:netif_receive_skb_exit"),
-    ];
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    // Where the kernel has kprobes (or fentry), datapath returns share their entry's stack too.
+    for f in dockertrace_common::datapath::DATAPATH_FUNCS {
+        pairs.push((format!("kprobe:{}", f.name), format!("kretprobe:{}", f.name)));
+        pairs.push((format!("fentry:{}", f.name), format!("fexit:{}", f.name)));
+    }
     let mut shared = BTreeMap::<&str, u64>::new();
     for evs in by_cpu.values_mut() {
         evs.sort_by_key(|e| e.ts_ns);
-        for (entry, exit) in pairs {
+        for (entry, exit) in &pairs {
             let mut open = Vec::new();
             for e in evs.iter() {
-                if &*e.name == entry {
+                if *e.name == **entry {
                     open.push(e.stack_id);
-                } else if &*e.name == exit {
+                } else if *e.name == **exit {
                     let Some(id) = open.pop() else { continue };
                     if id >= 0 {
                         assert_eq!(e.stack_id, id, "{exit} must reuse the stack of its {entry}");
-                        *shared.entry(exit).or_default() += 1;
+                        *shared.entry(exit.as_str()).or_default() += 1;
                     }
                 }
             }
@@ -320,7 +328,8 @@ fn counts_match_perf_running_alongside() {
         let control = PerfControl::open(&ctl, &ack);
         let mut perf = support::Child::spawn(
             std::process::Command::new("perf")
-                .args(["record", "-q", "-a", "-e", "net:*", "-D", "-1", "--control"])
+                // perf's clock is the programs' (CLOCK_MONOTONIC): the windows compare.
+                .args(["record", "-q", "-a", "-k", "monotonic", "-e", "net:*", "-D", "-1", "--control"])
                 .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
                 .arg("-o")
                 .arg(&file)
@@ -330,13 +339,43 @@ fn counts_match_perf_running_alongside() {
         control.enable(&mut perf);
         let _ = (std::fs::remove_file(&ctl), std::fs::remove_file(&ack));
         topo.echo(N);
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // perf stops only once the link is quiet: the tracer, started before perf and stopped
+        // after it, must see nothing perf could not.
+        topo.wait_quiet();
         perf.interrupt_and_wait();
     });
-    let script =
-        std::process::Command::new("perf").args(["script", "-i"]).arg(&data).output().expect("perf script");
+    let script = std::process::Command::new("perf")
+        .args(["script", "--ns", "-i"])
+        .arg(&data)
+        .output()
+        .expect("perf script");
     let _ = std::fs::remove_file(&data);
     let text = String::from_utf8_lossy(&script.stdout);
+    // dockertrace traces from before perf's events are on until after they are off: compare
+    // what both could see, from perf's first event to its last (any device). Inside that window
+    // an event either missed still fails the test.
+    let times: Vec<u64> = text.lines().filter_map(perf_time).collect();
+    let (Some(&first), Some(&last)) = (times.iter().min(), times.iter().max()) else {
+        panic!("perf recorded no event:\n{text}");
+    };
+    // Both stamp the same tracepoint hit on the same clock, each in its own probe: µs apart on
+    // the host, but perf's stamps run ~3–4 ms behind the programs' in the emulated VMs (seen
+    // on 5.10 and 6.12: every event, the first one falling out of a tighter window). A
+    // margin keeps the first and last events in; the echo starts only once perf is on, and
+    // the link is quiet for 300 ms before it stops.
+    const SLACK_NS: u64 = 20_000_000;
+    let (from, to) = (first - SLACK_NS, last + SLACK_NS);
+    let outside: Vec<_> = traced.events.iter().filter(|e| e.ts_ns < from || e.ts_ns > to).collect();
+    println!("perf's events: {} µs apart; dockertrace's outside them:", (last - first) / 1000);
+    for e in &outside {
+        let dev = e.dev.as_ref().map(|d| d.name.to_string()).unwrap_or_default();
+        let at = e.ts_ns as i128 - i128::from(first);
+        println!("  {} on {dev} at {} µs from perf's first event, cpu {}", e.name, at / 1000, e.cpu);
+    }
+    let traced = support::Traced {
+        events: traced.events.into_iter().filter(|e| (from..=to).contains(&e.ts_ns)).collect(),
+        ..traced
+    };
     let mut compared = 0;
     for (dev, ns) in [(t.a_dev, &t.a), (t.b_dev, &t.b)] {
         let ifindex = ns.ifindex(dev).unwrap();
@@ -364,6 +403,17 @@ fn counts_match_perf_running_alongside() {
         }
     }
     assert_eq!(compared, 12);
+}
+
+/// The time of a `perf script --ns` line (`comm pid [cpu] 5678.123456789: net:...`), ns.
+fn perf_time(line: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|t| {
+        let (secs, nanos) = t.strip_suffix(':')?.split_once('.')?;
+        if nanos.len() != 9 {
+            return None;
+        }
+        Some(secs.parse::<u64>().ok()? * 1_000_000_000 + nanos.parse::<u64>().ok()?)
+    })
 }
 
 /// Both FIFOs of a `perf record -D -1 --control fifo:CTL,ACK`, opened read-write (such opens
@@ -592,7 +642,6 @@ fn adaptive_stacks_walk_few_and_miss_no_path() {
     let failed = a.events.iter().filter(|e| e.stack_id == -libc::EEXIST).count();
     assert_eq!(walked + skipped + failed, total, "every event walked, skipped or counted as failed");
     assert_eq!(failed as u64, a.report.counters.stack_collision);
-    assert!(walked * 3 < total, "{walked} of {total} events walked their stack");
 
     // Every key got a walked (or counted-failed) stack: first-seen keys always walk.
     let mut keys: BTreeMap<(String, Option<DevKey>, u8), bool> = BTreeMap::new();
@@ -601,6 +650,16 @@ fn adaptive_stacks_walk_few_and_miss_no_path() {
     }
     let blind: Vec<_> = keys.iter().filter(|(_, walked)| !**walked).map(|(k, _)| k).collect();
     assert!(blind.is_empty(), "keys without any stack: {blind:?}");
+    // Few walked: each key's first ADAPT_FIRST per window, then 1 in ADAPT_TAIL. The bound
+    // follows the run's length (a slow machine — an emulated VM — has more windows), with
+    // room for takeovers of hashed slots; and the mode must have skipped some.
+    use dockertrace::stacks::{ADAPT_FIRST, ADAPT_TAIL, ADAPT_WINDOW};
+    let windows = (a.report.duration_s / ADAPT_WINDOW.as_secs_f64()).ceil() as usize + 1;
+    let bound = keys.len() * ADAPT_FIRST as usize * windows + 4 * total / ADAPT_TAIL as usize + 16;
+    assert!(
+        walked <= bound && walked < total,
+        "{walked} of {total} events walked their stack (bound {bound})"
+    );
 
     // The classes say what the packets are: the handshake's SYN and FIN, the data, ARP.
     let classes: BTreeSet<u8> = a.events.iter().map(|e| e.class).collect();

@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask setup | build | run | test | bench | vm-test`.
+//! Project chores: `cargo xtask setup | build | run | test | bench | vm-test | image`.
 //!
 //! Every command first makes sure the machine is ready (idempotently, and in seconds when it
 //! already is): Debian packages, bpf-linker on LLVM 22, tracefs, and the Docker engine.
@@ -24,16 +24,30 @@ const APT_PACKAGES: &[&str] = &[
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
     "iproute2",
+    // tcpdump: the journey tests' oracle (the packets seen on each device).
+    "tcpdump",
+    // tmux: the terminal in which the `--tui` root test types keys and reads the screen.
+    "tmux",
     "docker.io",
     "python3",
+    // python3-venv: check-jsonschema's venv (target/ci-venv), which validates the CI workflow.
+    "python3-venv",
     // perf: the tests' oracle (counts must match), and the benchmark's baseline.
     "linux-perf",
     // bpftrace: the benchmark's peer of aggregate mode (counts per probe and kernel stack).
     "bpftrace",
     // chromium: the HTML report is tested by loading it headless.
     "chromium",
+    // libpcap0.8-dev: `--filter` compiles pcap-filter expressions with libpcap (the `libpcap`
+    // feature, on by default).
+    "libpcap0.8-dev",
+    // tshark: tests/pcap.rs reads the pcapng files back with it (tcpdump -r as well).
+    "tshark",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// check-jsonschema (PyPI), with GitHub's workflow schema built in: `tests/ci.rs` validates
+/// `.github/workflows/datapath.yml` with it.
+const CHECK_JSONSCHEMA_VERSION: &str = "0.39.0";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 #[derive(Parser)]
@@ -85,6 +99,13 @@ enum Cmd {
     /// Run the root tests on other kernels (5.10, 6.1 and 6.12 by default) in QEMU (TCG): kernels,
     /// QEMU and busybox come from Debian packages, cached under target/vm (no Docker needed).
     VmTest(vm::VmArgs),
+    /// Set up, build dockertrace statically and the image `dockertrace:<version>` from it
+    /// (`FROM scratch`, on the local engine, nothing pulled): run it as docs/container.md says.
+    Image {
+        /// The image's tag.
+        #[arg(long, default_value_t = default_image_tag())]
+        tag: String,
+    },
 }
 
 #[derive(clap::Args, Clone, Copy)]
@@ -100,23 +121,26 @@ fn main() {
         Cmd::Setup(s) => setup(s),
         Cmd::Build(s) => setup(s).and_then(|()| build_release()),
         Cmd::Run { setup: s, args } => setup(s).and_then(|()| build_release()).and_then(|()| run(&args)),
-        Cmd::Test { setup: s, no_bench, no_vm, args } => setup(s).and_then(|()| test(&args)).and_then(|()| {
-            // A filtered run is a quick check: no benchmark, no VMs.
-            if !args.is_empty() {
-                return Ok(());
-            }
-            if !no_bench {
-                bench_smoke()?;
-            }
-            if !no_vm {
-                vm::vm_test(&vm::VmArgs::default())?;
-            }
-            Ok(())
-        }),
+        Cmd::Test { setup: s, no_bench, no_vm, args } => {
+            setup(s).and_then(|()| test_image(s, &args)).and_then(|()| test(&args)).and_then(|()| {
+                // A filtered run is a quick check: no benchmark, no VMs.
+                if !args.is_empty() {
+                    return Ok(());
+                }
+                if !no_bench {
+                    bench_smoke()?;
+                }
+                if !no_vm {
+                    vm::vm_test(&vm::VmArgs::default())?;
+                }
+                Ok(())
+            })
+        }
         Cmd::Bench { setup: s, bench } => {
             setup(s).and_then(|()| build_release()).and_then(|()| bench::bench(bench))
         }
         Cmd::VmTest(v) => setup(SetupArgs { no_docker: true }).and_then(|()| vm::vm_test(&v)),
+        Cmd::Image { tag } => setup(SetupArgs { no_docker: false }).and_then(|()| image(&tag)),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -173,6 +197,7 @@ fn setup(args: SetupArgs) -> Result<()> {
     apt_packages(args)?;
     bpf_linker()?;
     tracefs()?;
+    ci_venv()?;
     if !args.no_docker {
         docker()?;
     }
@@ -238,6 +263,25 @@ fn bpf_linker() -> Result<()> {
         "--features",
         "llvm-22",
     ]);
+    status(c)
+}
+
+/// A venv under `target/ci-venv` holding check-jsonschema (Debian's python3, not whatever
+/// python3 comes first in PATH: the venv module is Debian's python3-venv).
+fn ci_venv() -> Result<()> {
+    let venv = workspace_root().join("target/ci-venv");
+    let exe = venv.join("bin/check-jsonschema");
+    let version = Command::new(&exe).arg("--version").output().ok();
+    if version.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(CHECK_JSONSCHEMA_VERSION)) {
+        return Ok(());
+    }
+    step(&format!("installing check-jsonschema {CHECK_JSONSCHEMA_VERSION} into {}", venv.display()));
+    let mut c = Command::new("/usr/bin/python3");
+    c.args(["-m", "venv", "--clear"]).arg(&venv);
+    status(c)?;
+    let mut c = Command::new(venv.join("bin/pip"));
+    c.args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("check-jsonschema=={CHECK_JSONSCHEMA_VERSION}"));
     status(c)
 }
 
@@ -336,6 +380,17 @@ fn test(args: &[OsString]) -> Result<()> {
     status(c)
 }
 
+/// The image the container test runs (`tests/container.rs`), built before the tests when
+/// they include it: a full run, or a filter naming it. Its static binary is the one the VMs
+/// run, so the kernel matrix that follows reuses the build.
+fn test_image(s: SetupArgs, args: &[OsString]) -> Result<()> {
+    let wanted = args.is_empty() || args.iter().any(|a| a.to_string_lossy().contains("container"));
+    if !wanted || s.no_docker || !docker_up() {
+        return Ok(());
+    }
+    image(&default_image_tag())
+}
+
 /// The benchmark's smoke form (it checks that every row is produced, not the numbers).
 fn bench_smoke() -> Result<()> {
     step("benchmark smoke run (one round of 2 s over a subset of the variants; `cargo xtask bench` for the real one)");
@@ -344,4 +399,109 @@ fn bench_smoke() -> Result<()> {
     let mut c = privileged(exe.to_str().context("non-UTF-8 path")?);
     c.args(["bench", "--smoke"]);
     status(c)
+}
+
+/// `dockertrace:<version>`, the tag `cargo xtask image` gives by default.
+fn default_image_tag() -> String {
+    format!("dockertrace:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The Dockerfile of dockertrace's own image. `DOCKERTRACE_IMAGE` tells dockertrace inside
+/// it to run its workload containers from this same image (it holds `/dockertrace`). No
+/// `dockertrace` label: `dockertrace cleanup` removes what carries one.
+fn image_dockerfile(tag: &str) -> String {
+    format!(
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/sbin:/usr/bin:/sbin:/bin DOCKERTRACE_IMAGE={tag}\n\
+         LABEL org.opencontainers.image.title=dockertrace \
+         org.opencontainers.image.version={}\n\
+         ENTRYPOINT [\"/dockertrace\"]\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The host programs dockertrace runs — `ip` (links, namespaces), `iptables` (`--inject`,
+/// `--runtime netns`'s rules) — copied into the image with the libraries `ldd` names for them,
+/// as the workload image carries its binary's; and the directory iptables loads its matches from.
+const IMAGE_TOOLS: &[&str] = &["ip", "iptables"];
+const XTABLES_DIR: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+
+/// Copies `from` (links followed) to `rootfs` + `to`, executable.
+fn put(rootfs: &Path, from: &Path, to: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dest = rootfs.join(to.trim_start_matches('/'));
+    std::fs::create_dir_all(dest.parent().context("no parent")?)?;
+    std::fs::copy(from, &dest).with_context(|| format!("cannot copy {}", from.display()))?;
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// The shared libraries `ldd` names for `exe` (each `=> /path` and the loader).
+fn libraries(exe: &Path) -> Result<Vec<String>> {
+    let out = Command::new("ldd").arg(exe).output().context("cannot run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not found") {
+        bail!("{} needs libraries that are not installed:\n{text}", exe.display());
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split("=>").last())
+        .filter_map(|l| l.trim().split(" (").next())
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The image's files under `dir/rootfs`: the static binary, the tools and their libraries,
+/// an empty `/tmp` and `/run`.
+fn image_rootfs(dir: &Path, exe: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let rootfs = dir.join("rootfs");
+    for d in ["tmp", "run"] {
+        std::fs::create_dir_all(rootfs.join(d)).context("cannot create the build context")?;
+        std::fs::set_permissions(rootfs.join(d), std::fs::Permissions::from_mode(0o1777))?;
+    }
+    put(&rootfs, exe, "/dockertrace")?;
+    let mut libs = std::collections::BTreeSet::new();
+    for tool in IMAGE_TOOLS {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .with_context(|| format!("`{tool}` is not installed (cargo xtask setup installs it)"))?;
+        // iptables is xtables-nft-multi, which acts as the name it is called by.
+        put(&rootfs, &found, &format!("/usr/sbin/{tool}"))?;
+        libs.extend(libraries(&found.canonicalize()?)?);
+    }
+    for entry in std::fs::read_dir(XTABLES_DIR).with_context(|| format!("cannot read {XTABLES_DIR}"))? {
+        let path = entry?.path();
+        libs.extend(libraries(&path)?);
+        put(&rootfs, &path, &path.to_string_lossy())?;
+    }
+    for lib in libs {
+        put(&rootfs, Path::new(&lib), &lib)?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask image`: the static binary (built as for the VMs) in a `FROM scratch` image
+/// with the tools it runs; built by the local engine from `target/image/`.
+fn image(tag: &str) -> Result<()> {
+    let exe = vm::static_dockertrace()?;
+    let ldd = Command::new("ldd").arg(&exe).output().context("cannot run ldd")?;
+    let said = format!("{}{}", String::from_utf8_lossy(&ldd.stdout), String::from_utf8_lossy(&ldd.stderr));
+    if !(said.contains("statically linked") || said.contains("not a dynamic executable")) {
+        bail!("{} is not static: {said}", exe.display());
+    }
+    let dir = workspace_root().join("target/image");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+    }
+    image_rootfs(&dir, &exe)?;
+    std::fs::write(dir.join("Dockerfile"), image_dockerfile(tag))?;
+    step(&format!("building image {tag} (FROM scratch: {} and {})", exe.display(), IMAGE_TOOLS.join(", ")));
+    let mut c = privileged("docker");
+    c.args(["build", "--quiet", "--tag", tag]).arg(&dir);
+    status(c)?;
+    step(&format!("built {tag}; run it as docs/container.md says"));
+    Ok(())
 }

@@ -27,7 +27,47 @@ use crate::{cargo, status, step, workspace_root};
 /// with a test name filter ("" for all). Targets that do not exist in this checkout are left
 /// out, so adding one here is all it takes. netns_runtime: its ipvlan test (the host has no
 /// ipvlan); its other tests run on the host.
-const VM_TESTS: &[(&str, &str)] = &[("root_trace", ""), ("kernel_matrix", ""), ("netns_runtime", "ipvlan")];
+const VM_TESTS: &[(&str, &str)] = &[
+    ("root_trace", ""),
+    ("kernel_matrix", ""),
+    ("journeys", ""),
+    ("netns_runtime", "ipvlan"),
+    // Drop reasons as each kernel names them (5.10: none), on loopback: no iptables there.
+    ("drops", "loopback"),
+    // --pcap and --filter through the netns runtime; the static build has no libpcap, so its
+    // filter runs take tcpdump -ddd listings (docs/pcap.md).
+    ("pcap", ""),
+];
+
+/// The test targets of the VMs' Docker part (`--docker`): the Docker-runtime mode tests, through
+/// Debian's Docker engine started by the VM's init: every Docker mode once (ipvlan-l2/-l3
+/// included), Ctrl-C mid-run, the engine's user errors. Left to the host (their logic does not
+/// depend on the kernel; each traced run costs ~40–60 s in an emulated VM): `--mode all` (the
+/// same modes again), the leftover cleanups after SIGKILL, and `normal` (no Docker).
+const DOCKER_VM_TESTS: &[(&str, &str)] = &[(
+    "modes",
+    "--skip mode_all --skip cleanup_removes_what_a_killed_run_left \
+     --skip the_next_run_removes_what_a_killed_run_left --skip normal_mode",
+)];
+
+/// The kernels of the Docker part in `cargo xtask test` and `vm-test` without `--docker`: the
+/// oldest and the newest (CI's time budget; `--docker --kernel 6.1` runs 6.1's).
+const DOCKER_KERNELS: &[&str] = &["5.10", "6.12"];
+
+/// Debian's Docker engine, unpacked under `target/vm/docker` (not installed); the libraries
+/// its programs need that the host lacks are added from their dependencies.
+const DOCKER_PACKAGES: &[&str] = &["docker.io", "containerd", "runc", "tini"];
+
+/// The engine's programs, at the same paths in the unpacked packages and in the VM.
+/// `docker-init` is a link to `tini-static`.
+const DOCKER_PROGRAMS: &[&str] = &[
+    "usr/sbin/dockerd",
+    "usr/bin/docker",
+    "usr/bin/containerd",
+    "usr/bin/containerd-shim-runc-v2",
+    "usr/sbin/runc",
+    "usr/bin/tini-static",
+];
 
 /// Modules loaded in each VM (dependencies are resolved from the modules themselves).
 const MODULES: &[&str] = &["veth", "bridge", "br_netfilter", "macvlan", "ipvlan", "dummy"];
@@ -50,14 +90,77 @@ pub struct VmArgs {
     #[arg(long)]
     pub keep_going: bool,
     /// Seconds one VM may run before it is killed (and counted as a failure).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
+    /// VMs run at once (each has 2 vCPUs; the tests in one VM mostly keep one busy).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
     /// Memory of each VM, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory: u32,
     /// Test name filter passed to every test binary (like `cargo test FILTER`).
     #[arg(long)]
     pub filter: Option<String>,
+    /// Only the Docker part: a boot per `--kernel` with Debian's Docker engine running the
+    /// Docker-runtime mode tests (`DOCKER_VM_TESTS`). Without it, the Docker part runs on
+    /// those of `--kernel` that are in `--docker-kernel`.
+    #[arg(long, conflicts_with = "no_docker")]
+    pub docker: bool,
+    /// Kernel series whose Docker part runs when both parts run (repeatable).
+    #[arg(long = "docker-kernel", default_values = DOCKER_KERNELS)]
+    pub docker_kernels: Vec<String>,
+    /// Only the netns part (`VM_TESTS`), no Docker boots.
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Seconds the Docker boot of one kernel may run before it is killed (a failure; it takes
+    /// ~7.5 min on 6.12, ~9.5 on 5.10 here).
+    #[arg(long, default_value_t = 900)]
+    pub docker_timeout: u64,
+}
+
+/// What one VM boot runs: the netns part (`VM_TESTS`) or the Docker part (`DOCKER_VM_TESTS`,
+/// with the engine started by the init).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    Netns,
+    Docker,
+}
+
+impl Part {
+    fn tests(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Part::Netns => VM_TESTS,
+            Part::Docker => DOCKER_VM_TESTS,
+        }
+    }
+
+    fn timeout(self, args: &VmArgs) -> u64 {
+        match self {
+            Part::Netns => args.timeout,
+            Part::Docker => args.docker_timeout,
+        }
+    }
+
+    /// The boot's name in logs and summaries: the kernel release, `+docker` for the Docker part.
+    fn label(self, release: &str) -> String {
+        match self {
+            Part::Netns => release.to_owned(),
+            Part::Docker => format!("{release}+docker"),
+        }
+    }
+}
+
+/// One VM boot: a kernel, the initramfs of one part.
+struct Vm {
+    kernel: Kernel,
+    part: Part,
+    initrd: PathBuf,
+}
+
+impl Vm {
+    fn label(&self) -> String {
+        self.part.label(&self.kernel.release)
+    }
 }
 
 impl Default for VmArgs {
@@ -66,9 +169,14 @@ impl Default for VmArgs {
         VmArgs {
             kernels: vec!["5.10".into(), "6.1".into(), "6.12".into()],
             keep_going: true,
-            timeout: 600,
+            timeout: 1200,
+            jobs: 2,
             memory: 2048,
             filter: None,
+            docker: false,
+            docker_kernels: DOCKER_KERNELS.iter().map(|k| k.to_string()).collect(),
+            no_docker: false,
+            docker_timeout: 900,
         }
     }
 }
@@ -81,28 +189,51 @@ pub fn vm_test(args: &VmArgs) -> Result<()> {
     let t = Instant::now();
     let cache = vm_dir().join("cache");
     fs::create_dir_all(&cache)?;
+    let parts = match (args.docker, args.no_docker) {
+        (true, _) => vec![Part::Docker],
+        (false, true) => vec![Part::Netns],
+        (false, false) => vec![Part::Netns, Part::Docker],
+    };
     let qemu = Qemu::prepare(&cache)?;
     let busybox = busybox(&cache)?;
-    let bins = static_binaries()?;
+    let engine = if parts.contains(&Part::Docker) { Some(DockerEngine::prepare(&cache)?) } else { None };
+    let wanted: Vec<&str> = parts.iter().flat_map(|p| p.tests().iter().map(|(t, _)| *t)).collect();
+    let mut bins = static_binaries(&wanted)?;
+    if engine.is_some() {
+        bins.image = Some(workload_image_tar(&bins.dockertrace)?);
+    }
     step(&format!(
         "VM test binaries: {}",
         bins.tests.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
     ));
-    let mut failed = Vec::new();
-    let mut summary = Vec::new();
+    // Kernels and their initramfs first (downloads, one at a time), then the VMs, `jobs` at
+    // once: a VM's tests mostly run one thread (the verifier, one test at a time), so two VMs
+    // keep both host cores busy where one leaves the second mostly idle.
+    let mut prepared = Vec::new();
     for k in &args.kernels {
         let kernel = Kernel::prepare(&cache, k)?;
-        let initrd = initramfs(&kernel, &busybox, &bins, args.filter.as_deref())?;
-        let outcome = qemu.boot(&kernel, &initrd, args)?;
-        let line = outcome.summary(&kernel.release);
-        eprintln!("{line}");
-        summary.push(line);
-        if !outcome.passed() {
-            outcome.show_failures(&kernel.release);
-            failed.push(kernel.release.clone());
-            if !args.keep_going {
-                break;
+        for &part in &parts {
+            if part == Part::Docker && !args.docker && !args.docker_kernels.contains(k) {
+                continue;
             }
+            let initrd = initramfs(&kernel, part, &busybox, &bins, engine.as_ref(), args.filter.as_deref())?;
+            prepared.push(Vm { kernel: kernel.clone(), part, initrd });
+        }
+    }
+    let outcomes = boot_all(&qemu, &prepared, args);
+    let mut failed = Vec::new();
+    let mut summary = Vec::new();
+    for (vm, outcome) in prepared.iter().zip(outcomes) {
+        let Some(outcome) = outcome else {
+            summary
+                .push(format!("{}: not run (an earlier kernel failed; --keep-going runs all)", vm.label()));
+            continue;
+        };
+        let outcome = outcome?;
+        summary.push(outcome.summary(&vm.label()));
+        if !outcome.passed() {
+            outcome.show_failures(&vm.label());
+            failed.push(vm.label());
         }
     }
     step(&format!("VM matrix done in {:.0} s:", t.elapsed().as_secs_f64()));
@@ -113,6 +244,37 @@ pub fn vm_test(args: &VmArgs) -> Result<()> {
         bail!("VM tests failed on {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Boots every prepared VM, `args.jobs` at a time, in the order given; `None` for a VM not
+/// started because an earlier one failed (without `--keep-going`).
+fn boot_all(qemu: &Qemu, prepared: &[Vm], args: &VmArgs) -> Vec<Option<Result<Outcome>>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results = std::sync::Mutex::new((0..prepared.len()).map(|_| None).collect::<Vec<_>>());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs.clamp(1, prepared.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= prepared.len() || stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let vm = &prepared[i];
+                let outcome = qemu.boot(vm, args);
+                match &outcome {
+                    Ok(o) => {
+                        eprintln!("{}", o.summary(&vm.label()));
+                        if !o.passed() && !args.keep_going {
+                            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    Err(_) => stop.store(true, std::sync::atomic::Ordering::SeqCst),
+                }
+                results.lock().expect("no panic while held")[i] = Some(outcome);
+            });
+        }
+    });
+    results.into_inner().expect("no panic while held")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,8 +504,7 @@ impl Qemu {
     /// Where the unpacked packages keep their libraries: bookworm's packages are not all
     /// merged-/usr (libnl-3-200 installs into /lib), and the host may not have them either.
     fn lib_path(&self) -> std::ffi::OsString {
-        let dirs = ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"].map(|d| self.root.join(d));
-        std::env::join_paths(dirs).expect("library paths hold no ':'")
+        unpacked_lib_path(&self.root)
     }
 
     fn works(&self) -> bool {
@@ -370,11 +531,12 @@ impl Qemu {
 
     /// Boots `kernel` with `initrd`, streams the serial console to `target/vm/<release>.log`
     /// (markers and test results also to stderr) and parses the outcome.
-    fn boot(&self, kernel: &Kernel, initrd: &Path, args: &VmArgs) -> Result<Outcome> {
-        let log_path = vm_dir().join(format!("{}.log", kernel.release));
+    fn boot(&self, vm: &Vm, args: &VmArgs) -> Result<Outcome> {
+        let (kernel, initrd) = (&vm.kernel, &vm.initrd);
+        let log_path = vm_dir().join(format!("{}.log", vm.label()));
         step(&format!(
             "booting {} in QEMU (TCG), serial log in {}",
-            kernel.release,
+            vm.label(),
             log_path.strip_prefix(workspace_root()).unwrap_or(&log_path).display()
         ));
         let share = self.root.join("usr/share");
@@ -398,7 +560,10 @@ impl Qemu {
         let started = Instant::now();
         let mut child = c.spawn().context("cannot start qemu-system-x86_64")?;
         let stdout = child.stdout.take().expect("piped");
-        let tag = kernel.series.clone();
+        let tag = match vm.part {
+            Part::Netns => kernel.series.clone(),
+            Part::Docker => format!("{}+docker", kernel.series),
+        };
         let log_file = log_path.clone();
         let reader = std::thread::spawn(move || -> Vec<String> {
             let mut log = fs::File::create(&log_file).ok();
@@ -425,7 +590,7 @@ impl Qemu {
             }
             lines
         });
-        let deadline = started + Duration::from_secs(args.timeout);
+        let deadline = started + Duration::from_secs(vm.part.timeout(args));
         let mut timed_out = false;
         loop {
             if child.try_wait()?.is_some() {
@@ -478,8 +643,118 @@ fn busybox(cache: &Path) -> Result<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Docker engine
+
+/// Debian's Docker engine (`DOCKER_PACKAGES`), unpacked under `target/vm/docker`.
+struct DockerEngine {
+    root: PathBuf,
+}
+
+impl DockerEngine {
+    fn prepare(cache: &Path) -> Result<DockerEngine> {
+        let e = DockerEngine { root: vm_dir().join("docker") };
+        if e.complete() {
+            return Ok(e);
+        }
+        step("fetching Debian's Docker engine (unpacked under target/vm/docker, not installed)");
+        let mut pkgs: BTreeSet<String> = DOCKER_PACKAGES.iter().map(|s| s.to_string()).collect();
+        // The libraries the host lacks (e.g. libseccomp2 for runc), and theirs, one level further.
+        let mut libs = BTreeSet::new();
+        for p in DOCKER_PACKAGES {
+            libs.extend(direct_depends(p)?.into_iter().filter(|d| d.starts_with("lib")));
+        }
+        for l in libs.clone() {
+            libs.extend(direct_depends(&l)?.into_iter().filter(|d| d.starts_with("lib")));
+        }
+        pkgs.extend(libs.into_iter().filter(|l| !installed_on_host(l)));
+        let pkgs: Vec<String> = pkgs.into_iter().collect();
+        download(cache, &pkgs, &Apt::host())?;
+        let _ = fs::remove_dir_all(&e.root);
+        for p in &pkgs {
+            unpack(&cached_deb(cache, p).with_context(|| format!("{p} was not downloaded"))?, &e.root)?;
+        }
+        ensure!(e.complete(), "the unpacked Docker packages lack one of {DOCKER_PROGRAMS:?}");
+        Ok(e)
+    }
+
+    fn complete(&self) -> bool {
+        DOCKER_PROGRAMS.iter().all(|p| self.root.join(p).is_file())
+    }
+
+    /// The engine's programs and their libraries into the initramfs; `docker-init` (a link to
+    /// `tini-static` in the package) as a copy.
+    fn add_to(&self, files: &mut Vec<(String, Entry)>) -> Result<()> {
+        for p in DOCKER_PROGRAMS {
+            program_with_libs(files, &self.root.join(p), p, Some(&self.root))?;
+        }
+        let tini = fs::read(self.root.join("usr/bin/tini-static"))?;
+        files.push(("usr/bin/docker-init".into(), Entry::File(tini, 0o755)));
+        // Docker reads the host's resolv.conf for its containers; none here (no network card).
+        files.push(("etc/resolv.conf".into(), Entry::File(b"# no network in the VM\n".to_vec(), 0o644)));
+        Ok(())
+    }
+}
+
+/// The tag of the workload image the Docker part's VMs load (`docker load`); the init exports it
+/// as `DOCKERTRACE_IMAGE`, so dockertrace runs its containers from it instead of building an
+/// image from its own binary (which needs `ldd`, absent from the VM).
+const VM_IMAGE_TAG: &str = "dockertrace-vm:workload";
+
+/// Writes the workload image of the Docker part as `docker save` does (a `manifest.json`, the
+/// image's config, one layer), at `target/vm/workload-image.tar`: the static `dockertrace` at
+/// `/dockertrace` (the entrypoint) and an empty `/tmp`. Built with `tar` and `sha256sum`: no
+/// Docker engine is needed on the host.
+fn workload_image_tar(dockertrace: &Path) -> Result<PathBuf> {
+    let dir = vm_dir().join("image");
+    let _ = fs::remove_dir_all(&dir);
+    let (rootfs, out) = (dir.join("rootfs"), dir.join("out"));
+    fs::create_dir_all(rootfs.join("tmp"))?;
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::create_dir_all(out.join("layer"))?;
+    fs::copy(dockertrace, rootfs.join("dockertrace"))?;
+    fs::set_permissions(rootfs.join("dockertrace"), fs::Permissions::from_mode(0o755))?;
+    let tar = |from: &Path, to: &Path, what: &[&str]| {
+        let mut c = Command::new("tar");
+        c.args(["--numeric-owner", "--owner=0", "--group=0", "--sort=name", "-C"])
+            .arg(from)
+            .arg("-cf")
+            .arg(to)
+            .args(what);
+        status(c)
+    };
+    tar(&rootfs, &out.join("layer/layer.tar"), &["."])?;
+    let diff_id = sha256_of(&out.join("layer/layer.tar"))?;
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Entrypoint": ["/dockertrace"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
+    });
+    let config_path = out.join("config.json");
+    fs::write(&config_path, serde_json::to_vec(&config)?)?;
+    let config_name = format!("{}.json", sha256_of(&config_path)?);
+    fs::rename(&config_path, out.join(&config_name))?;
+    let manifest = serde_json::json!([{ "Config": config_name, "RepoTags": [VM_IMAGE_TAG], "Layers": ["layer/layer.tar"] }]);
+    fs::write(out.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
+    let image = vm_dir().join("workload-image.tar");
+    tar(&out, &image, &["manifest.json", &config_name, "layer/layer.tar"])?;
+    Ok(image)
+}
+
+/// The hex SHA-256 of a file (`sha256sum`).
+fn sha256_of(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output().context("cannot run sha256sum")?;
+    ensure!(out.status.success(), "sha256sum {} failed", path.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split_whitespace().next().unwrap_or("");
+    ensure!(hex.len() == 64, "sha256sum said {text:?}");
+    Ok(hex.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Kernels
 
+#[derive(Clone)]
 struct Kernel {
     /// What the user asked for (`6.1`).
     series: String,
@@ -644,16 +919,18 @@ fn module_depends(ko: &[u8]) -> Vec<String> {
 
 struct Binaries {
     dockertrace: PathBuf,
+    /// The Docker part's workload image (`docker save` format), from `dockertrace`.
+    image: Option<PathBuf>,
     /// (test target, executable)
     tests: Vec<(String, PathBuf)>,
 }
 
 /// Builds the `dockertrace` binary and the VM test targets statically linked (glibc
 /// `+crt-static`; build scripts stay dynamic), under `target/x86_64-unknown-linux-gnu/`.
-fn static_binaries() -> Result<Binaries> {
-    let present: Vec<&str> = VM_TESTS
+fn static_binaries(wanted: &[&str]) -> Result<Binaries> {
+    let present: Vec<&str> = wanted
         .iter()
-        .map(|(t, _)| *t)
+        .copied()
         .filter(|t| workspace_root().join(format!("dockertrace/tests/{t}.rs")).exists())
         .collect();
     step(
@@ -662,6 +939,8 @@ fn static_binaries() -> Result<Binaries> {
     let mut c = cargo();
     c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
         .args(["test", "--release", "--no-run", "--target", STATIC_TARGET, "-p", "dockertrace", "--bins"])
+        // Without libpcap (its static archive needs libdbus and libsystemd): `--filter` says so.
+        .arg("--no-default-features")
         .args(present.iter().flat_map(|t| ["--test", t]))
         .args(["--message-format", "json-render-diagnostics"])
         .stdout(Stdio::piped());
@@ -685,6 +964,13 @@ fn static_binaries() -> Result<Binaries> {
     ensure!(tests.len() == present.len(), "cargo did not report every VM test binary: {tests:?}");
     // `--bins` builds the binary but `cargo test` reports only the test harness of it: the
     // binary itself sits in the profile directory.
+    let dockertrace = static_dockertrace()?;
+    Ok(Binaries { dockertrace, image: None, tests })
+}
+
+/// Builds the `dockertrace` binary statically linked (glibc `+crt-static`), under
+/// `target/x86_64-unknown-linux-gnu/release/`; also the binary of `cargo xtask image`.
+pub(crate) fn static_dockertrace() -> Result<PathBuf> {
     let dockertrace = workspace_root().join(format!("target/{STATIC_TARGET}/release/dockertrace"));
     let mut b = cargo();
     b.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static").args([
@@ -696,11 +982,13 @@ fn static_binaries() -> Result<Binaries> {
         "dockertrace",
         "--bin",
         "dockertrace",
+        // Without libpcap (its static archive needs libdbus and libsystemd): `--filter` says so.
+        "--no-default-features",
         "-q",
     ]);
     status(b)?;
     ensure!(dockertrace.exists(), "no {}", dockertrace.display());
-    Ok(Binaries { dockertrace, tests })
+    Ok(dockertrace)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -726,7 +1014,12 @@ for m in $(cat /etc/modules.order); do
 done
 echo "DT-VM-KERNEL $(uname -r)"
 echo "DT-VM-KPROBES $(test -e /sys/bus/event_source/devices/kprobe/type && echo yes || echo no)"
-export DOCKERTRACE_BIN=/dt/dockertrace RUST_BACKTRACE=1 HOME=/root
+export DOCKERTRACE_BIN=/dt/dockertrace RUST_BACKTRACE=1 HOME=/root DOCKERTRACE_TEST_VM=1
+if [ -x /dt/docker-start ]; then
+  # The Docker part: the tests must find the engine (a missing one fails them, never skips).
+  export DOCKERTRACE_TEST_VM_DOCKER=1 DOCKERTRACE_IMAGE="$(cat /dt/image-tag)"
+  /dt/docker-start
+fi
 cd /tmp
 while read t f; do
   g="$(cat /dt/filter)"
@@ -739,7 +1032,41 @@ echo "DT-VM-DONE"
 poweroff -f
 "#;
 
-fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&str>) -> Result<PathBuf> {
+/// Starts Debian's Docker engine in a VM of the Docker part and waits (bounded) until it
+/// answers; on failure its log goes to the console. The initramfs is the kernel's rootfs, where
+/// pivot_root is impossible: `DOCKER_RAMDISK` makes runc move the container's root instead.
+/// Storage `vfs` (plain copies: works on any file system, the workload image is one small
+/// layer). No iptables in the VM (`--iptables=false`): containers of one network talk without
+/// NAT or filter rules, and nothing leaves the VM, which has no network card.
+const DOCKER_START: &str = r#"#!/bin/busybox sh
+mount -t cgroup2 none /sys/fs/cgroup
+mkdir -p /var/lib/docker /etc/docker
+mount -t tmpfs docker /var/lib/docker
+export DOCKER_RAMDISK=1
+dockerd --storage-driver vfs --iptables=false --ip-masq=false --userland-proxy=false \
+  >/tmp/dockerd.log 2>&1 </dev/null &
+i=0
+until docker version >/dev/null 2>&1; do
+  i=$((i + 1))
+  if [ "$i" -ge 120 ]; then
+    echo "DT-VM-DOCKER-FAILED the engine did not answer within 120 s; its log:"
+    cat /tmp/dockerd.log
+    exit 1
+  fi
+  sleep 1
+done
+docker load -q -i /dt/workload-image.tar || echo "DT-VM-DOCKER-FAILED docker load"
+echo "DT-VM-DOCKER $(docker info --format '{{.ServerVersion}} {{.Driver}} cgroup v{{.CgroupVersion}}') after $i s"
+"#;
+
+fn initramfs(
+    kernel: &Kernel,
+    part: Part,
+    busybox: &Path,
+    bins: &Binaries,
+    engine: Option<&DockerEngine>,
+    filter: Option<&str>,
+) -> Result<PathBuf> {
     let mut files: Vec<(String, Entry)> = Vec::new();
     for d in [
         "bin",
@@ -766,14 +1093,20 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
     // The kernel opens /dev/console for init's stdio before init mounts devtmpfs.
     files.push(("dev/console".into(), Entry::Char(5, 1)));
     files.push(("init".into(), Entry::File(INIT.as_bytes().to_vec(), 0o755)));
+    // Users for programs that look themselves up (tcpdump drops privileges to -Z USER).
+    files.push(("etc/passwd".into(), Entry::File(b"root:x:0:0:root:/:/bin/sh\n".to_vec(), 0o644)));
+    files.push(("etc/group".into(), Entry::File(b"root:x:0:\n".to_vec(), 0o644)));
     files.push(("bin/busybox".into(), Entry::File(fs::read(busybox)?, 0o755)));
 
-    // iproute2's `ip` (busybox's can't do netns or ipvlan) and, where the host has it, perf
-    // (root_trace's oracle), with their shared libraries.
+    // iproute2's `ip` (busybox's can't do netns or ipvlan) and, where the host has them, perf
+    // (root_trace's oracle) and tcpdump (the journey tests' oracle), with their shared libraries.
     let ip = fs::canonicalize("/sbin/ip").context("iproute2's ip is not installed")?;
     host_program(&mut files, &ip, "sbin/ip")?;
     if let Ok(perf) = fs::canonicalize("/usr/bin/perf") {
         host_program(&mut files, &perf, "usr/bin/perf")?;
+    }
+    if let Ok(tcpdump) = fs::canonicalize("/usr/bin/tcpdump") {
+        host_program(&mut files, &tcpdump, "usr/bin/tcpdump")?;
     }
 
     // Modules, dependencies first.
@@ -813,17 +1146,25 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
         Entry::File(format!("{}\n", order.join("\n")).into_bytes(), 0o644),
     ));
 
+    if part == Part::Docker {
+        let engine = engine.context("the Docker part needs the Docker engine's packages")?;
+        engine.add_to(&mut files)?;
+        files.push(("dt/docker-start".into(), Entry::File(DOCKER_START.as_bytes().to_vec(), 0o755)));
+        let image = bins.image.as_ref().context("the Docker part needs the workload image")?;
+        files.push(("dt/workload-image.tar".into(), Entry::File(fs::read(image)?, 0o644)));
+        files.push(("dt/image-tag".into(), Entry::File(VM_IMAGE_TAG.as_bytes().to_vec(), 0o644)));
+    }
     files.push(("dt/dockertrace".into(), Entry::File(fs::read(&bins.dockertrace)?, 0o755)));
     let mut list = String::new();
-    for (name, exe) in &bins.tests {
+    for (name, filter) in part.tests() {
+        let Some((_, exe)) = bins.tests.iter().find(|(n, _)| n == name) else { continue };
         files.push((format!("dt/tests/{name}"), Entry::File(fs::read(exe)?, 0o755)));
-        let filter = VM_TESTS.iter().find(|(t, _)| t == name).map_or("", |(_, f)| *f);
         list.push_str(&format!("{name} {filter}\n"));
     }
     files.push(("dt/tests.list".into(), Entry::File(list.into_bytes(), 0o644)));
     files.push(("dt/filter".into(), Entry::File(filter.unwrap_or("").as_bytes().to_vec(), 0o644)));
 
-    let path = vm_dir().join(format!("initramfs-{}.cpio", kernel.release));
+    let path = vm_dir().join(format!("initramfs-{}.cpio", part.label(&kernel.release)));
     let mut out = std::io::BufWriter::new(fs::File::create(&path)?);
     write_cpio(&mut out, &files)?;
     out.flush()?;
@@ -836,18 +1177,49 @@ fn initramfs(kernel: &Kernel, busybox: &Path, bins: &Binaries, filter: Option<&s
 /// A program of the host at `dest` in the initramfs, with the shared libraries `ldd` finds for
 /// it at the same paths as on the host (the cpio writer keeps one copy of each).
 fn host_program(files: &mut Vec<(String, Entry)>, exe: &Path, dest: &str) -> Result<()> {
+    program_with_libs(files, exe, dest, None)
+}
+
+/// A program at `dest` in the initramfs with the shared libraries `ldd` finds for it. With
+/// `unpacked` (a tree of unpacked packages), libraries are looked up there first and one found
+/// there goes to its path inside the tree (`<tree>/usr/lib/x/libfoo.so` → `usr/lib/x/libfoo.so`);
+/// the others at the host's path. A library found nowhere is an error.
+fn program_with_libs(
+    files: &mut Vec<(String, Entry)>,
+    exe: &Path,
+    dest: &str,
+    unpacked: Option<&Path>,
+) -> Result<()> {
     files.push((dest.to_owned(), Entry::File(fs::read(exe)?, 0o755)));
-    let ldd = Command::new("ldd").arg(exe).output().context("cannot run ldd")?;
-    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+    let mut ldd = Command::new("ldd");
+    ldd.arg(exe);
+    if let Some(tree) = unpacked {
+        ldd.env("LD_LIBRARY_PATH", unpacked_lib_path(tree));
+    }
+    let out = ldd.output().context("cannot run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = text.lines().filter(|l| l.contains("not found")).map(str::trim).collect();
+    ensure!(missing.is_empty(), "{} needs libraries found nowhere: {}", exe.display(), missing.join(", "));
+    for l in text.lines() {
         let lib = l.split("=>").last().and_then(|r| r.split_whitespace().next()).unwrap_or("");
         if lib.starts_with('/') {
-            let rel = lib.trim_start_matches('/').to_owned();
+            let inside = unpacked.and_then(|t| Path::new(lib).strip_prefix(t).ok());
+            let rel = match inside {
+                Some(r) => r.to_string_lossy().into_owned(),
+                None => lib.trim_start_matches('/').to_owned(),
+            };
             if !files.iter().any(|(n, _)| *n == rel) {
                 files.push((rel, Entry::File(fs::read(fs::canonicalize(lib)?)?, 0o755)));
             }
         }
     }
     Ok(())
+}
+
+/// The library directories of a tree of unpacked packages (bookworm's are not all merged-/usr).
+fn unpacked_lib_path(tree: &Path) -> std::ffi::OsString {
+    let dirs = ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"].map(|d| tree.join(d));
+    std::env::join_paths(dirs).expect("library paths hold no ':'")
 }
 
 enum Entry {
@@ -1078,6 +1450,22 @@ mod tests {
                         deb [signed-by=/k.gpg] http://mirror.example/debian-security/ bookworm-security main\n";
         assert_eq!(security_uri_in(one_line).as_deref(), Some("http://mirror.example/debian-security"));
         assert_eq!(security_uri_in("# deb http://x/debian-security bookworm-security main\n"), None);
+    }
+
+    /// The Docker part skips tests by name: each name must still be a test of its target (a
+    /// renamed test would otherwise run in the VMs and blow their time bound).
+    #[test]
+    fn docker_part_skips_existing_tests() {
+        for (target, filter) in DOCKER_VM_TESTS {
+            let source = fs::read_to_string(workspace_root().join(format!("dockertrace/tests/{target}.rs")))
+                .expect("the Docker part's test target exists");
+            let mut words = filter.split_whitespace();
+            while let Some(w) = words.next() {
+                assert_eq!(w, "--skip", "the filter holds only --skip NAME pairs: {filter}");
+                let name = words.next().expect("a name after --skip");
+                assert!(source.contains(&format!("fn {name}")), "{target} has no test {name}");
+            }
+        }
     }
 
     #[test]

@@ -3,23 +3,29 @@
 //! the trace record), `dt_btf_<slot>` (`tp_btf`) and `dt_raw_<slot>` (`raw_tp`), whose fields
 //! come from the tracepoint's arguments. All three end in the same `deliver` step.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+    },
     programs::{tracing::StackIdContext, BtfTracePointContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use dockertrace_common::{
     counter,
-    record::{EVENT_DEV_FROM_PAIR, EVENT_HAS_SKB, STACK_NONE},
+    journey::JOURNEY_ENDS,
+    record::{EVENT_DEV_FROM_PAIR, EVENT_DROP, EVENT_HAS_REASON, EVENT_HAS_SKB, STACK_NONE},
     tracepoints::{
-        stack_shared, PairEntry, TpConfig, NO_ARG, NO_FIELD, PAIR_DEPTH, PAIR_GET, PAIR_NONE, PAIR_POP,
-        PAIR_PUSH, PAIR_SET, PAIR_SLOTS,
+        stack_shared, TpConfig, DROP_SLOT, NO_ARG, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH,
+        PAIR_SET,
     },
 };
 
 use crate::{
+    capture::{dt_capture, CAP_HOP},
     emit::{emit, pass_dev, pass_pid, pass_port, path_class, read_dev, read_skb, DevInfo, Fields},
-    maps::{bump, layout, settings, PAIRS, TP_CONFIG},
+    journey,
+    maps::{bump, layout, settings, TP_CONFIG},
+    pair,
 };
 
 /// Return value of tracepoint programs: non-zero lets the event through to other perf users
@@ -46,9 +52,9 @@ fn ret<T: Copy>(v: &T) -> T {
 /// Not inlined, like [`on_args`]: the 64 slot programs call one body (a BPF-to-BPF call) instead
 /// of carrying a copy each — the object's size, and the loader's memory, stay those of one.
 #[inline(never)]
-fn on_tracepoint(ctx: &TracePointContext, slot: u32) -> u32 {
+fn on_tracepoint<const DROP: bool, const CAP: bool>(ctx: &TracePointContext, slot: u32) -> u32 {
     if let Some(cfg) = config(ctx, slot) {
-        if try_record(ctx, &cfg).is_err() {
+        if try_record::<DROP, CAP>(ctx, &cfg).is_err() {
             bump(counter::READ_ERROR);
         }
     }
@@ -61,9 +67,9 @@ fn on_tracepoint(ctx: &TracePointContext, slot: u32) -> u32 {
 /// Not inlined: the 128 slot programs call this one body (a BPF-to-BPF call, linked into each
 /// program the loader loads) instead of carrying a copy each.
 #[inline(never)]
-fn on_args<C: StackIdContext + EbpfContext>(ctx: &C, slot: u32) -> i32 {
+fn on_args<C: StackIdContext + EbpfContext, const DROP: bool, const CAP: bool>(ctx: &C, slot: u32) -> i32 {
     if let Some(cfg) = config(ctx, slot) {
-        try_args(ctx, &cfg);
+        try_args::<C, DROP, CAP>(ctx, &cfg);
     }
     ret(&RET_RAW)
 }
@@ -93,10 +99,13 @@ fn inherits(cfg: &TpConfig) -> bool {
 
 /// Perf path: reads the event's fields from the trace record at the offsets of its format.
 #[inline(always)]
-fn try_record(ctx: &TracePointContext, cfg: &TpConfig) -> Result<(), i32> {
+fn try_record<const DROP: bool, const CAP: bool>(ctx: &TracePointContext, cfg: &TpConfig) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !pass_pid(&settings(), (pid_tgid >> 32) as u32) && cfg.pair_role == PAIR_NONE {
-        bump(counter::FILTERED);
+    if skips::<DROP>(cfg, pid_tgid) {
+        if cfg.journey == JOURNEY_ENDS && cfg.skbaddr_off != NO_FIELD {
+            // SAFETY: read_at reads the record through bpf_probe_read; the offset is the field's.
+            journey::end(unsafe { ctx.read_at::<u64>(usize::from(cfg.skbaddr_off)) }?);
+        }
         return Ok(());
     }
     let mut f = Fields::new(cfg.kind, pid_tgid);
@@ -110,21 +119,35 @@ fn try_record(ctx: &TracePointContext, cfg: &TpConfig) -> Result<(), i32> {
         // SAFETY: as above.
         f.len = unsafe { ctx.read_at::<u32>(usize::from(cfg.len_off)) }?;
     }
+    if DROP {
+        f.flags |= EVENT_DROP;
+        if cfg.location_off != NO_FIELD {
+            // SAFETY: as above.
+            f.drop_location = unsafe { ctx.read_at::<u64>(usize::from(cfg.location_off)) }?;
+        }
+        if cfg.reason_off != NO_FIELD {
+            // SAFETY: as above.
+            f.drop_reason = unsafe { ctx.read_at::<u32>(usize::from(cfg.reason_off)) }?;
+            f.flags |= EVENT_HAS_REASON;
+        }
+    }
     let named = cfg.name_off != NO_FIELD;
     if named {
         read_name(ctx, cfg, &mut dev);
     }
-    deliver(ctx, cfg, &mut f, &mut dev, named);
+    deliver::<_, DROP, CAP>(ctx, cfg, &mut f, &mut dev, named);
     Ok(())
 }
 
 /// `tp_btf` / `raw_tp`: reads the event's fields from the tracepoint's arguments, at the
 /// positions the loader found in the kernel's BTF prototype.
 #[inline(always)]
-fn try_args<C: StackIdContext + EbpfContext>(ctx: &C, cfg: &TpConfig) {
+fn try_args<C: StackIdContext + EbpfContext, const DROP: bool, const CAP: bool>(ctx: &C, cfg: &TpConfig) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !pass_pid(&settings(), (pid_tgid >> 32) as u32) && cfg.pair_role == PAIR_NONE {
-        bump(counter::FILTERED);
+    if skips::<DROP>(cfg, pid_tgid) {
+        if cfg.journey == JOURNEY_ENDS && cfg.skb_arg != NO_ARG {
+            journey::end(arg(ctx, cfg.skb_arg));
+        }
         return;
     }
     let mut f = Fields::new(cfg.kind, pid_tgid);
@@ -136,12 +159,39 @@ fn try_args<C: StackIdContext + EbpfContext>(ctx: &C, cfg: &TpConfig) {
     if cfg.len_arg != NO_ARG {
         f.len = arg(ctx, cfg.len_arg) as u32;
     }
+    if DROP {
+        f.flags |= EVENT_DROP;
+        if cfg.location_arg != NO_ARG {
+            f.drop_location = arg(ctx, cfg.location_arg);
+        }
+        if cfg.reason_arg != NO_ARG {
+            f.drop_reason = arg(ctx, cfg.reason_arg) as u32;
+            f.flags |= EVENT_HAS_REASON;
+        }
+    }
     // A device argument names the device of an event without an skb (net_dev_xmit_timeout);
     // with an skb, the skb's device is the one every attach type reports.
     if cfg.dev_arg != NO_ARG && !dev.known() && !inherits(cfg) {
-        read_dev(arg(ctx, cfg.dev_arg) as *const u8, &layout(), &mut dev);
+        read_dev(arg(ctx, cfg.dev_arg) as *const u8, layout(), &mut dev);
     }
-    deliver(ctx, cfg, &mut f, &mut dev, false);
+    deliver::<C, DROP, CAP>(ctx, cfg, &mut f, &mut dev, false);
+}
+
+/// Whether the event goes no further than its journey's end: a slot attached only to end
+/// journeys, or an event of a process the pid filter drops (unless pairing needs it; counted
+/// as filtered).
+#[inline(always)]
+fn skips<const DROP: bool>(cfg: &TpConfig, pid_tgid: u64) -> bool {
+    if cfg.emit == 0 && cfg.journey == JOURNEY_ENDS && cfg.pair_role == PAIR_NONE {
+        return true;
+    }
+    // A drop's pid is whoever ran when the kernel freed the skb (often softirq): its journey
+    // decides (`deliver`), not the pid filter.
+    if !DROP && !pass_pid(settings(), (pid_tgid >> 32) as u32) && cfg.pair_role == PAIR_NONE {
+        bump(counter::FILTERED);
+        return true;
+    }
+    false
 }
 
 /// Argument `n` of a raw tracepoint. The context is an array of u64; the verifier allows only
@@ -165,12 +215,14 @@ fn from_skb(cfg: &TpConfig, f: &mut Fields, dev: &mut DevInfo) {
         return;
     }
     f.flags |= EVENT_HAS_SKB;
+    f.ends = cfg.journey == JOURNEY_ENDS;
+    f.hop = !inherits(cfg);
     if !inherits(cfg) {
         let l = layout();
-        let skb = read_skb(f.skbaddr as *const u8, &l);
+        let skb = read_skb(f.skbaddr as *const u8, l);
         f.len = skb.len;
         f.protocol = skb.protocol;
-        f.class = path_class(&settings(), f.skbaddr as *const u8, skb.protocol, f.pid_tgid);
+        f.class = path_class(settings(), f.skbaddr as *const u8, skb.protocol, f.pid_tgid);
         *dev = skb.dev;
     }
 }
@@ -179,16 +231,28 @@ fn from_skb(cfg: &TpConfig, f: &mut Fields, dev: &mut DevInfo) {
 /// the device name came from the event itself (a record's `name` field), so an inherited
 /// device keeps it.
 #[inline(always)]
-fn deliver<C: StackIdContext>(ctx: &C, cfg: &TpConfig, f: &mut Fields, dev: &mut DevInfo, named: bool) {
+fn deliver<C: StackIdContext, const DROP: bool, const CAP: bool>(
+    ctx: &C,
+    cfg: &TpConfig,
+    f: &mut Fields,
+    dev: &mut DevInfo,
+    named: bool,
+) {
     let s = settings();
     let skb = f.skbaddr as *const u8;
-    let (pass, shared) = match cfg.pair_role {
+    // The exit event found its entry: the entry's filter decision holds.
+    let mut from_entry = false;
+    let (mut pass, shared) = match cfg.pair_role {
         PAIR_PUSH | PAIR_SET => (
-            pass_pid(&s, (f.pid_tgid >> 32) as u32) && pass_dev(&s, dev) && pass_port(&s, skb, &layout()),
-            None,
+            pass_pid(s, (f.pid_tgid >> 32) as u32) && pass_dev(s, dev) && pass_port(s, skb, layout()),
+            STACK_NONE,
         ),
-        PAIR_POP | PAIR_GET => match recall(cfg) {
+        PAIR_POP | PAIR_GET => match pair::recall(u32::from(cfg.pair_slot), cfg.pair_role, false) {
             Some(entry) => {
+                // SAFETY: a live per-CPU map value (see recall); read in place, not copied:
+                // a 64-byte copy on the stack would count against every call chain's 512 bytes.
+                let entry = unsafe { &*entry };
+                from_entry = true;
                 if entry.flags != 0 {
                     dev.ifindex = entry.ifindex;
                     dev.netns = entry.netns;
@@ -199,26 +263,67 @@ fn deliver<C: StackIdContext>(ctx: &C, cfg: &TpConfig, f: &mut Fields, dev: &mut
                     f.flags |= EVENT_DEV_FROM_PAIR;
                 }
                 f.class = entry.class as u8;
-                (entry.pass != 0, stack_shared(entry.stack_id).then_some(entry.stack_id))
+                if entry.packet != 0 && cfg.pair_role == PAIR_POP {
+                    f.entry_packet = entry.packet;
+                    f.entry_hop = entry.hop as u16;
+                    f.entry_ts = entry.ts;
+                }
+                (entry.pass != 0, if stack_shared(entry.stack_id) { entry.stack_id } else { STACK_NONE })
             }
-            None => (pass_dev(&s, dev) && pass_port(&s, skb, &layout()), None),
+            None => (pass_dev(s, dev) && pass_port(s, skb, layout()), STACK_NONE),
         },
-        _ => (pass_dev(&s, dev) && pass_port(&s, skb, &layout()), None),
+        // A drop belongs to the workload when its skb is a journey being followed (its device
+        // is often gone by then), or, like any event, when it passes the filters.
+        _ if DROP => (
+            journey::followed(f.skbaddr, now())
+                || (pass_pid(s, (f.pid_tgid >> 32) as u32)
+                    && pass_dev(s, dev)
+                    && pass_port(s, skb, layout())),
+            STACK_NONE,
+        ),
+        _ => (pass_dev(s, dev) && pass_port(s, skb, layout()), STACK_NONE),
     };
+    // Capture programs: the frame, and the `--filter` decision (an exit event that found its
+    // entry took the entry's). The default programs have no such call.
+    if CAP && pass && !from_entry {
+        pass = capture(f);
+    }
     // One call site for `emit` (it is inlined: every extra site is another copy in each
     // program). Slots attached only for pairing send nothing.
     let stack_id = if cfg.emit == 0 {
         STACK_NONE
     } else if pass {
-        emit(ctx, f, dev, shared)
+        emit::<C, CAP>(ctx, f, dev, shared)
     } else {
         bump(counter::FILTERED);
         STACK_NONE
     };
+    // An end event that did not go out still ends its journey.
+    if f.ends && (cfg.emit == 0 || !pass) {
+        journey::end(f.skbaddr);
+    }
     // The entry is remembered after it went out, so that its exit can reuse its stack.
     if cfg.pair_role == PAIR_PUSH || cfg.pair_role == PAIR_SET {
-        remember(cfg, dev, pass, stack_id, f.class);
+        let hop = pair::sent_hop(pass && cfg.emit != 0);
+        pair::remember(u32::from(cfg.pair_slot), cfg.pair_role, dev, pass, hop, stack_id, f);
     }
+}
+
+/// The capture programs' step before `emit` (see `capture::dt_capture`): copies the frame of
+/// a hop and applies the `--filter` program. Whether the event passes.
+#[inline(always)]
+fn capture(f: &Fields) -> bool {
+    let mut meta = (f.pid_tgid & 0xffff_ffff) | (u64::from(f.protocol) << 32);
+    if f.hop {
+        meta |= CAP_HOP;
+    }
+    dt_capture(f.skbaddr, meta) != 0
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// Reads a `__data_loc char[] name` field into `dev.name`.
@@ -239,159 +344,161 @@ fn read_name(ctx: &TracePointContext, cfg: &TpConfig, dev: &mut DevInfo) {
     }
 }
 
-/// PUSH / SET: records the entry event's device (and the stack id it went out with) on this
-/// CPU's stack for its slot.
-#[inline(always)]
-fn remember(cfg: &TpConfig, dev: &DevInfo, pass: bool, stack_id: i32, class: u8) {
-    let slot = u32::from(cfg.pair_slot);
-    if slot >= PAIR_SLOTS {
-        return;
-    }
-    let Some(st) = PAIRS.get_ptr_mut(slot) else {
-        return;
-    };
-    // SAFETY: per-CPU value; tracepoints on one CPU run one at a time for a given nesting level.
-    let st = unsafe { &mut *st };
-    let entry = PairEntry {
-        ifindex: dev.ifindex,
-        netns: dev.netns,
-        pass: u32::from(pass),
-        flags: u32::from(dev.flags),
-        dev: dev.name,
-        stack_id,
-        class: u32::from(class),
-    };
-    let depth = if cfg.pair_role == PAIR_SET { 0 } else { st.depth as usize };
-    match st.entries.get_mut(depth) {
-        Some(e) => *e = entry,
-        None => {
-            bump(counter::PAIR_MISS);
-        }
-    }
-    if cfg.pair_role == PAIR_PUSH {
-        st.depth = st.depth.saturating_add(1);
-    }
+/// The drop tracepoint's programs (`skb:kfree_skb` as drops), configured in
+/// `TP_CONFIG[DROP_SLOT]`: the slot bodies compiled with `DROP` set. Reading the drop's reason
+/// and location and keeping the drops of followed journeys are branches of their own; in the
+/// other 64 slots' programs each would double the paths an old verifier (5.10) walks through
+/// everything after it, for events that are never drops.
+#[no_mangle]
+#[link_section = "tracepoint"]
+pub fn dt_tp_drop(ctx: *mut core::ffi::c_void) -> u32 {
+    on_tracepoint::<true, false>(&TracePointContext::new(ctx), DROP_SLOT)
 }
 
-/// POP / GET: the matching entry event's device, if it is known.
-#[inline(always)]
-fn recall(cfg: &TpConfig) -> Option<PairEntry> {
-    let slot = u32::from(cfg.pair_slot);
-    if slot >= PAIR_SLOTS {
-        return None;
-    }
-    let st = PAIRS.get_ptr_mut(slot)?;
-    // SAFETY: see remember.
-    let st = unsafe { &mut *st };
-    if cfg.pair_role == PAIR_GET {
-        return st.entries.first().copied();
-    }
-    if st.depth == 0 {
-        bump(counter::PAIR_MISS);
-        return None;
-    }
-    st.depth -= 1;
-    let top = st.depth as usize;
-    if top >= PAIR_DEPTH {
-        bump(counter::PAIR_MISS);
-        return None;
-    }
-    st.entries.get(top).copied()
+#[no_mangle]
+#[link_section = "tp_btf"]
+pub fn dt_btf_drop(ctx: *mut core::ffi::c_void) -> i32 {
+    on_args::<_, true, false>(&BtfTracePointContext::new(ctx), DROP_SLOT)
 }
 
-/// Three programs per slot: `dt_tp_<slot>`, `dt_btf_<slot>`, `dt_raw_<slot>` (the loader
-/// relies on these names).
+#[no_mangle]
+#[link_section = "raw_tp"]
+pub fn dt_raw_drop(ctx: *mut core::ffi::c_void) -> i32 {
+    on_args::<_, true, false>(&RawTracePointContext::new(ctx), DROP_SLOT)
+}
+
+/// The drop programs' capture twins (`--pcap`, `--filter`).
+#[no_mangle]
+#[link_section = "tracepoint"]
+pub fn dt_tp_cap_drop(ctx: *mut core::ffi::c_void) -> u32 {
+    on_tracepoint::<true, true>(&TracePointContext::new(ctx), DROP_SLOT)
+}
+
+#[no_mangle]
+#[link_section = "tp_btf"]
+pub fn dt_btf_cap_drop(ctx: *mut core::ffi::c_void) -> i32 {
+    on_args::<_, true, true>(&BtfTracePointContext::new(ctx), DROP_SLOT)
+}
+
+#[no_mangle]
+#[link_section = "raw_tp"]
+pub fn dt_raw_cap_drop(ctx: *mut core::ffi::c_void) -> i32 {
+    on_args::<_, true, true>(&RawTracePointContext::new(ctx), DROP_SLOT)
+}
+
+/// Three programs per slot: `dt_tp_<slot>`, `dt_btf_<slot>`, `dt_raw_<slot>`, and their
+/// capture twins `dt_tp_cap_<slot>`, `dt_btf_cap_<slot>`, `dt_raw_cap_<slot>` (frame copy and
+/// `--filter`; the loader picks them only with `--pcap` or `--filter`). The loader relies on
+/// these names.
 ///
 /// Written out instead of using `#[tracepoint]`: aya's macro always returns 0, which makes the
 /// kernel drop the event for every perf user of the tracepoint (see `PASS_THROUGH`).
 /// Raw tracepoint programs' return values are ignored.
 macro_rules! slots {
-    ($($slot:literal: $tp:ident $btf:ident $raw:ident),* $(,)?) => {
+    ($($slot:literal: $tp:ident $btf:ident $raw:ident $tpc:ident $btfc:ident $rawc:ident),* $(,)?) => {
         $(
             #[no_mangle]
             #[link_section = "tracepoint"]
             pub fn $tp(ctx: *mut core::ffi::c_void) -> u32 {
-                on_tracepoint(&TracePointContext::new(ctx), $slot)
+                on_tracepoint::<false, false>(&TracePointContext::new(ctx), $slot)
             }
 
             #[no_mangle]
             #[link_section = "tp_btf"]
             pub fn $btf(ctx: *mut core::ffi::c_void) -> i32 {
-                on_args(&BtfTracePointContext::new(ctx), $slot)
+                on_args::<_, false, false>(&BtfTracePointContext::new(ctx), $slot)
             }
 
             #[no_mangle]
             #[link_section = "raw_tp"]
             pub fn $raw(ctx: *mut core::ffi::c_void) -> i32 {
-                on_args(&RawTracePointContext::new(ctx), $slot)
+                on_args::<_, false, false>(&RawTracePointContext::new(ctx), $slot)
+            }
+
+            #[no_mangle]
+            #[link_section = "tracepoint"]
+            pub fn $tpc(ctx: *mut core::ffi::c_void) -> u32 {
+                on_tracepoint::<false, true>(&TracePointContext::new(ctx), $slot)
+            }
+
+            #[no_mangle]
+            #[link_section = "tp_btf"]
+            pub fn $btfc(ctx: *mut core::ffi::c_void) -> i32 {
+                on_args::<_, false, true>(&BtfTracePointContext::new(ctx), $slot)
+            }
+
+            #[no_mangle]
+            #[link_section = "raw_tp"]
+            pub fn $rawc(ctx: *mut core::ffi::c_void) -> i32 {
+                on_args::<_, false, true>(&RawTracePointContext::new(ctx), $slot)
             }
         )*
     };
 }
 
 slots!(
-    0: dt_tp_0 dt_btf_0 dt_raw_0,
-    1: dt_tp_1 dt_btf_1 dt_raw_1,
-    2: dt_tp_2 dt_btf_2 dt_raw_2,
-    3: dt_tp_3 dt_btf_3 dt_raw_3,
-    4: dt_tp_4 dt_btf_4 dt_raw_4,
-    5: dt_tp_5 dt_btf_5 dt_raw_5,
-    6: dt_tp_6 dt_btf_6 dt_raw_6,
-    7: dt_tp_7 dt_btf_7 dt_raw_7,
-    8: dt_tp_8 dt_btf_8 dt_raw_8,
-    9: dt_tp_9 dt_btf_9 dt_raw_9,
-    10: dt_tp_10 dt_btf_10 dt_raw_10,
-    11: dt_tp_11 dt_btf_11 dt_raw_11,
-    12: dt_tp_12 dt_btf_12 dt_raw_12,
-    13: dt_tp_13 dt_btf_13 dt_raw_13,
-    14: dt_tp_14 dt_btf_14 dt_raw_14,
-    15: dt_tp_15 dt_btf_15 dt_raw_15,
-    16: dt_tp_16 dt_btf_16 dt_raw_16,
-    17: dt_tp_17 dt_btf_17 dt_raw_17,
-    18: dt_tp_18 dt_btf_18 dt_raw_18,
-    19: dt_tp_19 dt_btf_19 dt_raw_19,
-    20: dt_tp_20 dt_btf_20 dt_raw_20,
-    21: dt_tp_21 dt_btf_21 dt_raw_21,
-    22: dt_tp_22 dt_btf_22 dt_raw_22,
-    23: dt_tp_23 dt_btf_23 dt_raw_23,
-    24: dt_tp_24 dt_btf_24 dt_raw_24,
-    25: dt_tp_25 dt_btf_25 dt_raw_25,
-    26: dt_tp_26 dt_btf_26 dt_raw_26,
-    27: dt_tp_27 dt_btf_27 dt_raw_27,
-    28: dt_tp_28 dt_btf_28 dt_raw_28,
-    29: dt_tp_29 dt_btf_29 dt_raw_29,
-    30: dt_tp_30 dt_btf_30 dt_raw_30,
-    31: dt_tp_31 dt_btf_31 dt_raw_31,
-    32: dt_tp_32 dt_btf_32 dt_raw_32,
-    33: dt_tp_33 dt_btf_33 dt_raw_33,
-    34: dt_tp_34 dt_btf_34 dt_raw_34,
-    35: dt_tp_35 dt_btf_35 dt_raw_35,
-    36: dt_tp_36 dt_btf_36 dt_raw_36,
-    37: dt_tp_37 dt_btf_37 dt_raw_37,
-    38: dt_tp_38 dt_btf_38 dt_raw_38,
-    39: dt_tp_39 dt_btf_39 dt_raw_39,
-    40: dt_tp_40 dt_btf_40 dt_raw_40,
-    41: dt_tp_41 dt_btf_41 dt_raw_41,
-    42: dt_tp_42 dt_btf_42 dt_raw_42,
-    43: dt_tp_43 dt_btf_43 dt_raw_43,
-    44: dt_tp_44 dt_btf_44 dt_raw_44,
-    45: dt_tp_45 dt_btf_45 dt_raw_45,
-    46: dt_tp_46 dt_btf_46 dt_raw_46,
-    47: dt_tp_47 dt_btf_47 dt_raw_47,
-    48: dt_tp_48 dt_btf_48 dt_raw_48,
-    49: dt_tp_49 dt_btf_49 dt_raw_49,
-    50: dt_tp_50 dt_btf_50 dt_raw_50,
-    51: dt_tp_51 dt_btf_51 dt_raw_51,
-    52: dt_tp_52 dt_btf_52 dt_raw_52,
-    53: dt_tp_53 dt_btf_53 dt_raw_53,
-    54: dt_tp_54 dt_btf_54 dt_raw_54,
-    55: dt_tp_55 dt_btf_55 dt_raw_55,
-    56: dt_tp_56 dt_btf_56 dt_raw_56,
-    57: dt_tp_57 dt_btf_57 dt_raw_57,
-    58: dt_tp_58 dt_btf_58 dt_raw_58,
-    59: dt_tp_59 dt_btf_59 dt_raw_59,
-    60: dt_tp_60 dt_btf_60 dt_raw_60,
-    61: dt_tp_61 dt_btf_61 dt_raw_61,
-    62: dt_tp_62 dt_btf_62 dt_raw_62,
-    63: dt_tp_63 dt_btf_63 dt_raw_63,
+    0: dt_tp_0 dt_btf_0 dt_raw_0 dt_tp_cap_0 dt_btf_cap_0 dt_raw_cap_0,
+    1: dt_tp_1 dt_btf_1 dt_raw_1 dt_tp_cap_1 dt_btf_cap_1 dt_raw_cap_1,
+    2: dt_tp_2 dt_btf_2 dt_raw_2 dt_tp_cap_2 dt_btf_cap_2 dt_raw_cap_2,
+    3: dt_tp_3 dt_btf_3 dt_raw_3 dt_tp_cap_3 dt_btf_cap_3 dt_raw_cap_3,
+    4: dt_tp_4 dt_btf_4 dt_raw_4 dt_tp_cap_4 dt_btf_cap_4 dt_raw_cap_4,
+    5: dt_tp_5 dt_btf_5 dt_raw_5 dt_tp_cap_5 dt_btf_cap_5 dt_raw_cap_5,
+    6: dt_tp_6 dt_btf_6 dt_raw_6 dt_tp_cap_6 dt_btf_cap_6 dt_raw_cap_6,
+    7: dt_tp_7 dt_btf_7 dt_raw_7 dt_tp_cap_7 dt_btf_cap_7 dt_raw_cap_7,
+    8: dt_tp_8 dt_btf_8 dt_raw_8 dt_tp_cap_8 dt_btf_cap_8 dt_raw_cap_8,
+    9: dt_tp_9 dt_btf_9 dt_raw_9 dt_tp_cap_9 dt_btf_cap_9 dt_raw_cap_9,
+    10: dt_tp_10 dt_btf_10 dt_raw_10 dt_tp_cap_10 dt_btf_cap_10 dt_raw_cap_10,
+    11: dt_tp_11 dt_btf_11 dt_raw_11 dt_tp_cap_11 dt_btf_cap_11 dt_raw_cap_11,
+    12: dt_tp_12 dt_btf_12 dt_raw_12 dt_tp_cap_12 dt_btf_cap_12 dt_raw_cap_12,
+    13: dt_tp_13 dt_btf_13 dt_raw_13 dt_tp_cap_13 dt_btf_cap_13 dt_raw_cap_13,
+    14: dt_tp_14 dt_btf_14 dt_raw_14 dt_tp_cap_14 dt_btf_cap_14 dt_raw_cap_14,
+    15: dt_tp_15 dt_btf_15 dt_raw_15 dt_tp_cap_15 dt_btf_cap_15 dt_raw_cap_15,
+    16: dt_tp_16 dt_btf_16 dt_raw_16 dt_tp_cap_16 dt_btf_cap_16 dt_raw_cap_16,
+    17: dt_tp_17 dt_btf_17 dt_raw_17 dt_tp_cap_17 dt_btf_cap_17 dt_raw_cap_17,
+    18: dt_tp_18 dt_btf_18 dt_raw_18 dt_tp_cap_18 dt_btf_cap_18 dt_raw_cap_18,
+    19: dt_tp_19 dt_btf_19 dt_raw_19 dt_tp_cap_19 dt_btf_cap_19 dt_raw_cap_19,
+    20: dt_tp_20 dt_btf_20 dt_raw_20 dt_tp_cap_20 dt_btf_cap_20 dt_raw_cap_20,
+    21: dt_tp_21 dt_btf_21 dt_raw_21 dt_tp_cap_21 dt_btf_cap_21 dt_raw_cap_21,
+    22: dt_tp_22 dt_btf_22 dt_raw_22 dt_tp_cap_22 dt_btf_cap_22 dt_raw_cap_22,
+    23: dt_tp_23 dt_btf_23 dt_raw_23 dt_tp_cap_23 dt_btf_cap_23 dt_raw_cap_23,
+    24: dt_tp_24 dt_btf_24 dt_raw_24 dt_tp_cap_24 dt_btf_cap_24 dt_raw_cap_24,
+    25: dt_tp_25 dt_btf_25 dt_raw_25 dt_tp_cap_25 dt_btf_cap_25 dt_raw_cap_25,
+    26: dt_tp_26 dt_btf_26 dt_raw_26 dt_tp_cap_26 dt_btf_cap_26 dt_raw_cap_26,
+    27: dt_tp_27 dt_btf_27 dt_raw_27 dt_tp_cap_27 dt_btf_cap_27 dt_raw_cap_27,
+    28: dt_tp_28 dt_btf_28 dt_raw_28 dt_tp_cap_28 dt_btf_cap_28 dt_raw_cap_28,
+    29: dt_tp_29 dt_btf_29 dt_raw_29 dt_tp_cap_29 dt_btf_cap_29 dt_raw_cap_29,
+    30: dt_tp_30 dt_btf_30 dt_raw_30 dt_tp_cap_30 dt_btf_cap_30 dt_raw_cap_30,
+    31: dt_tp_31 dt_btf_31 dt_raw_31 dt_tp_cap_31 dt_btf_cap_31 dt_raw_cap_31,
+    32: dt_tp_32 dt_btf_32 dt_raw_32 dt_tp_cap_32 dt_btf_cap_32 dt_raw_cap_32,
+    33: dt_tp_33 dt_btf_33 dt_raw_33 dt_tp_cap_33 dt_btf_cap_33 dt_raw_cap_33,
+    34: dt_tp_34 dt_btf_34 dt_raw_34 dt_tp_cap_34 dt_btf_cap_34 dt_raw_cap_34,
+    35: dt_tp_35 dt_btf_35 dt_raw_35 dt_tp_cap_35 dt_btf_cap_35 dt_raw_cap_35,
+    36: dt_tp_36 dt_btf_36 dt_raw_36 dt_tp_cap_36 dt_btf_cap_36 dt_raw_cap_36,
+    37: dt_tp_37 dt_btf_37 dt_raw_37 dt_tp_cap_37 dt_btf_cap_37 dt_raw_cap_37,
+    38: dt_tp_38 dt_btf_38 dt_raw_38 dt_tp_cap_38 dt_btf_cap_38 dt_raw_cap_38,
+    39: dt_tp_39 dt_btf_39 dt_raw_39 dt_tp_cap_39 dt_btf_cap_39 dt_raw_cap_39,
+    40: dt_tp_40 dt_btf_40 dt_raw_40 dt_tp_cap_40 dt_btf_cap_40 dt_raw_cap_40,
+    41: dt_tp_41 dt_btf_41 dt_raw_41 dt_tp_cap_41 dt_btf_cap_41 dt_raw_cap_41,
+    42: dt_tp_42 dt_btf_42 dt_raw_42 dt_tp_cap_42 dt_btf_cap_42 dt_raw_cap_42,
+    43: dt_tp_43 dt_btf_43 dt_raw_43 dt_tp_cap_43 dt_btf_cap_43 dt_raw_cap_43,
+    44: dt_tp_44 dt_btf_44 dt_raw_44 dt_tp_cap_44 dt_btf_cap_44 dt_raw_cap_44,
+    45: dt_tp_45 dt_btf_45 dt_raw_45 dt_tp_cap_45 dt_btf_cap_45 dt_raw_cap_45,
+    46: dt_tp_46 dt_btf_46 dt_raw_46 dt_tp_cap_46 dt_btf_cap_46 dt_raw_cap_46,
+    47: dt_tp_47 dt_btf_47 dt_raw_47 dt_tp_cap_47 dt_btf_cap_47 dt_raw_cap_47,
+    48: dt_tp_48 dt_btf_48 dt_raw_48 dt_tp_cap_48 dt_btf_cap_48 dt_raw_cap_48,
+    49: dt_tp_49 dt_btf_49 dt_raw_49 dt_tp_cap_49 dt_btf_cap_49 dt_raw_cap_49,
+    50: dt_tp_50 dt_btf_50 dt_raw_50 dt_tp_cap_50 dt_btf_cap_50 dt_raw_cap_50,
+    51: dt_tp_51 dt_btf_51 dt_raw_51 dt_tp_cap_51 dt_btf_cap_51 dt_raw_cap_51,
+    52: dt_tp_52 dt_btf_52 dt_raw_52 dt_tp_cap_52 dt_btf_cap_52 dt_raw_cap_52,
+    53: dt_tp_53 dt_btf_53 dt_raw_53 dt_tp_cap_53 dt_btf_cap_53 dt_raw_cap_53,
+    54: dt_tp_54 dt_btf_54 dt_raw_54 dt_tp_cap_54 dt_btf_cap_54 dt_raw_cap_54,
+    55: dt_tp_55 dt_btf_55 dt_raw_55 dt_tp_cap_55 dt_btf_cap_55 dt_raw_cap_55,
+    56: dt_tp_56 dt_btf_56 dt_raw_56 dt_tp_cap_56 dt_btf_cap_56 dt_raw_cap_56,
+    57: dt_tp_57 dt_btf_57 dt_raw_57 dt_tp_cap_57 dt_btf_cap_57 dt_raw_cap_57,
+    58: dt_tp_58 dt_btf_58 dt_raw_58 dt_tp_cap_58 dt_btf_cap_58 dt_raw_cap_58,
+    59: dt_tp_59 dt_btf_59 dt_raw_59 dt_tp_cap_59 dt_btf_cap_59 dt_raw_cap_59,
+    60: dt_tp_60 dt_btf_60 dt_raw_60 dt_tp_cap_60 dt_btf_cap_60 dt_raw_cap_60,
+    61: dt_tp_61 dt_btf_61 dt_raw_61 dt_tp_cap_61 dt_btf_cap_61 dt_raw_cap_61,
+    62: dt_tp_62 dt_btf_62 dt_raw_62 dt_tp_cap_62 dt_btf_cap_62 dt_raw_cap_62,
+    63: dt_tp_63 dt_btf_63 dt_raw_63 dt_tp_cap_63 dt_btf_cap_63 dt_raw_cap_63,
 );

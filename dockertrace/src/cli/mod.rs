@@ -2,6 +2,8 @@
 use clap::{Parser, Subcommand};
 
 pub mod cleanup;
+pub mod exit;
+pub mod junit;
 pub mod offline;
 pub mod outputs;
 pub mod run;
@@ -23,7 +25,9 @@ pub mod trace;
     propagate_version = true,
     max_term_width = 100,
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_help = "Exit codes: 0 done, 1 an error (one line on stderr), 2 a usage error (before anything \
+                  runs), 3 `diff --fail-on` tripped, 130 a --mode run interrupted by Ctrl-C or SIGTERM."
 )]
 pub struct Cli {
     #[command(flatten)]

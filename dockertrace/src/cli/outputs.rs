@@ -44,6 +44,19 @@ impl OutputArgs {
     }
 }
 
+/// What the reports on stdout look like (`report --format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The per-mode reports and the comparison, as tables for a terminal.
+    #[default]
+    Text,
+    /// GitHub-flavoured Markdown for a CI job's summary (`>> "$GITHUB_STEP_SUMMARY"`): the
+    /// comparison, the tracer's cost, drops and hop ladders.
+    Markdown,
+    /// One JSON document (docs/json-schema.md, "Summary").
+    Json,
+}
+
 /// Prints the per-mode reports and the comparison, and writes `--svg` / `--html`. A file that
 /// cannot be written does not keep the others from being written: the error names them all.
 pub fn present(
@@ -52,15 +65,34 @@ pub fn present(
     out: &OutputArgs,
     style: Style,
 ) -> anyhow::Result<()> {
+    present_as(runs, skipped, out, style, Format::Text, "dockertrace: networking modes compared")
+}
+
+/// [`present`] in one of the [`Format`]s; `title` heads the Markdown summary.
+pub fn present_as(
+    runs: &[ModeRun],
+    skipped: Vec<(String, String)>,
+    out: &OutputArgs,
+    style: Style,
+    format: Format,
+    title: &str,
+) -> anyhow::Result<()> {
     let reports: Vec<ModeReport> = runs.iter().map(|r| ModeReport::from_run(r, out.paths)).collect();
     let comparison = Comparison::new(reports, skipped);
-    let mut text = String::new();
-    for m in &comparison.modes {
-        text.push_str(&tables::render_mode(m, style, out.functions));
-    }
-    if comparison.modes.len() + comparison.skipped.len() > 1 {
-        text.push_str(&tables::render_comparison(&comparison, style, out.functions));
-    }
+    let text = match format {
+        Format::Text => {
+            let mut text = String::new();
+            for m in &comparison.modes {
+                text.push_str(&tables::render_mode(m, style, out.functions));
+            }
+            if comparison.modes.len() + comparison.skipped.len() > 1 {
+                text.push_str(&tables::render_comparison(&comparison, style, out.functions));
+            }
+            text
+        }
+        Format::Markdown => crate::render::markdown::render(&comparison, title),
+        Format::Json => crate::render::json::render(&comparison),
+    };
     print!("{text}");
     let mut failures = Failures::default();
     if let Some(dir) = &out.svg {

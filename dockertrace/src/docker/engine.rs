@@ -67,6 +67,9 @@ pub enum DockerError {
     /// A container was started but is not running.
     #[error("container {name} stopped right after starting ({state}); its output: {logs}")]
     NotRunning { name: String, state: String, logs: String },
+    /// A container asked for by name exists but does not run.
+    #[error("container {name} is not running ({state})")]
+    Stopped { name: String, state: String },
     /// The engine's answer lacks something we rely on.
     #[error("{action}: unexpected answer from the Docker engine: {detail}")]
     Unexpected { action: String, detail: String },
@@ -388,6 +391,46 @@ impl Docker {
             )?;
         let ip = container_ip(&inspect, &spec.network);
         Ok(ContainerInfo { id: created.id, name: spec.name.clone(), pid, ip })
+    }
+
+    /// The running container `name` (or id), with its host pid; `NotFound` when there is none
+    /// of that name, `Stopped` when it does not run.
+    pub async fn running_container(&self, name: &str) -> Result<ContainerInfo, DockerError> {
+        let action = format!("inspecting container {name}");
+        let inspect = self.api.inspect_container(name, None).await.map_err(api_error(action.clone()))?;
+        let shown = inspect.name.as_deref().map_or(name, |n| n.trim_start_matches('/')).to_owned();
+        let state = inspect.state.as_ref();
+        let pid = state.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
+        match (state.and_then(|s| s.running), pid) {
+            (Some(true), Some(pid)) => Ok(ContainerInfo {
+                id: inspect.id.clone().unwrap_or_default(),
+                ip: container_ip(&inspect, ""),
+                name: shown,
+                pid,
+            }),
+            _ => Err(DockerError::Stopped {
+                name: shown,
+                state: state
+                    .and_then(|s| s.status)
+                    .map_or_else(|| "no state".to_owned(), |st| st.to_string()),
+            }),
+        }
+    }
+
+    /// Every running container with its host pid (one that stops meanwhile is left out).
+    pub async fn running_containers(&self) -> Result<Vec<ContainerInfo>, DockerError> {
+        let options = ListContainersOptionsBuilder::new().all(false).build();
+        let list =
+            self.api.list_containers(Some(options)).await.map_err(api_error("listing running containers"))?;
+        let mut out = Vec::new();
+        for id in list.into_iter().filter_map(|c| c.id) {
+            match self.running_container(&id).await {
+                Ok(c) => out.push(c),
+                Err(DockerError::Stopped { .. } | DockerError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Runs `cmd` in a running container and waits for it; returns its exit code and output.

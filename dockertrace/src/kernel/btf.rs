@@ -130,6 +130,10 @@ pub enum ArgKind {
     Skb,
     /// `struct net_device *`
     NetDevice,
+    /// `void *` (`kfree_skb`'s `location`).
+    VoidPointer,
+    /// `enum skb_drop_reason` (`kfree_skb`'s `reason`, kernels 5.17+).
+    DropReason,
     /// Any other pointer.
     Pointer,
     /// An integer of `size` bytes.
@@ -474,14 +478,37 @@ impl KernelBtf {
                     "net_device" => ArgKind::NetDevice,
                     _ => ArgKind::Pointer,
                 },
+                None if self.strip(t.size_or_type) == 0 => ArgKind::VoidPointer,
                 _ => ArgKind::Pointer,
             },
+            KIND_ENUM | KIND_ENUM64 if self.name(t.name_off) == "skb_drop_reason" => ArgKind::DropReason,
             KIND_INT => {
                 let signed = self.u32_at(t.extra, 0) >> 24 & 1 == 1;
                 ArgKind::Int { size: t.size_or_type, signed }
             }
             _ => ArgKind::Other,
         }
+    }
+
+    /// The enumerators of `enum name` (ENUM or ENUM64), as (value, name), in BTF order. None
+    /// when this BTF has no such enum (e.g. `skb_drop_reason` before 5.17).
+    pub fn enum_values(&self, name: &str) -> Option<Vec<(i64, String)>> {
+        let t = self.ids().filter_map(|id| self.ty(id)).find(|t| {
+            matches!(t.kind, KIND_ENUM | KIND_ENUM64) && t.vlen > 0 && self.name(t.name_off) == name
+        })?;
+        let signed = t.kind_flag;
+        let values = (0..t.vlen).map(|i| {
+            if t.kind == KIND_ENUM {
+                let v = self.u32_at(t.extra, i * 8 + 4);
+                let v = if signed { i64::from(v as i32) } else { i64::from(v) };
+                (v, self.name(self.u32_at(t.extra, i * 8)).to_owned())
+            } else {
+                let lo = u64::from(self.u32_at(t.extra, i * 12 + 4));
+                let hi = u64::from(self.u32_at(t.extra, i * 12 + 8));
+                ((hi << 32 | lo) as i64, self.name(self.u32_at(t.extra, i * 12)).to_owned())
+            }
+        });
+        Some(values.collect())
     }
 
     pub fn kernel_layout(&self) -> Result<KernelLayout, BtfError> {
@@ -513,7 +540,10 @@ impl KernelBtf {
             dev_name: get("net_device", "name", NAME_LEN as u64)?,
             dev_nd_net,
             net_inum: get("net", "ns.inum", 4)?,
-            _pad: 0,
+            skb_data: get("sk_buff", "data", PTR_SIZE)?,
+            skb_mac_header: get("sk_buff", "mac_header", 2)?,
+            // `sk_buff_data_t`: an offset from `head` (u32) on 64-bit kernels.
+            skb_tail: get("sk_buff", "tail", 4)?,
         })
     }
 }
@@ -645,6 +675,71 @@ mod tests {
         let int3 = b.ty(KIND_INT, "int3", 0, false, 4, &[3]);
         b.composite(KIND_STRUCT, "old", 4, false, &[("bits", int3, 0)]);
         b.finish()
+    }
+
+    #[test]
+    fn reads_enums_and_drop_arguments() {
+        let mut b = Builder::new();
+        let int = b.ty(KIND_INT, "int", 0, false, 4, &[(1 << 24) | 32]);
+        // enum skb_drop_reason { SKB_NOT_DROPPED_YET = 0, SKB_DROP_REASON_NO_SOCKET = 3, ... }
+        let n0 = b.str("SKB_NOT_DROPPED_YET");
+        let n1 = b.str("SKB_DROP_REASON_NO_SOCKET");
+        let n2 = b.str("SKB_DROP_REASON_NETFILTER_DROP");
+        let reason = b.ty(KIND_ENUM, "skb_drop_reason", 3, false, 4, &[n0, 0, n1, 3, n2, 12]);
+        // A signed enum (kind_flag) with a negative value, and an ENUM64.
+        let m = b.str("MINUS");
+        b.ty(KIND_ENUM, "signed_e", 1, true, 4, &[m, u32::MAX]);
+        let big = b.str("BIG");
+        b.ty(KIND_ENUM64, "e64", 1, false, 8, &[big, 1, 2]);
+        let skb = b.composite(KIND_STRUCT, "sk_buff", 8, false, &[("len", int, 0)]);
+        let skb_ptr = b.ty(KIND_PTR, "", 0, false, skb, &[]);
+        let void_ptr = b.ty(KIND_PTR, "", 0, false, 0, &[]);
+        // void (*)(void *, struct sk_buff *, void *location, enum skb_drop_reason)
+        let proto =
+            b.ty(KIND_FUNC_PROTO, "", 4, false, 0, &[0, void_ptr, 0, skb_ptr, 0, void_ptr, 0, reason]);
+        let ptr = b.ty(KIND_PTR, "", 0, false, proto, &[]);
+        b.ty(KIND_TYPEDEF, "btf_trace_kfree_skb", 0, false, ptr, &[]);
+        let btf = KernelBtf::from_bytes(&b.finish()).expect("parse");
+        let values = btf.enum_values("skb_drop_reason").expect("enum");
+        assert_eq!(
+            values,
+            vec![
+                (0, "SKB_NOT_DROPPED_YET".to_owned()),
+                (3, "SKB_DROP_REASON_NO_SOCKET".to_owned()),
+                (12, "SKB_DROP_REASON_NETFILTER_DROP".to_owned())
+            ]
+        );
+        assert_eq!(btf.enum_values("signed_e").unwrap(), vec![(-1, "MINUS".to_owned())]);
+        assert_eq!(btf.enum_values("e64").unwrap(), vec![((2i64 << 32) | 1, "BIG".to_owned())]);
+        assert_eq!(btf.enum_values("nope"), None);
+        let kinds: Vec<ArgKind> = btf.tracepoint_args("kfree_skb").unwrap().iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, vec![ArgKind::Skb, ArgKind::VoidPointer, ArgKind::DropReason]);
+    }
+
+    #[test]
+    fn the_running_kernels_drop_reasons() {
+        let btf = match KernelBtf::from_sys() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("skipping: no kernel BTF here ({e})");
+                return;
+            }
+        };
+        let Some(values) = btf.enum_values("skb_drop_reason") else {
+            eprintln!("skipping: this kernel has no enum skb_drop_reason (before 5.17)");
+            return;
+        };
+        let names: Vec<&str> = values.iter().map(|(_, n)| n.as_str()).collect();
+        for want in
+            ["SKB_DROP_REASON_NOT_SPECIFIED", "SKB_DROP_REASON_NO_SOCKET", "SKB_DROP_REASON_NETFILTER_DROP"]
+        {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        // The tracepoint's prototype has the reason where the BTF says, whatever the kernel.
+        let args = btf.tracepoint_args("kfree_skb").expect("btf_trace_kfree_skb");
+        assert_eq!(args[0].kind, ArgKind::Skb);
+        assert!(args.iter().any(|a| a.kind == ArgKind::DropReason), "{args:?}");
+        assert!(args.iter().any(|a| a.kind == ArgKind::VoidPointer), "{args:?}");
     }
 
     #[test]

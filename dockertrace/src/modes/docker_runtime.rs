@@ -5,10 +5,11 @@ use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 use anyhow::{bail, Context as _};
 use dockertrace_common::DevKey;
 
-use super::{subnet, ClientPlace, DeployRequest, Deployment, Mode};
+use super::{faults::Fault, subnet, ClientPlace, DeployRequest, Deployment, Mode};
 use crate::{
     docker::{ContainerInfo, ContainerSpec, Docker, NetworkSpec, LABEL, LABEL_PID, LABEL_START},
     filter::Filter,
+    names::{Resolver, HOST},
     sys::{
         links::{self, LinkRef},
         netns,
@@ -68,8 +69,12 @@ pub async fn deploy(
     step: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<Deployment> {
     let image = workload_image(docker, req.image, step).await?;
-    let mut found =
-        Found { host_netns: netns::current_inode()?, filter: Filter::default(), notes: Vec::new() };
+    let mut found = Found {
+        host_netns: netns::current_inode()?,
+        filter: Filter::default(),
+        notes: Vec::new(),
+        bridge: None,
+    };
     let network = network(docker, req, teardown, step, &mut found).await?;
     let [server, client] = start_containers(docker, req, &image, &network, teardown, step).await?;
     let server_ip = if req.mode == Mode::Host {
@@ -82,8 +87,17 @@ pub async fn deploy(
         for info in [&server, &client] {
             found.add_container(info)?;
         }
-        server.ip.with_context(|| format!("container {} has no IP address", server.name))?
+        let server_ip = server.ip.with_context(|| format!("container {} has no IP address", server.name))?;
+        inject(req, &server, &client, server_ip, teardown, &mut found)?;
+        server_ip
     };
+    // The host, and the containers by their roles (their names carry the run id): the same
+    // names as the netns runtime's, from run to run.
+    let mut names = Resolver::new();
+    names.add(&PathBuf::from("/proc/self/ns/net"), HOST);
+    for (info, role) in [(&server, "server"), (&client, "client")] {
+        names.add(&PathBuf::from(format!("/proc/{}/ns/net", info.pid)), role);
+    }
     Ok(Deployment {
         mode: req.mode,
         server_ip,
@@ -91,6 +105,7 @@ pub async fn deploy(
         notes: found.notes,
         client: ClientPlace::Container(client.id.clone()),
         workload_cpus: req.workload_cpus.cloned(),
+        names: names.finish(),
     })
 }
 
@@ -99,6 +114,64 @@ struct Found {
     host_netns: u32,
     filter: Filter,
     notes: Vec<String>,
+    /// The bridge device the containers are on (bridge modes).
+    bridge: Option<String>,
+}
+
+/// Builds `req.fault` into the deployment: only on what this run created (its containers'
+/// devices) or matching only its own traffic (a DOCKER-USER rule for its two addresses on its
+/// bridge, registered in the teardown before it is inserted).
+fn inject(
+    req: &DeployRequest<'_>,
+    server: &ContainerInfo,
+    client: &ContainerInfo,
+    server_ip: IpAddr,
+    teardown: &mut Teardown,
+    found: &mut Found,
+) -> anyhow::Result<()> {
+    match req.fault {
+        Some(Fault::ForwardDrop) => {
+            let br = found.bridge.clone().context("forward-drop: the run's bridge device is unknown")?;
+            let client_ip =
+                client.ip.with_context(|| format!("container {} has no IP address", client.name))?;
+            let rule = super::faults::forward_drop_rule(&br, client_ip, server_ip, req.port);
+            teardown.push(Resource::IptablesRule { chain: "DOCKER-USER".into(), rule: rule.clone() });
+            let out = std::process::Command::new("iptables")
+                .args(["-w", "-I", "DOCKER-USER", "1"])
+                .args(&rule)
+                .output()
+                .context("cannot run iptables")?;
+            if !out.status.success() {
+                bail!(
+                    "cannot inject forward-drop (is Docker's iptables integration on?): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            found.notes.push(format!(
+                "injected forward-drop: iptables -I DOCKER-USER {} (removed at the end)",
+                rule.join(" ")
+            ));
+        }
+        Some(Fault::Mtu) => {
+            let path = PathBuf::from(format!("/proc/{}/ns/net", server.pid));
+            let eth0 = links::link_info(Some(&path), "eth0")?;
+            let Some(LinkRef::Index(i)) = eth0.link else {
+                bail!("mtu: the server container's eth0 has no host-side peer");
+            };
+            let name = links::all_links(None)?
+                .into_iter()
+                .find(|(l, _)| l.ifindex == i)
+                .map(|(l, _)| l.name)
+                .context("mtu: the server's host-side veth is not in this namespace")?;
+            let mtu = super::faults::FAULT_MTU.to_string();
+            netns::ip(&["link", "set", "dev", &name, "mtu", &mtu])?;
+            found.notes.push(format!(
+                "injected mtu: {name} (the server container's bridge port, removed with it) has MTU {mtu}"
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Found {
@@ -134,6 +207,7 @@ async fn network(
         Mode::Host => Ok("host".to_owned()),
         Mode::Bridge => {
             found.add_host_dev("docker0")?;
+            found.bridge = Some("docker0".into());
             Ok("bridge".to_owned())
         }
         Mode::BridgeUser | Mode::Macvlan | Mode::IpvlanL2 | Mode::IpvlanL3 => {
@@ -182,6 +256,7 @@ async fn create_network(
         })
         .await?;
     if let Some(dev) = &info.bridge_dev {
+        found.bridge = Some(dev.clone());
         found.add_host_dev(dev)?;
         found.notes.push(format!("bridge device {dev}"));
     }

@@ -107,6 +107,11 @@ pub fn deploy_normal(
         notes: vec![format!("server: host process {pid} on 127.0.0.1:{port}; traced: TCP port {port} on lo")],
         client: ClientPlace::Host,
         workload_cpus: cpus.cloned(),
+        names: {
+            let mut r = crate::names::Resolver::new();
+            r.add(Path::new("/proc/self/ns/net"), crate::names::HOST);
+            r.finish()
+        },
     })
 }
 

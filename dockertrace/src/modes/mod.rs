@@ -8,10 +8,12 @@ use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
 use ipnet::IpNet;
 
 use crate::{
-    docker::Docker, filter::Filter, sys::cpus::CpuList, teardown::Teardown, workload::WorkloadReport,
+    docker::Docker, filter::Filter, names::Names, sys::cpus::CpuList, teardown::Teardown,
+    workload::WorkloadReport,
 };
 
 pub mod docker_runtime;
+pub mod faults;
 pub mod host;
 pub mod leftovers;
 pub mod netns_runtime;
@@ -260,6 +262,9 @@ pub struct Deployment {
     pub client: ClientPlace,
     /// The CPUs the workload's processes run on (`--workload-cpus`; containers: their cpuset).
     pub workload_cpus: Option<CpuList>,
+    /// What the deployment's namespaces and devices are called: `host`, the roles `server` and
+    /// `client`, the host ends of their veths.
+    pub names: Names,
 }
 
 /// Where a runtime runs the workload client.
@@ -313,6 +318,8 @@ pub struct DeployRequest<'a> {
     pub addressing: Option<Addressing>,
     /// `--workload-cpus`: the server's and client's CPUs (processes, or the containers' cpuset).
     pub workload_cpus: Option<&'a CpuList>,
+    /// `--inject`: the trap to build into the topology (checked against the mode before).
+    pub fault: Option<faults::Fault>,
 }
 
 /// A runtime, opened for one mode: the one interface the run command deploys through.

@@ -18,9 +18,10 @@ use std::{net::IpAddr, path::Path, process::Command};
 use anyhow::{bail, Context as _};
 use ipnet::IpNet;
 
-use super::{host, subnet, ClientPlace, DeployRequest, Deployment, Mode};
+use super::{faults::Fault, host, subnet, ClientPlace, DeployRequest, Deployment, Mode};
 use crate::{
     filter::Filter,
+    names::{Names, Resolver, HOST},
     sys::{
         links,
         netns::Namespace,
@@ -142,6 +143,20 @@ pub fn deploy(
         Mode::Normal | Mode::Host => unreachable!("loopback modes returned above"),
     }
 
+    let mut client_place = ClientPlace::Namespace(client.path());
+    if req.fault == Some(Fault::MacvlanParent) {
+        // The parent's side of the macvlan: the host namespace, with the gateway's address on
+        // the parent link. The client runs there.
+        let (p0, _) = links::parent_names(run);
+        h.ip(&["addr", "add", &format!("{}/{}", net.gateway, net.prefix), "dev", &p0])?;
+        notes.push(format!(
+            "injected macvlan-parent: the client runs in {} on the parent {p0} ({}), talking to its macvlan child {}",
+            h.name(),
+            net.gateway,
+            net.server
+        ));
+        client_place = ClientPlace::Namespace(h.path());
+    }
     let pid = host::spawn_server(Some(&server.path()), req.workload_cpus, "0.0.0.0", req.port, teardown)?;
     notes.push(format!("server: process {pid} in {} on {}:{}", server.name(), net.server, req.port));
     if filter.devs.is_empty() {
@@ -152,8 +167,9 @@ pub fn deploy(
         server_ip: net.server,
         filter,
         notes,
-        client: ClientPlace::Namespace(client.path()),
+        client: client_place,
         workload_cpus: req.workload_cpus.cloned(),
+        names: role_names(&[(&h, HOST), (server, "server"), (client, "client")]),
     })
 }
 
@@ -179,7 +195,18 @@ fn loopback(
         notes,
         client: ClientPlace::Namespace(h.path()),
         workload_cpus: req.workload_cpus.cloned(),
+        names: role_names(&[(h, HOST)]),
     })
+}
+
+/// The run's namespaces by their roles (`dockertrace-<run>-server` → `server`), which stay
+/// the same from run to run, and the host ends of the veths by the role they lead to.
+fn role_names(spaces: &[(&Namespace, &str)]) -> Names {
+    let mut r = Resolver::new();
+    for (ns, role) in spaces {
+        r.add(&ns.path(), role);
+    }
+    r.finish()
 }
 
 /// The addressing of a networked mode, as the topology builders use it.
@@ -232,11 +259,29 @@ fn bridge(
     notes.push(format!("bridge {br} ({gw}/{prefix}) in {}; ip_forward=1", h.name()));
     notes.push(br_netfilter(h));
     notes.push(docker_iptables(h, &br, &net.subnet.to_string()));
+    if req.fault == Some(Fault::ForwardDrop) {
+        let rule = super::faults::forward_drop_rule(&br, net.client, net.server, req.port);
+        let args: Vec<&str> =
+            ["-w", "-I", "DOCKER-USER", "1"].into_iter().chain(rule.iter().map(String::as_str)).collect();
+        h.exec("iptables", &args).map_err(|e| anyhow::anyhow!("cannot inject forward-drop: {e}"))?;
+        notes.push(format!(
+            "injected forward-drop: iptables -I DOCKER-USER {}, in {}",
+            rule.join(" "),
+            h.name()
+        ));
+    }
     for (ns, addr, tag) in [(server, net.server, 's'), (client, net.client, 'c')] {
         let veth = format!("veth{short}{tag}");
         h.ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
         h.ip(&["link", "set", &veth, "master", &br])?;
         h.ip(&["link", "set", &veth, "up"])?;
+        if req.fault == Some(Fault::Mtu) && tag == 's' {
+            let mtu = super::faults::FAULT_MTU.to_string();
+            h.ip(&["link", "set", &veth, "mtu", &mtu])?;
+            notes.push(format!(
+                "injected mtu: {veth} (the server's bridge port) has MTU {mtu}, its peer 1500"
+            ));
+        }
         filter.devs.insert(h.dev(&veth)?);
         configure_eth0(ns, addr, prefix, &["default", "via", gw])?;
         filter.devs.insert(ns.dev("eth0")?);
@@ -372,6 +417,7 @@ mod tests {
             lan,
             addressing,
             workload_cpus: None,
+            fault: None,
         }
     }
 

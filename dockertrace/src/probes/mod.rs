@@ -105,8 +105,13 @@ pub(crate) fn short(e: &ProgramError) -> String {
     match e {
         ProgramError::LoadError { io_error, verifier_log } => {
             log::debug!("verifier log:\n{verifier_log}");
-            let last = verifier_log.to_string();
-            let last = last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            // The verifier's reason is the last line before its statistics ("processed N
+            // insns ...", "stack depth ...", "verification time ...").
+            let log = verifier_log.to_string();
+            let stats =
+                |l: &str| ["processed ", "verification time", "stack depth"].iter().any(|p| l.starts_with(p));
+            let mut lines = log.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+            let last = lines.find(|l| !stats(l)).unwrap_or("");
             format!("load failed: {io_error}{}{last}", if last.is_empty() { "" } else { ": " })
         }
         other => chain(other),

@@ -15,8 +15,11 @@ use aya::{
     programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
     Btf, Ebpf,
 };
-use dockertrace_common::tracepoints::{
-    TpConfig, NO_ARG, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, TP_SLOTS,
+use dockertrace_common::{
+    journey::JOURNEY_ENDS,
+    tracepoints::{
+        TpConfig, DROP_SLOT, NO_ARG, NO_FIELD, PAIR_GET, PAIR_NONE, PAIR_POP, PAIR_PUSH, PAIR_SET, TP_SLOTS,
+    },
 };
 
 use super::{short, AttachEnv, AttachedProgram, Catalog, Family};
@@ -41,6 +44,23 @@ pub const PAIRS: &[(&str, &str, &str, u8, bool)] = &[
     ("net", "netif_receive_skb_list_entry", "netif_receive_skb_list_exit", 6, true),
     ("net", "netif_rx_ni_entry", "netif_rx_ni_exit", 7, false),
 ];
+
+/// Tracepoints that end an skb's journey (the skb is freed): attached with `emit = 0` when
+/// journeys are on and they are not selected.
+pub const JOURNEY_ENDS_AT: &[(&str, &str)] = &[("skb", "consume_skb"), ("skb", "kfree_skb")];
+
+/// The tracepoint whose events are drops (`crate::drops`): it reads its `reason` and
+/// `location`, and is sent for the workload's skbs even when their device is unknown. One
+/// tracepoint only: its programs are the drop programs (`DROP_SLOT`), of which there is one set.
+pub const DROP_AT: (&str, &str) = ("skb", "kfree_skb");
+
+fn is_drop(id: &TracepointId) -> bool {
+    id.category == DROP_AT.0 && id.name == DROP_AT.1
+}
+
+fn ends_journey(id: &TracepointId) -> bool {
+    JOURNEY_ENDS_AT.iter().any(|&(c, n)| id.category == c && id.name == n)
+}
 
 /// A tracepoint to attach and how the program reads it.
 #[derive(Debug, Clone)]
@@ -87,12 +107,16 @@ impl AttachType {
         }
     }
 
-    /// The slot program of this attach type.
-    fn program(self, slot: usize) -> String {
+    /// The slot program of this attach type (`slot`: None for the drop tracepoint's program,
+    /// see `DROP_SLOT`).
+    /// `capture`: the capture twin (`dt_btf_cap_<slot>`: frame copy and `--filter`).
+    fn program(self, slot: Option<usize>, capture: bool) -> String {
+        let slot = slot.map_or_else(|| "drop".to_owned(), |s| s.to_string());
+        let cap = if capture { "cap_" } else { "" };
         match self {
-            AttachType::TpBtf => format!("dt_btf_{slot}"),
-            AttachType::RawTp => format!("dt_raw_{slot}"),
-            _ => format!("dt_tp_{slot}"),
+            AttachType::TpBtf => format!("dt_btf_{cap}{slot}"),
+            AttachType::RawTp => format!("dt_raw_{cap}{slot}"),
+            _ => format!("dt_tp_{cap}{slot}"),
         }
     }
 }
@@ -117,9 +141,7 @@ impl FromStr for AttachType {
 /// A length argument is used only where the record has a `len` field and the prototype one
 /// unsigned 32-bit argument (`net_dev_xmit`'s `skb_len`: its skb may be gone by then).
 fn arg_positions(args: &[TpArg], format: &TpFormat) -> (u8, u8, u8) {
-    let pos = |want: ArgKind| {
-        args.iter().position(|a| a.kind == want).and_then(|i| u8::try_from(i).ok()).unwrap_or(NO_ARG)
-    };
+    let pos = |want: ArgKind| position(args, want);
     let unsigned: Vec<usize> = args
         .iter()
         .enumerate()
@@ -131,6 +153,33 @@ fn arg_positions(args: &[TpArg], format: &TpFormat) -> (u8, u8, u8) {
         _ => NO_ARG,
     };
     (pos(ArgKind::Skb), pos(ArgKind::NetDevice), len)
+}
+
+/// Index of the first argument of kind `want`, or `NO_ARG`.
+fn position(args: &[TpArg], want: ArgKind) -> u8 {
+    args.iter().position(|a| a.kind == want).and_then(|i| u8::try_from(i).ok()).unwrap_or(NO_ARG)
+}
+
+/// A drop tracepoint's `reason` and `location`: record offsets from its format (perf path)
+/// and argument positions from its BTF prototype (`tp_btf`, `raw_tp`). Found by type, never by
+/// position: 6.11+ kernels added `rx_sk` to the tracepoint, and kernels before 5.17 have no
+/// reason at all (then `NO_FIELD`/`NO_ARG`: the event says "reason not reported").
+pub fn drop_fields(config: &mut TpConfig, format: &TpFormat, args: Option<&[TpArg]>) {
+    config.drop = 1;
+    config.reason_off = format
+        .field("reason")
+        .filter(|f| f.size == 4 && !f.is_data_loc())
+        .and_then(|f| u16::try_from(f.offset).ok())
+        .unwrap_or(NO_FIELD);
+    config.location_off = format
+        .field("location")
+        .filter(|f| f.size == 8 && !f.is_data_loc())
+        .and_then(|f| u16::try_from(f.offset).ok())
+        .unwrap_or(NO_FIELD);
+    if let Some(args) = args {
+        config.reason_arg = position(args, ArgKind::DropReason);
+        config.location_arg = position(args, ArgKind::VoidPointer);
+    }
 }
 
 /// Builds the program configuration of one tracepoint from its format (perf path) and, when
@@ -151,18 +200,33 @@ pub fn tp_config(format: &TpFormat, args: Option<&[TpArg]>, emit: bool, slot: u8
         skb_arg,
         dev_arg,
         len_arg,
+        journey: 0,
+        reason_arg: NO_ARG,
+        location_arg: NO_ARG,
+        drop: 0,
+        reason_off: NO_FIELD,
+        location_off: NO_FIELD,
     }
 }
 
 /// Chooses the tracepoints to attach: the selected ones, plus the pairing partners they need
-/// (attached with `emit = 0`). Exits come first so that no entry is pushed without its pop.
+/// and, with `journeys`, the tracepoints that end a journey (both attached with `emit = 0`).
+/// Exits come first so that no entry is pushed without its pop.
 pub fn plan(
     tracefs: &Tracefs,
     btf: &KernelBtf,
     available: &[TracepointId],
     selected: &[&TracepointId],
+    journeys: bool,
 ) -> Result<Vec<PlannedTracepoint>, TraceError> {
     let mut wanted: Vec<(TracepointId, bool)> = selected.iter().map(|t| ((*t).clone(), true)).collect();
+    if journeys {
+        for id in available.iter().filter(|t| ends_journey(t)) {
+            if !wanted.iter().any(|(t, _)| t == id) {
+                wanted.push((id.clone(), false));
+            }
+        }
+    }
     for &(cat, entry, exit, _, _) in PAIRS {
         let has = |n: &str| wanted.iter().any(|(t, _)| t.category == cat && t.name == n);
         let avail = |n: &str| available.iter().find(|t| t.category == cat && t.name == n).cloned();
@@ -180,7 +244,13 @@ pub fn plan(
         let format = tracefs.format(&id)?;
         let (slot, role) = pair_role(&id);
         let args = btf.tracepoint_args(&id.name);
-        let config = tp_config(&format, args.as_deref(), emit, slot, role);
+        let mut config = tp_config(&format, args.as_deref(), emit, slot, role);
+        if journeys && ends_journey(&id) {
+            config.journey = JOURNEY_ENDS;
+        }
+        if emit && is_drop(&id) {
+            drop_fields(&mut config, &format, args.as_deref());
+        }
         out.push(PlannedTracepoint { format_id: format.id, config, has_args: args.is_some(), id });
     }
     let rank = |p: &PlannedTracepoint| match p.config.pair_role {
@@ -221,6 +291,8 @@ pub struct Tracepoints {
     pub attach_types: Vec<(usize, AttachType)>,
     /// Tracepoints that failed to attach, with the reason.
     pub errors: Vec<(TracepointId, String)>,
+    /// Attach the capture twins (`--pcap`, `--filter`).
+    pub capture: bool,
 }
 
 impl Tracepoints {
@@ -231,13 +303,14 @@ impl Tracepoints {
         btf: &KernelBtf,
         events: &EventSelector,
         mode: AttachType,
+        journeys: bool,
     ) -> Result<Tracepoints, TraceError> {
         let available = tracefs.events()?;
         let selected = events.select(&available);
         if selected.is_empty() {
             return Err(TraceError::NoEvents(events.to_string()));
         }
-        let planned = plan(tracefs, btf, &available, &selected)?;
+        let planned = plan(tracefs, btf, &available, &selected, journeys)?;
         if planned.len() > TP_SLOTS as usize {
             return Err(TraceError::TooManyEvents {
                 spec: events.to_string(),
@@ -269,6 +342,12 @@ impl Tracepoints {
     }
 }
 
+/// Which program a planned tracepoint gets: its slot's, or the drop programs (which read
+/// `TP_CONFIG[DROP_SLOT]`).
+fn program_slot(slot: usize, p: &PlannedTracepoint) -> Option<usize> {
+    (p.config.drop == 0).then_some(slot)
+}
+
 /// Loads and attaches slot `slot`'s program of type `t` to tracepoint `p`.
 fn attach_as(
     ebpf: &mut Ebpf,
@@ -276,8 +355,9 @@ fn attach_as(
     slot: usize,
     p: &PlannedTracepoint,
     btf: Option<&Btf>,
+    capture: bool,
 ) -> Result<(), String> {
-    let name = t.program(slot);
+    let name = t.program(program_slot(slot, p), capture);
     let prog = ebpf.program_mut(&name).ok_or_else(|| format!("program {name} missing from the object"))?;
     let r = match t {
         AttachType::TpBtf => {
@@ -307,6 +387,9 @@ impl Family for Tracepoints {
             Array::try_from(ebpf.map_mut("TP_CONFIG").ok_or(TraceError::MissingMap("TP_CONFIG"))?)?;
         for (slot, p) in self.planned.iter().enumerate() {
             cfg.set(slot as u32, p.config, 0)?;
+            if p.config.drop != 0 {
+                cfg.set(DROP_SLOT, p.config, 0)?;
+            }
         }
         Ok(())
     }
@@ -328,7 +411,7 @@ impl Family for Tracepoints {
                     why.push(format!("{t}: the kernel's BTF has no prototype btf_trace_{}", p.id.name));
                     continue;
                 }
-                match attach_as(ebpf, t, slot, p, env.btf) {
+                match attach_as(ebpf, t, slot, p, env.btf, self.capture) {
                     Ok(()) => {
                         done = Some(t);
                         break;
@@ -363,7 +446,7 @@ impl Family for Tracepoints {
                 let p = &self.planned[slot];
                 AttachedProgram {
                     label: p.id.to_string(),
-                    program: t.program(slot),
+                    program: t.program(program_slot(slot, p), self.capture),
                     emits: p.config.emit != 0,
                 }
             })
@@ -407,13 +490,43 @@ mod tests {
         assert_eq!((c.skb_arg, c.dev_arg, c.len_arg), (NO_ARG, NO_ARG, NO_ARG));
     }
 
+    const KFREE_SKB: &str = include_str!("../../tests/fixtures/kernel/skb_kfree_skb.format");
+    const KFREE_SKB_510: &str = include_str!("../../tests/fixtures/kernel/skb_kfree_skb_5.10.format");
+
+    #[test]
+    fn drop_fields_come_from_format_and_prototype() {
+        let arg = |kind| TpArg { name: String::new(), kind };
+        // 6.18: kfree_skb(skb, location, reason, rx_sk); the record puts rx_sk before reason.
+        let f = TpFormat::parse(KFREE_SKB).unwrap();
+        let args =
+            [arg(ArgKind::Skb), arg(ArgKind::VoidPointer), arg(ArgKind::DropReason), arg(ArgKind::Pointer)];
+        let mut c = tp_config(&f, Some(&args), true, 0, PAIR_NONE);
+        drop_fields(&mut c, &f, Some(&args));
+        assert_eq!((c.drop, c.skbaddr_off, c.location_off, c.reason_off), (1, 8, 16, 36));
+        assert_eq!((c.skb_arg, c.location_arg, c.reason_arg), (0, 1, 2));
+        // 5.17–6.10 put the reason right after location; found by type, the position follows.
+        let old = [arg(ArgKind::Skb), arg(ArgKind::VoidPointer), arg(ArgKind::DropReason)];
+        drop_fields(&mut c, &f, Some(&old));
+        assert_eq!((c.location_arg, c.reason_arg), (1, 2));
+        // 5.10: no reason at all.
+        let f = TpFormat::parse(KFREE_SKB_510).unwrap();
+        let args = [arg(ArgKind::Skb), arg(ArgKind::VoidPointer)];
+        let mut c = tp_config(&f, Some(&args), true, 0, PAIR_NONE);
+        drop_fields(&mut c, &f, Some(&args));
+        assert_eq!((c.location_off, c.reason_off), (16, NO_FIELD));
+        assert_eq!((c.location_arg, c.reason_arg), (1, NO_ARG));
+    }
+
     #[test]
     fn attach_types_parse_and_ladder() {
         assert_eq!("tp_btf".parse::<AttachType>(), Ok(AttachType::TpBtf));
         assert_eq!("raw-tp".parse::<AttachType>(), Ok(AttachType::RawTp));
         assert!("kprobe".parse::<AttachType>().unwrap_err().contains("auto, tp_btf, raw_tp or perf"));
         assert_eq!(AttachType::Auto.ladder(), &[AttachType::TpBtf, AttachType::RawTp, AttachType::Perf]);
-        assert_eq!(AttachType::RawTp.program(7), "dt_raw_7");
+        assert_eq!(AttachType::RawTp.program(Some(7), false), "dt_raw_7");
+        assert_eq!(AttachType::TpBtf.program(None, false), "dt_btf_drop");
+        assert_eq!(AttachType::Perf.program(Some(7), true), "dt_tp_cap_7");
+        assert_eq!(AttachType::TpBtf.program(None, true), "dt_btf_cap_drop");
     }
 
     #[test]
@@ -422,7 +535,9 @@ mod tests {
         slots.sort_unstable();
         slots.dedup();
         assert_eq!(slots.len(), PAIRS.len(), "each pair has its own slot");
-        assert!(slots.iter().all(|&s| s >= 1 && u32::from(s) < dockertrace_common::tracepoints::PAIR_SLOTS));
+        assert!(slots
+            .iter()
+            .all(|&s| s >= 1 && u32::from(s) < dockertrace_common::tracepoints::DP_PAIR_BASE));
     }
 
     #[test]

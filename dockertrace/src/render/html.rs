@@ -7,10 +7,10 @@
 use std::fmt::Write as _;
 
 use crate::{
-    compare::{Comparison, ModeReport, Rate},
+    compare::{Comparison, ModeReport, Phase, Rate},
     datapath::{self, Component},
     recording::ModeRun,
-    render::flame,
+    render::{flame, ladders},
 };
 
 /// Escapes text for HTML content and (quoted) attribute values.
@@ -69,8 +69,11 @@ ul.fns { columns: 3 260px; padding-left: 18px; margin: 4px 0; }
 ol.paths li { margin: 4px 0; font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px; }
 ol.paths .count { color: var(--muted); font-family: system-ui, sans-serif; }
 .pair { display: flex; gap: 32px; flex-wrap: wrap; } .pair > div { flex: 1 1 420px; }
+svg.waterfall { display: block; max-width: 100%; height: auto; margin: 6px 0; }
+h4 { margin: 14px 0 4px; }
 iframe.flame { width: 100%; border: 1px solid var(--line); display: block; background: #fff; }
 .error { color: #b3261e; }
+.phase { font-size: 11px; color: var(--muted); border: 1px solid var(--line); border-radius: 3px; padding: 0 3px; }
 "#;
 
 /// Sizes each flame graph's frame to its SVG and marks it `data-rendered` with its frame count
@@ -125,6 +128,16 @@ fn num(v: f64) -> String {
 
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), num)
+}
+
+/// A figure to the unit (ns per event).
+fn whole(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite()).map_or_else(|| "–".into(), |x| format!("{x:.0}"))
+}
+
+/// A difference, with its sign.
+fn signed(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |x| if x > 0.0 { format!("+{}", num(x)) } else { num(x) })
 }
 
 /// `2024-05-01 12:00:00 UTC` from seconds since the epoch (proleptic Gregorian calendar).
@@ -210,30 +223,49 @@ fn summary(out: &mut String, c: &Comparison) -> std::fmt::Result {
     writeln!(out, r#"<section id="summary"><h2>Comparison</h2>"#)?;
     writeln!(
         out,
-        r#"<p class="note">Workload throughput and latency, and what the kernel did per echoed message (per event when the run has no workload figures).</p>"#
+        r#"<p class="note">Workload throughput and latency, the tracer's cost, and what the kernel did per echoed message (per event when the run has no workload figures). {}The tracer's cost is the traced phase (the same workload, same duration, on the same deployment) against the untraced one: <i>kept</i> = traced ÷ untraced msg/s, <i>+µs/msg</i> = 1/traced − 1/untraced msg/s, <i>ns/event</i> = that ÷ events per message. Kernel figures come from the traced phase.</p>"#,
+        crate::render::tables::headline_note(c).map_or_else(String::new, |n| format!("{}. ", escape(&n)))
     )?;
     writeln!(
         out,
         "<table><thead><tr><th>mode</th><th>msg/s</th><th>MB/s</th><th>RTT p50 (µs)</th><th>RTT p99 (µs)</th>\
+         <th>traced msg/s</th><th>traced RTT p50 (µs)</th><th>kept</th><th>+µs/msg</th><th>+RTT p50 (µs)</th><th>ns/event</th>\
          <th>events</th><th>events/msg</th><th>mean stack depth</th><th>distinct functions</th><th>lost</th>\
-         <th>stack errors</th></tr></thead><tbody>"
+         <th>stack errors</th><th>drops</th></tr></thead><tbody>"
     )?;
     for m in &c.modes {
+        let h = m.headline();
+        let f = h.map(|(f, _)| f);
+        let tag = match h {
+            Some((_, Phase::Traced)) => {
+                r#" <span class="phase" title="no untraced phase: the tracer's cost is in this figure">traced</span>"#
+            }
+            _ => "",
+        };
+        let t = m.traced.as_ref();
+        let w = m.workload_cost.as_ref();
         writeln!(
             out,
-            r##"<tr><td><a href="#{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"##,
+            r##"<tr><td><a href="#{}">{}</a></td><td>{}{tag}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"##,
             escape(&mode_id(&m.mode)),
             escape(&m.mode),
-            opt(m.msgs_per_s),
-            opt(m.mb_per_s),
-            opt(m.rtt_p50_us),
-            opt(m.rtt_p99_us),
+            opt(f.map(|f| f.msgs_per_s)),
+            opt(f.map(|f| f.mb_per_s)),
+            opt(f.and_then(|f| f.rtt_p50_us)),
+            opt(f.and_then(|f| f.rtt_p99_us)),
+            opt(t.map(|t| t.msgs_per_s)),
+            opt(t.and_then(|t| t.rtt_p50_us)),
+            w.map_or_else(|| "–".into(), |w| format!("{:.0}%", w.kept * 100.0)),
+            signed(w.map(|w| w.added_us_per_msg)),
+            signed(w.and_then(|w| w.added_rtt_p50_us)),
+            whole(w.and_then(|w| w.ns_per_event)),
             m.total_events,
             opt(m.events_per_msg),
             num(m.mean_stack_depth),
             m.functions.len(),
             m.lost,
             m.stack_errors,
+            m.total_drops(),
         )?;
     }
     writeln!(out, "</tbody></table></section>")?;
@@ -335,6 +367,8 @@ fn mode_section(
     baseline: Option<(&str, &str)>,
 ) -> std::fmt::Result {
     mode_header(out, m)?;
+    drops_table(out, m)?;
+    ladder_section(out, m)?;
     events_table(out, m)?;
     datapath_table(out, m)?;
     devices_table(out, m)?;
@@ -365,7 +399,144 @@ fn mode_header(out: &mut String, m: &ModeReport) -> std::fmt::Result {
             "; stacks: {n}: function figures are estimates, rare functions may be missing"
         ))
     )?;
+    if let (Some(u), Some(t)) = (&m.untraced, &m.traced) {
+        let phase = |f: &crate::compare::WorkloadFigures| {
+            format!(
+                "{} msg/s, RTT p50 {} µs, p99 {} µs",
+                num(f.msgs_per_s),
+                opt(f.rtt_p50_us),
+                opt(f.rtt_p99_us)
+            )
+        };
+        writeln!(
+            out,
+            r#"<p class="meta">untraced (the workload alone, before tracing): {}; traced: {}{}</p>"#,
+            phase(u),
+            phase(t),
+            m.workload_cost.as_ref().map_or_else(String::new, |c| format!(
+                "; tracing kept {:.0}% ({} µs per message, {} ns per event)",
+                c.kept * 100.0,
+                signed(Some(c.added_us_per_msg)),
+                whole(c.ns_per_event)
+            ))
+        )?;
+    }
     Ok(())
+}
+
+/// The mode's hop ladders: per direction a latency waterfall (inline SVG) and the hops' table.
+fn ladder_section(out: &mut String, m: &ModeReport) -> std::fmt::Result {
+    let Some(j) = &m.journeys else { return Ok(()) };
+    writeln!(out, "<h3>Hop ladders</h3>")?;
+    writeln!(
+        out,
+        r#"<p class="note">The usual hops of the workload's data packets per direction: each bar starts at the previous hop's cumulated p50 and is as wide as the hop's p50 time, its whisker reaches the p99; hover for the figures. {} journeys{}.</p>"#,
+        j.journeys,
+        j.note.as_deref().map_or_else(String::new, |n| format!("; {}", escape(n)))
+    )?;
+    for d in &j.directions {
+        writeln!(
+            out,
+            r#"<h4>{} <span class="note">({}): {} data packets, {} on this ladder; one-way p50 {}, p99 {}</span></h4>"#,
+            escape(&d.direction),
+            escape(&d.label),
+            d.data_packets,
+            d.ladder_packets,
+            ladders::ns(d.one_way_p50_ns),
+            ladders::ns(d.one_way_p99_ns)
+        )?;
+        if !d.hops.is_empty() {
+            writeln!(out, "{}", ladders::waterfall_svg(&m.mode, d))?;
+            writeln!(
+                out,
+                "<table><thead><tr><th>#</th><th>event</th><th>device</th><th>datapath function</th><th>p50 Δ</th><th>p99 Δ</th><th>p50 cumulated</th><th>p99 cumulated</th></tr></thead><tbody>"
+            )?;
+            for (i, h) in d.hops.iter().enumerate() {
+                writeln!(
+                    out,
+                    "<tr><td>{i}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&h.event),
+                    escape(&h.device_label()),
+                    h.function.as_deref().map_or_else(|| "–".to_owned(), function),
+                    ladders::ns(h.delta_p50_ns),
+                    ladders::ns(h.delta_p99_ns),
+                    ladders::ns(h.cum_p50_ns),
+                    ladders::ns(h.cum_p99_ns)
+                )?;
+            }
+            writeln!(out, "</tbody></table>")?;
+        }
+        let other = ladders::other_paths(d);
+        if !other.is_empty() {
+            writeln!(out, r#"<p class="note">Other paths: {}</p>"#, escape(&other))?;
+        }
+    }
+    Ok(())
+}
+
+/// The modes' ladders side by side: per direction one column per mode, one row per hop
+/// (device, p50 time from the previous hop), and each mode's one-way time.
+fn ladders_overview(out: &mut String, c: &Comparison) -> std::fmt::Result {
+    if c.modes.iter().all(|m| m.journeys.is_none()) {
+        return Ok(());
+    }
+    writeln!(out, r#"<section id="ladders"><h2>Hop ladders</h2>"#)?;
+    writeln!(
+        out,
+        r#"<p class="note">Per direction, the usual hops of the workload's data packets in each mode: device and p50 time from the previous hop; the last row is the one-way time in the kernel (first to last hop). Each mode's section has its waterfall.</p>"#
+    )?;
+    let mut names: Vec<&str> = Vec::new();
+    for m in &c.modes {
+        for d in m.journeys.iter().flat_map(|j| &j.directions) {
+            if !names.contains(&d.direction.as_str()) {
+                names.push(&d.direction);
+            }
+        }
+    }
+    for dir in names {
+        let ladders: Vec<Option<&crate::journeys::DirectionLadder>> = c
+            .modes
+            .iter()
+            .map(|m| m.journeys.as_ref().and_then(|j| j.directions.iter().find(|d| d.direction == dir)))
+            .collect();
+        writeln!(out, "<h3>{}</h3>", escape(dir))?;
+        write!(out, "<table><thead><tr><th>hop</th>")?;
+        for m in &c.modes {
+            write!(out, "<th>{}</th>", escape(&m.mode))?;
+        }
+        writeln!(out, "</tr></thead><tbody>")?;
+        let rows = ladders.iter().map(|l| l.map_or(0, |l| l.hops.len())).max().unwrap_or(0);
+        for i in 0..rows {
+            write!(out, "<tr><td>{i}</td>")?;
+            for l in &ladders {
+                match l.and_then(|l| l.hops.get(i)) {
+                    Some(h) => write!(
+                        out,
+                        r#"<td style="text-align:left" title="{}"><code>{}</code> {}</td>"#,
+                        escape(&h.event),
+                        escape(&h.device_label()),
+                        if i == 0 { String::new() } else { format!("+{}", ladders::ns(h.delta_p50_ns)) }
+                    )?,
+                    None => write!(out, r#"<td class="absent"></td>"#)?,
+                }
+            }
+            writeln!(out, "</tr>")?;
+        }
+        write!(out, "<tr><td>one-way</td>")?;
+        for l in &ladders {
+            match l {
+                Some(l) => write!(
+                    out,
+                    "<td><b>p50 {}</b>, p99 {}</td>",
+                    ladders::ns(l.one_way_p50_ns),
+                    ladders::ns(l.one_way_p99_ns)
+                )?,
+                None => write!(out, r#"<td class="absent">–</td>"#)?,
+            }
+        }
+        writeln!(out, "</tr></tbody></table>")?;
+    }
+    writeln!(out, "</section>")
 }
 
 /// Events per tracepoint, in all and per message.
@@ -410,6 +581,31 @@ fn datapath_table(out: &mut String, m: &ModeReport) -> std::fmt::Result {
 }
 
 /// Events per device (none for runs without devices).
+/// Where and why the mode's packets died, with the hints (docs/drops.md).
+fn drops_table(out: &mut String, m: &ModeReport) -> std::fmt::Result {
+    if m.drops.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, r#"<h3 class="drops">Drops ({})</h3>"#, m.total_drops())?;
+    writeln!(
+        out,
+        "<table class=\"drops\"><thead><tr><th>drops</th><th>reason</th><th>location</th><th>where</th><th>why</th><th>fix</th></tr></thead><tbody>"
+    )?;
+    for d in &m.drops {
+        writeln!(
+            out,
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            d.count,
+            escape(&d.reason),
+            escape(&d.location),
+            escape(&d.device),
+            escape(d.why.as_deref().unwrap_or("")),
+            escape(d.fix.as_deref().unwrap_or("")),
+        )?;
+    }
+    writeln!(out, "</tbody></table>")
+}
+
 fn devices_table(out: &mut String, m: &ModeReport) -> std::fmt::Result {
     if !m.devices.is_empty() {
         writeln!(out, "<h3>Devices</h3>")?;
@@ -418,8 +614,11 @@ fn devices_table(out: &mut String, m: &ModeReport) -> std::fmt::Result {
             writeln!(
                 out,
                 "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&d.dev),
-                d.netns,
+                escape(&d.device_label()),
+                match &d.netns_name {
+                    Some(n) => format!("{} ({})", escape(n), d.netns),
+                    None => d.netns.to_string(),
+                },
                 d.ifindex,
                 d.events
             )?;
@@ -531,12 +730,16 @@ pub fn render(c: &Comparison, runs: &[ModeRun], title: &str) -> anyhow::Result<S
     if !c.skipped.is_empty() {
         write!(out, r##"<a href="#skipped">skipped</a>"##)?;
     }
+    if c.modes.iter().any(|m| m.journeys.is_some()) {
+        write!(out, r##"<a href="#ladders">hop ladders</a>"##)?;
+    }
     write!(out, r##"<a href="#matrix">functions</a><a href="#vs-normal">vs normal</a>"##)?;
     for m in &c.modes {
         write!(out, r##"<a href="#{}">{}</a>"##, escape(&mode_id(&m.mode)), escape(&m.mode))?;
     }
     writeln!(out, "</nav>")?;
     summary(&mut out, c)?;
+    ladders_overview(&mut out, c)?;
     legend(&mut out)?;
     matrix(&mut out, c)?;
     vs_baseline(&mut out, c)?;
@@ -587,6 +790,40 @@ mod tests {
     }
 
     #[test]
+    fn page_has_the_drops_with_their_hints() {
+        let run = crate::render::tables::tests::dropping_run();
+        let c = Comparison::new(vec![ModeReport::from_run(&run, 10)], Vec::new());
+        let page = render(&c, &[run], "t").unwrap();
+        assert!(page.contains(r#"<h3 class="drops">Drops (4)</h3>"#), "{page}");
+        assert!(page.contains("<td><code>NETFILTER_DROP</code></td><td><code>nft_do_chain+0x46f</code></td><td><code>veth1a2b(server)@host</code></td>"));
+        assert!(page.contains("DOCKER-ISOLATION"));
+        assert!(page.contains("<th>drops</th>"));
+    }
+
+    #[test]
+    fn page_has_ladders_and_waterfalls() {
+        let mut with = runs();
+        with[1].journeys = Some(ladders::tests::report(1500));
+        let mut j = ladders::tests::report(900);
+        j.directions[0].hops[1].dev = "<evil>".into();
+        with[0].journeys = Some(j);
+        let page = render(&comparison(&with), &with, "t").unwrap();
+        assert!(page.contains(r##"<a href="#ladders">hop ladders</a>"##));
+        assert!(page.contains(r#"<section id="ladders">"#));
+        // One waterfall per direction of the two modes with journeys.
+        assert_eq!(page.matches(r#"<svg class="waterfall""#).count(), 4);
+        assert!(page.contains("dtpa@9</code> +1.5 µs"), "side by side");
+        assert!(page.contains("&lt;evil&gt;@9") && !page.contains("<evil>"));
+        let start = page.find(r#"<svg class="waterfall""#).unwrap();
+        let svg = &page[start..start + page[start..].find("</svg>").unwrap() + 6];
+        ladders::tests::balanced(svg).unwrap();
+        assert!(page.contains("Other paths: other data paths 3, ARP 2, handshake 3, retransmits 0"));
+        let bare = runs();
+        let plain = render(&comparison(&bare), &bare, "t").unwrap();
+        assert!(!plain.contains("id=\"ladders\"") && !plain.contains("waterfall\""));
+    }
+
+    #[test]
     fn page_has_every_section_and_escapes_data() {
         let runs = runs();
         let page = render(&comparison(&runs), &runs, "Docker & modes").unwrap();
@@ -609,6 +846,40 @@ mod tests {
         assert!(page
             .contains(r#"<code class="fn dp" style="--c: rgb(66,133,244)" title="veth">veth_xmit</code>"#));
         assert!(page.contains("<code class=\"fn\">ip_output</code> → "));
+    }
+
+    #[test]
+    fn the_summary_has_untraced_figures_and_the_tracer_cost() {
+        let mut runs = runs();
+        // bridge: 20 msg/s traced, 40 untraced, 2 events per message.
+        let rtt = RttSummary { p50: 25.0, p99: 45.0, max: 50.0, mean: 26.0, samples: 40 };
+        runs[1].untraced = Some(WorkloadReport::new(Pattern::Echo, 1, 42, 40, 40 * 42, 1.0, Some(rtt)));
+        let page = render(&comparison(&runs), &runs, "t").unwrap();
+        let row = |mode: &str| {
+            let start = page.find(&format!(r##"<tr><td><a href="#mode-{mode}">"##)).unwrap();
+            page[start..start + page[start..].find("</tr>").unwrap()].to_owned()
+        };
+        let bridge = row("bridge");
+        // untraced msg/s, RTT p50; traced msg/s; kept; +µs/msg (1/20 − 1/40 s); +RTT p50; ns/event.
+        for cell in [
+            "<td>40.0</td>",
+            "<td>25.0</td>",
+            "<td>20.0</td>",
+            "<td>50%</td>",
+            "<td>+25000</td>",
+            "<td>+25.0</td>",
+            "<td>12500000</td>",
+        ] {
+            assert!(bridge.contains(cell), "{cell} not in {bridge}");
+        }
+        assert!(!bridge.contains(r#"class="phase""#), "{bridge}");
+        // normal has no untraced phase: its traced figures, marked as such.
+        assert!(row("normal").contains(r#"<td>10.0 <span class="phase""#), "{}", row("normal"));
+        assert!(page.contains("msg/s and RTT: the untraced phase, except normal"), "the note");
+        assert!(
+            page.contains("untraced (the workload alone, before tracing): 40.0 msg/s"),
+            "the mode's section"
+        );
     }
 
     #[test]

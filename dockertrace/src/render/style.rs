@@ -45,4 +45,8 @@ impl Style {
     pub fn red(&self, s: &str) -> String {
         self.paint("31", s)
     }
+    /// Drops: bold white on red, so that they stand out of the live stream.
+    pub fn alarm(&self, s: &str) -> String {
+        self.paint("1;97;41", s)
+    }
 }

@@ -1,6 +1,22 @@
 //! The end-of-run summary of a trace and the tracer's cost, as terminal text. Names that came
 //! from the kernel (device names) are shown with control characters escaped.
-use crate::{cost::TracerCost, decode::printable, render::style::Style, summary::TraceReport};
+use crate::{cost::TracerCost, counters::Counters, render::style::Style, summary::TraceReport};
+
+/// What following packets did and lost (None when journeys were off or saw nothing):
+/// journeys cut short by a full tracking array and a full hop histogram map are losses.
+pub fn journeys_line(c: &Counters) -> Option<String> {
+    if c.journeys == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "journeys: {} packets followed   cut short (tracking slot taken): {}   address reused: {}   freed: {}   headers unreadable: {} events",
+        c.journeys, c.journey_evicted, c.journey_reused, c.journey_ended, c.headers_unreadable
+    );
+    if c.hop_hist_full > 0 {
+        line.push_str(&format!("   hop histogram map full: {}", c.hop_hist_full));
+    }
+    Some(line)
+}
 
 /// The end-of-run summary as text.
 pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> String {
@@ -26,6 +42,17 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
         lost_line.push_str(&format!("   aggregation map full: {}", c.agg_full));
     }
     let _ = writeln!(s, "{}", if c.lost() > 0 { style.red(&lost_line) } else { style.green(&lost_line) });
+    if c.cbpf_accepted + c.cbpf_rejected + c.cbpf_followed > 0 {
+        let _ = writeln!(
+            s,
+            "pcap filter (in kernel): {} events matched   {} followed on a matched journey   {} rejected",
+            c.cbpf_accepted, c.cbpf_followed, c.cbpf_rejected
+        );
+    }
+    if let Some(line) = journeys_line(c) {
+        let bad = c.journey_evicted > 0 || c.hop_hist_full > 0;
+        let _ = writeln!(s, "{}", if bad { style.red(&line) } else { style.green(&line) });
+    }
     if !m.events.is_empty() {
         let _ = writeln!(s, "\n{}", style.bold("Events"));
         for e in &m.events {
@@ -35,7 +62,8 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
     if !m.devices.is_empty() {
         let _ = writeln!(s, "\n{}", style.bold("Devices (name@netns, ifindex)"));
         for d in &m.devices {
-            let label = format!("{}@{} ({})", printable(&d.dev), d.netns, d.ifindex);
+            // `eth0@server`, `veth1a2b(server)@host`, `eth0@4026532290` (escaped).
+            let label = format!("{} ({})", d.label(), d.ifindex);
             let _ = writeln!(s, "  {label:<40} {:>10}", d.events);
         }
     }
@@ -66,6 +94,7 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
             let _ = writeln!(s, "  … and {}: {}", rest.len(), rest.join(" "));
         }
     }
+    s.push_str(&crate::render::tables::render_drops(&m.drops, style));
     if !r.attach.is_empty() {
         let _ = writeln!(s, "{}", style.dim(&format!("tracepoints attached as {}", r.attach)));
     }
@@ -79,6 +108,11 @@ pub fn render_summary(r: &TraceReport, style: Style, max_functions: usize) -> St
         s.push_str(&render_cost(cost, r.duration_s, style));
     }
     s
+}
+
+/// The hop ladders of the trace's packet journeys (empty without journeys).
+pub fn render_journeys(r: &TraceReport, style: Style) -> String {
+    r.summary.journeys.as_ref().map_or_else(String::new, |j| crate::render::ladders::render_ladders(j, style))
 }
 
 /// The tracer's own cost, and each program's with `--stats`.
@@ -166,6 +200,25 @@ mod tests {
     }
 
     #[test]
+    fn devices_show_names_once_known() {
+        let mut a = Aggregate::new(StackMode::Every);
+        let name: Arc<str> = Arc::from("net:netif_rx");
+        a.add(&crate::decode::TracedEvent::named("net:netif_rx").on(7, 2, "eth0"));
+        a.add(&crate::decode::TracedEvent::named(&name).on(1, 5, "veth1a2b"));
+        let mut r = TraceReport::new(&a, 1.0, Counters::default());
+        let text = render_summary(&r, Style::plain(), 5);
+        assert!(text.contains("eth0@7 (2)") && text.contains("veth1a2b@1 (5)"), "{text}");
+        let mut names = crate::names::Names::default();
+        names.add_netns(7, "server");
+        names.add_netns(1, "host");
+        names.add_peer(1, 5, "server");
+        r.summary.apply_names(&names);
+        let text = render_summary(&r, Style::plain(), 5);
+        assert!(text.contains("eth0@server (2)") && text.contains("veth1a2b(server)@host (5)"), "{text}");
+        assert_eq!(r.summary.devices.iter().find(|d| d.ifindex == 5).unwrap().key, "veth(server)@host");
+    }
+
+    #[test]
     fn cost_lines_show_share_and_programs() {
         let c = TracerCost {
             attach_s: 0.25,
@@ -193,5 +246,17 @@ mod tests {
         let first = text.lines().position(|l| l.contains("net:netif_rx ")).unwrap();
         let second = text.lines().position(|l| l.contains("netif_rx_entry")).unwrap();
         assert!(first < second, "costliest first");
+    }
+
+    #[test]
+    fn the_journeys_line_shows_what_tracking_saw_and_lost() {
+        assert_eq!(journeys_line(&Counters::default()), None);
+        let c = Counters { journeys: 10, journey_evicted: 2, journey_reused: 7, ..Default::default() };
+        let line = journeys_line(&c).unwrap();
+        assert!(
+            line.contains("10 packets followed") && line.contains("cut short (tracking slot taken): 2"),
+            "{line}"
+        );
+        assert!(line.contains("address reused: 7") && !line.contains("histogram"), "{line}");
     }
 }

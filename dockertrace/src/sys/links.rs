@@ -80,6 +80,45 @@ pub fn link_info(ns: Option<&Path>, dev: &str) -> Result<LinkInfo, LinkError> {
     })
 }
 
+/// Where a link's peer or lower device lives, when in another namespace: `ip` names it
+/// (`link-netns NAME`, a namespace in /var/run/netns) or gives its id as seen from this
+/// namespace (`link-netnsid N`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkNetns {
+    Name(String),
+    Id(i32),
+}
+
+/// The `link-netns`/`link-netnsid` of one line of `ip -o link show`.
+pub fn parse_link_netns(line: &str) -> Option<LinkNetns> {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        match w {
+            "link-netns" => return words.next().map(|n| LinkNetns::Name(n.to_owned())),
+            "link-netnsid" => return words.next()?.parse().ok().map(LinkNetns::Id),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Every device of the namespace at `ns` (None: dockertrace's own), as `ip -o link show`
+/// lists them, with where its peer lives when that is another namespace.
+pub fn all_links(ns: Option<&Path>) -> Result<Vec<(LinkInfo, Option<LinkNetns>)>, LinkError> {
+    let show = || Command::new("ip").args(["-o", "link", "show"]).output();
+    let out = match ns {
+        Some(p) => netns::run_in(p, show)?,
+        None => show(),
+    }
+    .map_err(|e| LinkError::Show { dev: "(all)".to_owned(), msg: format!("cannot run `ip`: {e}") })?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(LinkError::Show { dev: "(all)".to_owned(), msg });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().filter_map(|l| Some((parse_link_line(l)?, parse_link_netns(l)))).collect())
+}
+
 /// Checks that the kernel can create links of `kind` (bridge, macvlan, ipvlan), loading the
 /// module if needed, by creating one in a throwaway namespace (removed again).
 pub fn kernel_supports(kind: &str) -> Result<(), LinkError> {
@@ -174,6 +213,11 @@ mod tests {
         let l = parse_link_line("1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536").unwrap();
         assert_eq!((l.ifindex, l.name.as_str(), l.link), (1, "lo", None));
         assert_eq!(parse_link_line("garbage"), None);
+        let veth = "2: dtva@if2: <BROADCAST> mtu 1500 qdisc noqueue state UP\\    link/ether 7a:f8 brd ff:ff link-netns dt-vb1";
+        assert_eq!(parse_link_netns(veth), Some(LinkNetns::Name("dt-vb1".into())));
+        let docker = "7: veth1a2b@if2: <UP> mtu 1500 master docker0\\    link/ether 02:42 link-netnsid 3";
+        assert_eq!(parse_link_netns(docker), Some(LinkNetns::Id(3)));
+        assert_eq!(parse_link_netns("1: lo: <LOOPBACK> mtu 65536"), None);
     }
 
     #[test]
@@ -197,5 +241,7 @@ mod tests {
         let l = link_info(None, "lo").unwrap();
         assert_eq!((l.ifindex, l.link), (1, None));
         assert!(link_info(None, "no-such-dev7").unwrap_err().to_string().contains("no-such-dev7"));
+        let all = all_links(None).unwrap();
+        assert!(all.iter().any(|(l, n)| l.ifindex == 1 && l.name == "lo" && n.is_none()), "{all:?}");
     }
 }

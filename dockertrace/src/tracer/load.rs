@@ -3,10 +3,15 @@
 use std::time::Duration;
 
 use aya::{maps::HashMap as BpfHashMap, Btf, Ebpf, EbpfLoader};
-use dockertrace_common::{KernelLayout, Settings, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE, STACKS_SAMPLE};
+use dockertrace_common::{
+    capture::{CbpfInsn, CBPF_MAX},
+    journey::JOURNEY_GAP_NS,
+    KernelLayout, Settings, FILTER_CBPF, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE, STACKS_SAMPLE,
+};
 
 use super::TraceOptions;
 use crate::{
+    capture::CaptureOptions,
     errors::chain,
     filter::Filter,
     stacks::{StackMode, ADAPT_FIRST, ADAPT_TAIL, ADAPT_WINDOW},
@@ -74,8 +79,9 @@ fn raise_memlock() {
 
 /// The programs' read-only settings for `opts`.
 pub(super) fn settings(opts: &TraceOptions) -> Settings {
+    let filter = opts.capture.as_ref().and_then(|c| c.filter.as_ref());
     Settings {
-        filters: opts.filter.flags(),
+        filters: opts.filter.flags() | if filter.is_some() { FILTER_CBPF } else { 0 },
         stacks: match opts.stacks {
             StackMode::Sample(n) => n.max(1),
             StackMode::Adaptive => ADAPT_TAIL,
@@ -91,9 +97,29 @@ pub(super) fn settings(opts: &TraceOptions) -> Settings {
         },
         wake_bytes: wake_bytes(opts.ring_bytes.unwrap_or(DEFAULT_RING_BYTES)),
         adapt_first: ADAPT_FIRST,
-        _pad: 0,
+        journeys: u32::from(opts.journeys),
         adapt_window_ns: ADAPT_WINDOW.as_nanos() as u64,
+        journey_gap_ns: JOURNEY_GAP_NS,
+        snaplen: opts.capture.as_ref().map_or(0, |c| c.snaplen),
+        cbpf_eth_len: filter.map_or(0, |f| f.eth.len() as u16),
+        cbpf_raw_len: filter.map_or(0, |f| f.raw.len() as u16),
     }
+}
+
+/// Writes the `--filter` programs into `CBPF_PROG` (Ethernet at 0, raw IP at `CBPF_MAX`).
+pub(super) fn fill_cbpf(ebpf: &mut Ebpf, capture: Option<&CaptureOptions>) -> Result<(), TraceError> {
+    let Some(f) = capture.and_then(|c| c.filter.as_ref()) else {
+        return Ok(());
+    };
+    let name = "CBPF_PROG";
+    let mut m: aya::maps::Array<_, CbpfInsn> =
+        aya::maps::Array::try_from(ebpf.map_mut(name).ok_or(TraceError::MissingMap(name))?)?;
+    for (base, prog) in [(0, &f.eth), (CBPF_MAX, &f.raw)] {
+        for (i, insn) in prog.iter().enumerate() {
+            m.set(base + i as u32, insn, 0)?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the object with its globals and map sizes, relocating against `btf` (the parse the

@@ -11,7 +11,11 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     Btf, Ebpf,
 };
-use dockertrace_common::{counter, AggKey, DevKey, NAME_LEN};
+use dockertrace_common::{
+    counter,
+    journey::{HopHist, HopKey, HOP_BUCKETS},
+    AggKey, DevKey, NAME_LEN,
+};
 
 mod load;
 
@@ -55,6 +59,10 @@ pub struct TraceOptions {
     pub aggregate: bool,
     /// How the tracepoints are attached (`--attach`).
     pub attach: AttachType,
+    /// Follow packets (`--no-journeys` turns it off): packet ids, hops, headers.
+    pub journeys: bool,
+    /// `--pcap` / `--filter`: load the capture programs (frame copy, in-kernel filter).
+    pub capture: Option<crate::capture::CaptureOptions>,
 }
 
 /// A loaded and attached tracer.
@@ -70,6 +78,8 @@ pub struct Tracer {
     /// How the tracepoints were attached (`tp_btf`, or each type with its count when mixed).
     pub attach: String,
     pub kallsyms: Arc<Kallsyms>,
+    /// The running kernel's drop reasons (`enum skb_drop_reason`), by value.
+    pub drop_reasons: Arc<crate::drops::DropReasons>,
     pub attach_time: Duration,
     maps: Option<RunMaps>,
     counters: PerCpuArray<MapData, u64>,
@@ -77,6 +87,8 @@ pub struct Tracer {
     agg: PerCpuHashMap<MapData, AggKey, u64>,
     /// Aggregate mode: device names.
     dev_names: BpfHashMap<MapData, DevKey, [u8; NAME_LEN]>,
+    /// Aggregate mode with journeys: hop-latency histograms per (previous hop, hop), per CPU.
+    hop_hist: PerCpuHashMap<MapData, HopKey, HopHist>,
     /// Whether the programs run in aggregate mode.
     pub aggregate: bool,
     /// When the kernel walks stacks.
@@ -118,12 +130,17 @@ impl Tracer {
         let started = Instant::now();
         let cpu_at_start = crate::cost::process_cpu();
         let tracefs = Tracefs::locate()?;
-        let (layout, mut tracepoints) = {
-            // dockertrace's own BTF reader: struct offsets and tracepoint prototypes.
+        let (layout, mut tracepoints, drop_reasons) = {
+            // dockertrace's own BTF reader: struct offsets, tracepoint prototypes and the
+            // names of the drop reasons.
             let kbtf = KernelBtf::from_sys()?;
-            (kbtf.kernel_layout()?, Tracepoints::plan(&tracefs, &kbtf, &opts.events, opts.attach)?)
+            (
+                kbtf.kernel_layout()?,
+                Tracepoints::plan(&tracefs, &kbtf, &opts.events, opts.attach, opts.journeys)?,
+                Arc::new(crate::drops::DropReasons::from_btf(&kbtf)),
+            )
         };
-        let mut datapath = opts.datapath.then(Datapath::plan);
+        let mut datapath = opts.datapath.then(|| Datapath::plan(opts.journeys));
 
         let mut catalog = Catalog::default();
         let mut programs = Vec::new();
@@ -136,6 +153,8 @@ impl Tracer {
                 .map_err(|e| log::debug!("eBPF logs unavailable: {e}"))
                 .ok();
             fill_filter_maps(&mut ebpf, &opts.filter)?;
+            load::fill_cbpf(&mut ebpf, opts.capture.as_ref())?;
+            tracepoints.capture = opts.capture.is_some();
             let env = AttachEnv { btf: btf.as_ref(), kallsyms: None };
             attach_family(&mut tracepoints, &mut ebpf, &env, &mut catalog, &mut programs)?;
             (ebpf, logger)
@@ -160,6 +179,7 @@ impl Tracer {
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
             agg: PerCpuHashMap::try_from(take_map(&mut ebpf, "AGG")?)?,
             dev_names: BpfHashMap::try_from(take_map(&mut ebpf, "DEV_NAMES")?)?,
+            hop_hist: PerCpuHashMap::try_from(take_map(&mut ebpf, "HOP_HIST")?)?,
             ebpf,
             catalog,
             attach: tracepoints.attach_summary(),
@@ -167,6 +187,7 @@ impl Tracer {
             tracepoint_errors: tracepoints.errors,
             probes: datapath.map(|d| d.status).unwrap_or_default(),
             kallsyms,
+            drop_reasons,
             attach_time: started.elapsed(),
             maps: Some(maps),
             aggregate: opts.aggregate,
@@ -238,6 +259,24 @@ impl Tracer {
         for item in self.agg.iter() {
             let (k, per_cpu) = item?;
             out.push((k, per_cpu.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    /// Aggregate mode with journeys: the kernel's log2 histograms of the time between two
+    /// consecutive hops of a journey, per (previous hop, hop, path class), summed over the CPUs
+    /// (bucket `i`: deltas in `[2^(i-1), 2^i)` ns, see `dockertrace_common::journey::hop_bucket`).
+    pub fn hop_pairs(&self) -> Result<Vec<(HopKey, [u64; HOP_BUCKETS])>, TraceError> {
+        let mut out = Vec::new();
+        for item in self.hop_hist.iter() {
+            let (k, per_cpu) = item?;
+            let mut sum = [0u64; HOP_BUCKETS];
+            for h in per_cpu.iter() {
+                for (s, &b) in sum.iter_mut().zip(h.buckets.iter()) {
+                    *s += u64::from(b);
+                }
+            }
+            out.push((k, sum));
         }
         Ok(out)
     }

@@ -222,6 +222,35 @@ impl Topology {
     }
 
     /// Sends exactly `n` echo messages from a to b.
+    /// Waits until neither end's device has sent or received a packet for 300 ms (TCP's last
+    /// FIN/ACKs can follow the echo's return, late under emulation), at most 10 s.
+    pub fn wait_quiet(&self) {
+        let packets = || {
+            [(&self.a, self.a_dev), (&self.b, self.b_dev)]
+                .iter()
+                .map(|(ns, dev)| {
+                    let out = std::process::Command::new("ip")
+                        .args(["-n", ns.name(), "-s", "-j", "link", "show", "dev", dev])
+                        .output()
+                        .expect("ip -s link");
+                    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    let s = &v[0]["stats64"];
+                    s["rx"]["packets"].as_u64().unwrap_or(0) + s["tx"]["packets"].as_u64().unwrap_or(0)
+                })
+                .collect::<Vec<_>>()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = packets();
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = packets();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     pub fn echo(&self, n: u64) -> WorkloadReport {
         let server = EchoServer::start_in(Some(&self.b.path()), "0.0.0.0");
         let mut args = ClientArgs::new(self.b_ip);
@@ -289,17 +318,28 @@ pub struct Traced {
     pub events: Vec<TracedEvent>,
 }
 
+/// A tracer on `events` with `filter`, a stack for every event, journeys on and the datapath
+/// probes off: kernels with kprobes (the VMs) would load and verify two programs per datapath
+/// function (entry and return) in every test, a third of an emulated VM's time; the tests of
+/// the datapath probes (`kernel_matrix`) turn them on with [`datapath_options`].
 pub fn options(events: &str, filter: Filter) -> TraceOptions {
     TraceOptions {
         events: EventSelector::parse(events).unwrap(),
         filter,
         stacks: StackMode::Every,
-        datapath: true,
+        datapath: false,
         ring_bytes: None,
         stack_map_entries: None,
         aggregate: false,
         attach: AttachType::Auto,
+        journeys: true,
+        capture: None,
     }
+}
+
+/// [`options`] with the datapath probes (kprobe/kretprobe, else fentry/fexit) on.
+pub fn datapath_options(events: &str, filter: Filter) -> TraceOptions {
+    TraceOptions { datapath: true, ..options(events, filter) }
 }
 
 /// Traces while `traffic` runs, then stops and returns what was seen.
@@ -414,3 +454,48 @@ impl Drop for Child {
 }
 
 pub mod runs;
+
+/// The workload's TCP data packets in `--json` lines (`port`: the echo server's), each as the
+/// devices its journey crossed in order, (netns, device name), repeats folded; with the
+/// number of distinct journeys seen. Events without a `packet` field are left out.
+pub fn data_journeys(events: &[serde_json::Value], port: u64) -> Vec<Vec<(u64, String)>> {
+    use std::collections::BTreeMap;
+    let mut by_packet: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
+    for e in events {
+        // Hops only: a return event (`returns_hop`) names its hop's packet but is no hop.
+        if let (Some(p), Some(_)) = (e["packet"].as_u64(), e["hop"].as_u64()) {
+            by_packet.entry(p).or_default().push(e);
+        }
+    }
+    let mut out = Vec::new();
+    for hops in by_packet.values_mut() {
+        hops.sort_by_key(|e| e["hop"].as_u64());
+        let data = hops.iter().any(|e| {
+            e["proto"] == "TCP"
+                && e["payload_len"].as_u64().unwrap_or(0) > 0
+                && (e["sport"].as_u64() == Some(port) || e["dport"].as_u64() == Some(port))
+        });
+        if !data {
+            continue;
+        }
+        let mut devs: Vec<(u64, String)> = Vec::new();
+        for e in hops.iter() {
+            let d = (e["netns"].as_u64().unwrap_or(0), e["dev"].as_str().unwrap_or("").to_owned());
+            if d.0 != 0 && devs.last() != Some(&d) {
+                devs.push(d);
+            }
+        }
+        out.push(devs);
+    }
+    out
+}
+
+/// For root tests whose runs share machine-wide state: `skipping: <reason>` and None where
+/// root tests cannot run, else the guard of `lock` (one run at a time within the binary).
+pub fn serial(lock: &'static std::sync::Mutex<()>) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if let Some(r) = skip_reason() {
+        eprintln!("skipping: {r}");
+        return None;
+    }
+    Some(lock.lock().unwrap_or_else(|e| e.into_inner()))
+}

@@ -92,8 +92,11 @@ impl Stacks {
 #[serde(rename_all = "kebab-case")]
 pub enum Variant {
     Untraced,
-    /// dockertrace without options: streaming, adaptive stacks, the best attach type.
+    /// dockertrace without options: streaming, adaptive stacks, the best attach type, journeys.
     Default,
+    /// `--no-journeys`: the default without packet tracking (what journeys cost is the
+    /// difference to `Default`).
+    NoJourneys,
     /// `--attach X --stacks none`: the attach type's own cost, without stack walks.
     AttachTpBtf,
     AttachRawTp,
@@ -110,9 +113,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 11] = [
+    pub const ALL: [Variant; 12] = [
         Variant::Untraced,
         Variant::Default,
+        Variant::NoJourneys,
         Variant::AttachTpBtf,
         Variant::AttachRawTp,
         Variant::AttachPerf,
@@ -126,9 +130,10 @@ impl Variant {
 
     /// The smoke run's variants: every code path once (an untraced run, dockertrace with and
     /// without --attach and --stacks, the coverage pair, aggregate, both external tracers).
-    const SMOKE: [Variant; 8] = [
+    const SMOKE: [Variant; 9] = [
         Variant::Untraced,
         Variant::Default,
+        Variant::NoJourneys,
         Variant::AttachRawTp,
         Variant::StacksEvery,
         Variant::StacksAdaptive,
@@ -150,7 +155,8 @@ impl Variant {
     pub fn label(self) -> String {
         match self {
             Variant::Untraced => "untraced".into(),
-            Variant::Default => "dockertrace (default: streaming, adaptive stacks)".into(),
+            Variant::Default => "dockertrace (default: streaming, adaptive stacks, journeys)".into(),
+            Variant::NoJourneys => "dockertrace --no-journeys".into(),
             Variant::AttachTpBtf => "dockertrace --attach tp_btf --stacks none".into(),
             Variant::AttachRawTp => "dockertrace --attach raw_tp --stacks none".into(),
             Variant::AttachPerf => "dockertrace --attach perf --stacks none".into(),
@@ -169,6 +175,10 @@ impl Variant {
         match self {
             Variant::Untraced | Variant::Perf | Variant::Bpftrace => Ok(vec!["--untraced"]),
             Variant::Default => Ok(vec![]),
+            Variant::NoJourneys if caps.journeys_flag => Ok(vec!["--no-journeys"]),
+            Variant::NoJourneys => {
+                Err("this dockertrace has no --no-journeys (no journeys to turn off)".into())
+            }
             Variant::AttachTpBtf => attach("tp_btf"),
             Variant::AttachRawTp => attach("raw_tp"),
             Variant::AttachPerf => attach("perf"),
@@ -185,6 +195,11 @@ struct Caps {
     /// `--stacks every|adaptive|none|sample:N`. A binary from before it knows `--no-stacks`
     /// and every-stack as its default, and has no adaptive stacks.
     stacks_flag: bool,
+    /// `--no-journeys` (binaries from before packet journeys have none).
+    journeys_flag: bool,
+    /// `--no-untraced`: a binary with it runs an untraced phase before each traced one unless
+    /// told not to; the bench runs its untraced variant itself, interleaved.
+    no_untraced_flag: bool,
 }
 
 impl Caps {
@@ -197,7 +212,14 @@ impl Caps {
         let stacks_flag = help
             .split_whitespace()
             .any(|w| w.trim_end_matches(',') == "--stacks" || w.starts_with("--stacks="));
-        Ok(Caps { stacks_flag })
+        let journeys_flag = help.split_whitespace().any(|w| w.trim_end_matches(',') == "--no-journeys");
+        let no_untraced_flag = help.split_whitespace().any(|w| w == "--no-untraced");
+        Ok(Caps { stacks_flag, journeys_flag, no_untraced_flag })
+    }
+
+    /// `--no-untraced` for a traced run of a binary that has it (the runs are the bench's own).
+    fn no_untraced(&self, options: &[&str]) -> Option<&'static str> {
+        (self.no_untraced_flag && !options.contains(&"--untraced")).then_some("--no-untraced")
     }
 
     fn stacks(&self, s: Stacks) -> Result<Vec<&'static str>, String> {
@@ -659,6 +681,7 @@ impl Bench<'_> {
         a.extend(["--duration".to_owned(), self.args.duration.to_string()]);
         a.extend(self.pin_args());
         a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a.extend(self.caps.no_untraced(extra).map(str::to_owned));
         Ok(a)
     }
 
@@ -955,7 +978,7 @@ mod tests {
     fn every_variant_has_a_label_and_smoke_takes_every_path() {
         let labels: std::collections::HashSet<String> = Variant::ALL.iter().map(|v| v.label()).collect();
         assert_eq!(labels.len(), Variant::ALL.len());
-        assert_eq!(Variant::ALL.iter().filter(|v| v.traced()).count(), 8);
+        assert_eq!(Variant::ALL.iter().filter(|v| v.traced()).count(), 9);
         for v in [
             Variant::Untraced,
             Variant::Perf,
@@ -970,15 +993,20 @@ mod tests {
 
     #[test]
     fn options_follow_the_binary() {
-        let new = Caps { stacks_flag: true };
+        let new = Caps { stacks_flag: true, journeys_flag: true, no_untraced_flag: true };
         assert_eq!(Variant::AttachPerf.options(&new).unwrap(), ["--attach", "perf", "--stacks", "none"]);
         assert_eq!(Variant::StacksAdaptive.options(&new).unwrap(), ["--stacks", "adaptive"]);
         assert!(Variant::Default.options(&new).unwrap().is_empty());
         assert_eq!(Variant::Bpftrace.options(&new).unwrap(), ["--untraced"]);
-        let old = Caps { stacks_flag: false };
+        assert_eq!(Variant::NoJourneys.options(&new).unwrap(), ["--no-journeys"]);
+        assert_eq!(new.no_untraced(&["--stacks", "none"]), Some("--no-untraced"));
+        assert_eq!(new.no_untraced(&["--untraced"]), None, "the two conflict");
+        let old = Caps { stacks_flag: false, journeys_flag: false, no_untraced_flag: false };
+        assert_eq!(old.no_untraced(&[]), None);
         assert_eq!(Variant::StacksNone.options(&old).unwrap(), ["--no-stacks"]);
         assert!(Variant::StacksEvery.options(&old).unwrap().is_empty());
         assert!(Variant::StacksAdaptive.options(&old).is_err());
+        assert!(Variant::NoJourneys.options(&old).is_err());
     }
 
     #[test]
