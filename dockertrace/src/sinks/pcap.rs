@@ -74,13 +74,12 @@ impl PcapSink {
 
     /// The interface of `ev`'s device for frames of `link`, described on first use.
     fn interface(&mut self, ev: &TracedEvent, link: u8) -> anyhow::Result<u32> {
-        let (netns, ifindex, name) = match &ev.dev {
-            Some(d) => (d.netns, d.ifindex, d.name.to_string()),
-            None => (0, 0, String::new()),
-        };
+        let (netns, ifindex) = ev.dev.as_ref().map_or((0, 0), |d| (d.netns, d.ifindex));
         if let Some(&id) = self.interfaces.get(&(netns, ifindex, link)) {
             return Ok(id);
         }
+        // A new interface (once per device): its name only now.
+        let name = ev.dev.as_ref().map(|d| d.name.to_string()).unwrap_or_default();
         let label = if ev.dev.is_none() {
             "?".to_owned()
         } else if self.names.is_empty() {
