@@ -109,11 +109,24 @@ impl Run {
             .collect()
     }
 
+    /// The names of the events on a device (for failure messages).
+    fn events_on(&self, netns: u64, dev: &str) -> BTreeSet<String> {
+        self.events
+            .iter()
+            .filter(|e| e["netns"].as_u64() == Some(netns) && e["dev"] == dev)
+            .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
     fn devices(&self) -> BTreeSet<(u64, String)> {
         self.events
             .iter()
-            // A drop without a device, kept for its followed journey (docs/drops.md).
-            .filter(|e| !(e["event"] == "skb:kfree_skb" && e["netns"] == 0))
+            .filter(|e| {
+                !support::device_less_by_design(
+                    e["event"].as_str().unwrap_or(""),
+                    e["netns"].as_u64().unwrap_or(0),
+                )
+            })
             .map(|e| (e["netns"].as_u64().unwrap(), e["dev"].as_str().unwrap().to_owned()))
             .collect()
     }
@@ -132,7 +145,12 @@ fn assert_workload_devices(r: &Run, host_devices: &[&str]) {
         if containers.contains(&netns) {
             assert_eq!(dev, "eth0", "container device");
         } else {
-            assert_eq!(netns, host_netns(), "event in a foreign namespace {netns} ({dev})");
+            assert_eq!(
+                netns,
+                host_netns(),
+                "event in a foreign namespace {netns} ({dev}): {:?}",
+                r.events_on(netns, &dev)
+            );
             assert!(host_devices.iter().any(|p| dev.starts_with(p)), "host device {dev} is not on the path");
         }
     }

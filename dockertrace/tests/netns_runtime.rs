@@ -102,8 +102,7 @@ impl Run {
         self.run.as_ref().map_or_else(BTreeSet::new, |r| {
             r.counts
                 .iter()
-                // A drop without a device, kept for its followed journey (docs/drops.md).
-                .filter(|c| !(c.event == "skb:kfree_skb" && c.netns == 0))
+                .filter(|c| !support::device_less_by_design(&c.event, u64::from(c.netns)))
                 .map(|c| (c.netns, c.dev.clone()))
                 .collect()
         })

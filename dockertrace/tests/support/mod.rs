@@ -455,6 +455,13 @@ impl Drop for Child {
 
 pub mod runs;
 
+/// Whether an event has no device by design: a drop of a followed journey whose skb had
+/// lost its device (docs/drops.md), or a clone link (`kretprobe:skb_clone` / `fexit:skb_clone`:
+/// the clone's address on its parent's hop, docs/journeys.md). Every other event names one.
+pub fn device_less_by_design(event: &str, netns: u64) -> bool {
+    netns == 0 && (event == "skb:kfree_skb" || event.ends_with(":skb_clone"))
+}
+
 /// The workload's TCP data packets in `--json` lines (`port`: the echo server's), each as the
 /// devices its journey crossed in order, (netns, device name), repeats folded; with the
 /// number of distinct journeys seen. Events without a `packet` field are left out.
