@@ -70,6 +70,12 @@ pub const PKT_END: u8 = 1 << 3;
 /// (`net_dev_start_xmit` → `net_dev_xmit`: the driver's `ndo_start_xmit`, such as `veth_xmit`;
 /// `netif_receive_skb_entry` → `_exit`: the whole receive path below the socket).
 pub const PKT_RETURN: u8 = 1 << 4;
+/// `Packet::flags`: the event's skb carried the packet inside a VXLAN tunnel (IPv4 UDP to
+/// port 4789, outer IPv4): the section describes the inner packet, and keeps the tunnel in the
+/// bytes an IPv4 address leaves free — outer source and destination in `saddr[4..8]` and
+/// `daddr[4..8]`, the VNI in `saddr[8..11]`, the outer UDP source port in `daddr[8..10]`
+/// (network byte order).
+pub const PKT_VXLAN: u8 = 1 << 5;
 
 /// `Packet::family`: headers unknown or not IP/ARP.
 pub const FAMILY_NONE: u8 = 0;

@@ -65,6 +65,11 @@ pub const FILTER_PORT: u32 = 1 << 3;
 /// `Settings::filters` bit (capture programs only): keep only packets the `--filter` program
 /// (`CBPF_PROG`) accepts, and the later hops of their journeys.
 pub const FILTER_CBPF: u32 = 1 << 4;
+/// `Settings::filters` bit: describe the packet inside a VXLAN tunnel (IPv4 UDP to port 4789)
+/// instead of the tunnel's datagram, so that its journey goes on across encapsulation (overlay
+/// runs, `trace --vxlan`). Not a filter: it keeps every event. Off, the verifier never sees
+/// the peel (a branch on a read-only setting it knows).
+pub const FILTER_VXLAN: u32 = 1 << 5;
 
 /// Run-time settings, a read-only global set by the loader.
 #[repr(C)]

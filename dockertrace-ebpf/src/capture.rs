@@ -11,11 +11,11 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated};
 use dockertrace_common::{
     capture::{Frame, CBPF_ACCEPT, CBPF_CONTINUE, CBPF_MAX, CBPF_REJECT, FRAME_MAX, LINK_ETHERNET, LINK_RAW},
-    counter, FILTER_CBPF,
+    counter, FILTER_CBPF, FILTER_VXLAN,
 };
 
 use crate::{
-    journey::{dt_headers, matches_journey},
+    journey::{dt_headers, matches_journey, vxlan},
     maps::{bump, layout, settings, CBPF, CBPF_PROG, FRAME},
 };
 
@@ -39,7 +39,12 @@ pub extern "C" fn dt_capture(skb: u64, meta: u64) -> u32 {
     }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if skb != 0 && matches_journey(skb, now, (dt_headers(skb, meta & 0x0000_ffff_ffff_ffff) >> 32) as u32) {
+    let mut parsed = if skb != 0 { dt_headers(skb, meta & 0x0000_ffff_ffff_ffff) } else { 0 };
+    if skb != 0 && settings().filters & FILTER_VXLAN != 0 {
+        // Encapsulated: the journey's fingerprint is the inner packet's.
+        parsed = vxlan(skb, parsed);
+    }
+    if skb != 0 && matches_journey(skb, now, (parsed >> 32) as u32) {
         bump(counter::CBPF_FOLLOWED);
         return 1;
     }

@@ -17,7 +17,7 @@ use dockertrace_common::{
     record::{Event, RecordHeader, EVENT_HAS_DEV, RECORD_EVENT, STACK_NONE, STACK_SKIPPED, STACK_SPILL_BASE},
     tracepoints::stack_shared,
     AdaptSlot, AggKey, DevKey, KernelLayout, Settings, ADAPT_SLOTS, FILTER_DEV, FILTER_NETNS, FILTER_PID,
-    FILTER_PORT, NAME_LEN, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE,
+    FILTER_PORT, FILTER_VXLAN, NAME_LEN, STACKS_ADAPTIVE, STACKS_EVERY, STACKS_NONE,
 };
 use network_types::{
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
@@ -25,7 +25,7 @@ use network_types::{
 };
 
 use crate::{
-    journey::{dt_headers, dt_journey, META_ENDS, META_HOP},
+    journey::{dt_headers, dt_journey, vxlan, META_ENDS, META_HOP},
     maps::{
         bump, settings, ADAPT, AGG, DEV_NAMES, EVENTS, FILTER_DEVS, FILTER_NETNS as NETNS_MAP, FILTER_PIDS,
         FRAME, PACKET_OUT, PENDING, STACKS, STACKS_SPILL,
@@ -329,10 +329,37 @@ pub extern "C" fn dt_section(skb: u64, kind: u32, dev: u64, now: u64, meta: u64)
         unsafe { *out = section };
         return class_in;
     }
-    // The headers, then the tracking: two global functions, one after the other.
-    let parsed = dt_headers(skb, meta & 0x0000_ffff_ffff_ffff);
+    let parsed = headers_of(skb, meta);
     let class = parsed & 0xff;
     dt_journey(skb, kind, dev, now, (parsed >> 32) | (class << 32) | (meta & META_ENDS))
+}
+
+/// The headers a journey is followed by (the inner packet's, in a VXLAN tunnel): `dt_headers`
+/// and the peel, one after the other. `meta` as for `dt_headers` (higher bits ignored).
+#[inline(always)]
+fn headers_of(skb: u64, meta: u64) -> u64 {
+    let mut parsed = dt_headers(skb, meta & 0x0000_ffff_ffff_ffff);
+    if settings().filters & FILTER_VXLAN != 0 {
+        parsed = vxlan(skb, parsed);
+    }
+    parsed
+}
+
+/// Whether a drop's skb is a journey being followed: its address is (`journey::followed`),
+/// and its headers are the journey's (`journey::matches_journey`). The address alone is not
+/// enough: an skb freed without a tracepoint (`__kfree_skb` after TCP has read it) leaves its
+/// slot live for the journey gap, and the next skb at that address — an IPv6 router
+/// solicitation on some other device — would pass as the workload's drop. The headers are read
+/// only for an address that is followed. `meta` as for `dt_headers`. A global function: the
+/// drop programs see a scalar.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn dt_followed_drop(skb: u64, now: u64, meta: u64) -> u32 {
+    if !crate::journey::followed(skb, now) {
+        return 0;
+    }
+    let parsed = headers_of(skb, meta);
+    u32::from(crate::journey::matches_journey(skb, now, (parsed >> 32) as u32))
 }
 
 /// Sends one event to userspace (already filtered), or counts it in aggregate mode. `shared`:

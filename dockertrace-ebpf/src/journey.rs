@@ -12,7 +12,7 @@ use dockertrace_common::{
     counter,
     journey::{
         hop_bucket, HopHist, HopKey, JourneySlot, Packet, FAMILY_ARP, FAMILY_IPV4, FAMILY_IPV6,
-        JOURNEY_LIVE_NS, JOURNEY_SLOTS, PKT_END, PKT_EVICTED, PKT_HEADERS, PKT_REUSED,
+        JOURNEY_LIVE_NS, JOURNEY_SLOTS, PKT_END, PKT_EVICTED, PKT_HEADERS, PKT_REUSED, PKT_VXLAN,
     },
     path_class as pc, KernelLayout, STACKS_ADAPTIVE,
 };
@@ -154,6 +154,66 @@ pub extern "C" fn dt_headers(skb: u64, meta: u64) -> u64 {
         class |= pc::IDLE;
     }
     (u64::from(fingerprint(out)) << 32) | u64::from(class)
+}
+
+/// VXLAN's UDP port (IANA; Docker's overlay driver and the netns overlay mode use it).
+const VXLAN_PORT: u16 = 4789;
+
+/// The packet inside a VXLAN tunnel (`FILTER_VXLAN`: overlay runs). Called after
+/// [`dt_headers`] with its result (`parsed`): when `PACKET_OUT` holds an IPv4 UDP datagram to
+/// port 4789 carrying a VXLAN frame (the I flag) with an IPv4 packet inside, it then describes
+/// the inner packet — the one the journey follows on both sides of the tunnel — and keeps the
+/// outer addresses, UDP source port and VNI in the bytes an IPv4 address leaves free
+/// (`PKT_VXLAN`); returns what `dt_headers` returns, for the inner packet. Any other packet:
+/// `parsed`, untouched.
+///
+/// A static function (not a global one), called by `dt_headers`' callers after it, only
+/// under `FILTER_VXLAN`: a read-only setting, so without it the verifier prunes the call and
+/// never walks the peel. 5.10 verifies every global function of a program, called or not, and
+/// under emulation the peel as a global function (or as a branch at the end of `dt_headers`)
+/// kept its verifier busy for minutes per program. Not from inside `dt_headers` either: kernels
+/// add up the stack frames of a whole call chain against 512 bytes, and the drop programs'
+/// chain has no room for a frame below it.
+#[inline(never)]
+pub fn vxlan(skb: u64, parsed: u64) -> u64 {
+    let Some(out) = PACKET_OUT.get_ptr_mut(0) else {
+        return parsed;
+    };
+    // SAFETY: this CPU's slot; programs do not nest on one CPU.
+    let p = unsafe { &mut *out };
+    if p.dport != VXLAN_PORT || p.l4 != IpProto::Udp as u8 || p.family != FAMILY_IPV4 {
+        return parsed;
+    }
+    // The outer IPv4 header, its UDP header, the VXLAN header (flags, 3 reserved bytes, VNI,
+    // 1 reserved byte), the inner Ethernet header (its EtherType at byte 12), the inner IP
+    // header. Nothing is kept across the inner parse: the tunnel's fields are read again after
+    // it (small reads, no buffer held) — kernels before 6.x count this frame, rounded up to
+    // 32 bytes, in a 512-byte budget for the whole call chain.
+    let start = network_start(skb as *const u8, layout(), pc::NET_IPV4);
+    let vihl: u8 = read(start);
+    let udp = start.wrapping_add(usize::from(vihl & 0x0f) * 4);
+    let flags: u8 = read(udp.wrapping_add(8));
+    let ethertype: u16 = read(udp.wrapping_add(16 + 12));
+    if flags & 0x08 == 0 || ethertype != u16::from_ne_bytes([0x08, 0x00]) {
+        return parsed;
+    }
+    *p = Packet::default();
+    let l4class = ip(udp.wrapping_add(16 + 14), false, p);
+    let idle = parsed as u8 & pc::IDLE;
+    if l4class == NOT_READ {
+        bump(counter::HEADERS_UNREADABLE);
+        return u64::from(pc::NET_IPV4 | idle);
+    }
+    p.flags |= PKT_HEADERS | PKT_VXLAN;
+    let outer_s: [u8; 4] = read(start.wrapping_add(12));
+    p.saddr[4..8].copy_from_slice(&outer_s);
+    let outer_d: [u8; 4] = read(start.wrapping_add(16));
+    p.daddr[4..8].copy_from_slice(&outer_d);
+    let vni: [u8; 4] = read(udp.wrapping_add(12));
+    p.saddr[8..11].copy_from_slice(&vni[..3]);
+    let sport: [u8; 2] = read(udp);
+    p.daddr[8..10].copy_from_slice(&sport);
+    (u64::from(fingerprint(p)) << 32) | u64::from(pc::NET_IPV4 | l4class | idle)
 }
 
 /// Ends the journey of an skb whose end event is not sent (not traced, or filtered out).

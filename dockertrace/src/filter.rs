@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dockertrace_common::{DevKey, FILTER_DEV, FILTER_NETNS, FILTER_PID, FILTER_PORT};
+use dockertrace_common::{DevKey, FILTER_DEV, FILTER_NETNS, FILTER_PID, FILTER_PORT, FILTER_VXLAN};
 
 use crate::sys::netns::{self, NetnsError};
 
@@ -61,6 +61,33 @@ pub struct Filter {
     pub pids: BTreeSet<u32>,
     /// Keep only TCP segments from or to this port.
     pub port: Option<u16>,
+    /// Not a filter: describe packets inside a VXLAN tunnel by their inner headers, so that
+    /// journeys go on through it (`FILTER_VXLAN`; overlay runs, `trace --vxlan`).
+    pub vxlan: bool,
+}
+
+/// The oldest kernel (major, minor) whose verifier takes the VXLAN peel (`Filter::vxlan`) in
+/// reasonable time: 5.10's walked it for minutes per program (under emulation in the kernel
+/// matrix; 6.1 and 6.12 take seconds).
+pub const VXLAN_PEEL_MIN_KERNEL: (u32, u32) = (6, 1);
+
+/// Whether the running kernel gets the VXLAN peel; Err: the one line that says why not.
+pub fn vxlan_peel_supported() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    vxlan_peel_supported_on(release.trim())
+}
+
+fn vxlan_peel_supported_on(release: &str) -> Result<(), String> {
+    let mut parts = release.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if version >= VXLAN_PEEL_MIN_KERNEL {
+        return Ok(());
+    }
+    let (major, minor) = VXLAN_PEEL_MIN_KERNEL;
+    Err(format!(
+        "VXLAN peel off on kernel {release} (its verifier takes minutes over it; {major}.{minor} or later): \
+         events on the underlay show the tunnel's UDP datagram, and a packet's journey starts anew at each end of the tunnel"
+    ))
 }
 
 impl Filter {
@@ -79,11 +106,15 @@ impl Filter {
         if self.port.is_some() {
             f |= FILTER_PORT;
         }
+        if self.vxlan {
+            f |= FILTER_VXLAN;
+        }
         f
     }
 
+    /// Keeps every event (`vxlan` is no filter).
     pub fn is_empty(&self) -> bool {
-        self.flags() == 0
+        self.flags() & !FILTER_VXLAN == 0
     }
 
     /// The same test the kernel applies, for events that userspace checks itself (tests, imports).
@@ -166,6 +197,14 @@ impl FilterSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vxlan_peel_needs_6_1() {
+        assert!(vxlan_peel_supported_on("6.1.0-57-amd64").is_ok());
+        assert!(vxlan_peel_supported_on("6.18.3").is_ok());
+        let e = vxlan_peel_supported_on("5.10.0-46-amd64").unwrap_err();
+        assert!(e.contains("5.10.0-46-amd64") && e.contains("6.1 or later"), "{e}");
+    }
 
     #[test]
     fn netns_spec_parsing() {

@@ -1074,6 +1074,7 @@ mod tests {
             ip_id: 7,
             payload_len: payload,
             op: 0,
+            tunnel: None,
         }
     }
 
@@ -1212,6 +1213,7 @@ mod tests {
             ip_id: 0,
             payload_len: 0,
             op,
+            tunnel: None,
         };
         feed(&mut j, &journey(next(), &REQUEST_PATH[..2], arp(1, CLIENT, SERVER), t(2), 1000));
         feed(&mut j, &journey(next(), &REQUEST_PATH[..2], arp(2, SERVER, CLIENT), t(3), 1000));

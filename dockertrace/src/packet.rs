@@ -8,6 +8,7 @@ use std::{
 
 use dockertrace_common::journey::{
     Packet, FAMILY_ARP, FAMILY_IPV4, FAMILY_IPV6, PKT_END, PKT_EVICTED, PKT_HEADERS, PKT_RETURN, PKT_REUSED,
+    PKT_VXLAN,
 };
 
 /// An event's place in its packet's journey.
@@ -83,6 +84,27 @@ pub struct Headers {
     pub payload_len: u16,
     /// ICMP type, or the ARP operation (1 request, 2 reply).
     pub op: u8,
+    /// The VXLAN tunnel the packet was inside at this hop (the underlay, between encap and
+    /// decap); the fields above describe the inner packet.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// A VXLAN tunnel's outer headers: IPv4 UDP to port 4789.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tunnel {
+    pub vni: u32,
+    /// The VTEPs: the outer source and destination.
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    /// The outer UDP source port (the flow's hash; the destination is 4789).
+    pub sport: u16,
+}
+
+impl fmt::Display for Tunnel {
+    /// `vxlan vni 4096 10.214.0.1 → 10.214.0.2`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vxlan vni {} {} → {}", self.vni, self.saddr, self.daddr)
+    }
 }
 
 pub const TCP: u8 = 6;
@@ -179,6 +201,9 @@ impl fmt::Display for Headers {
                 op => write!(f, "ARP op {op} {} → {}", self.saddr, self.daddr),
             };
         }
+        if let Some(t) = &self.tunnel {
+            write!(f, "{t} | inner ")?;
+        }
         let (s, d) = self.endpoints();
         write!(f, "{s} → {d} {}", self.proto_name())?;
         match self.proto {
@@ -206,6 +231,7 @@ pub fn sample_segment(seq: u32, ack: u32) -> Headers {
         ip_id: 5,
         payload_len: 42,
         op: 0,
+        tunnel: None,
     }
 }
 
@@ -258,6 +284,12 @@ fn headers(p: &Packet) -> Option<Headers> {
         ip_id: p.ip_id,
         payload_len: p.payload_len,
         op: p.op,
+        tunnel: (p.flags & PKT_VXLAN != 0 && family == Family::Ipv4).then(|| Tunnel {
+            vni: u32::from_be_bytes([0, p.saddr[8], p.saddr[9], p.saddr[10]]),
+            saddr: Ipv4Addr::new(p.saddr[4], p.saddr[5], p.saddr[6], p.saddr[7]),
+            daddr: Ipv4Addr::new(p.daddr[4], p.daddr[5], p.daddr[6], p.daddr[7]),
+            sport: u16::from_be_bytes([p.daddr[8], p.daddr[9]]),
+        }),
     })
 }
 
@@ -285,6 +317,22 @@ mod tests {
         p.saddr[..4].copy_from_slice(&[10, 213, 0, 3]);
         p.daddr[..4].copy_from_slice(&[10, 213, 0, 2]);
         p
+    }
+
+    #[test]
+    fn a_vxlan_section_decodes_inner_headers_and_the_tunnel() {
+        let mut p = tcp_packet();
+        p.flags |= PKT_VXLAN;
+        p.saddr[4..11].copy_from_slice(&[10, 214, 0, 1, 0, 0x10, 0]);
+        p.daddr[4..10].copy_from_slice(&[10, 214, 0, 2, 0xc3, 0x50]);
+        let h = decode(&p).1.expect("headers");
+        let t = h.tunnel.expect("tunnel");
+        assert_eq!((t.vni, t.sport), (4096, 50000));
+        assert_eq!(
+            h.to_string(),
+            "vxlan vni 4096 10.214.0.1 → 10.214.0.2 | inner 10.213.0.3:41234 → 10.213.0.2:10000 TCP [P.] len 42"
+        );
+        assert!(decode(&tcp_packet()).1.unwrap().tunnel.is_none());
     }
 
     #[test]

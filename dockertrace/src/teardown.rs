@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::{
-    docker::Docker,
+    docker::{daemon::Engine2, Docker},
     sys::{
         links,
         netns::{self, IpError, Namespace, Removal},
@@ -18,6 +18,18 @@ pub enum Resource {
     Container(String),
     /// A Docker network, by name or id.
     Network(String),
+    /// A container of the engine listening on `socket` (the overlay mode's second engine).
+    ContainerOn { socket: PathBuf, name: String },
+    /// A swarm membership: `docker swarm leave --force` on the first engine (`None`) or on the
+    /// engine listening on this socket.
+    SwarmLeave(Option<PathBuf>),
+    /// A node of the first engine's swarm (a second engine that joined a swarm the run did not
+    /// create): `docker node rm --force`.
+    SwarmNode(String),
+    /// A second Docker engine, stopped by its pidfile.
+    Engine(Engine2),
+    /// The directories of a second engine (and of the run's swarm mark): removed.
+    EngineFiles(Engine2),
     /// A link in the host namespace (veth peers go with it).
     Link(String),
     /// A named network namespace (`ip netns add`): its links, routes, sysctls and iptables
@@ -37,6 +49,14 @@ impl Resource {
         match self {
             Resource::Container(c) => format!("container {c}"),
             Resource::Network(n) => format!("network {n}"),
+            Resource::ContainerOn { socket, name } => format!("container {name} of {}", socket.display()),
+            Resource::SwarmLeave(None) => "the first engine's swarm membership".into(),
+            Resource::SwarmLeave(Some(s)) => format!("the swarm membership of {}", s.display()),
+            Resource::SwarmNode(n) => format!("swarm node {n}"),
+            Resource::Engine(e) => format!("the second Docker engine of run {}", e.run),
+            Resource::EngineFiles(e) => {
+                format!("{} and {}", e.state_dir().display(), e.data_root().display())
+            }
             Resource::Link(l) => format!("link {l}"),
             Resource::Namespace(n) => format!("network namespace {n}"),
             Resource::Child(c) => format!("process {}", c.id()),
@@ -91,6 +111,26 @@ impl Teardown {
                     Some(d) => d.remove_network(&n).await.map_err(|e| e.to_string()),
                     None => Err("no connection to the Docker engine".into()),
                 },
+                Resource::ContainerOn { socket, name } => match remote(&socket).await {
+                    Ok(Some(d)) => d.remove_container(&name).await.map_err(|e| e.to_string()),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Resource::SwarmLeave(None) => match docker {
+                    Some(d) => d.leave_swarm().await.map_err(|e| e.to_string()),
+                    None => Err("no connection to the Docker engine".into()),
+                },
+                Resource::SwarmLeave(Some(socket)) => match remote(&socket).await {
+                    Ok(Some(d)) => d.leave_swarm().await.map_err(|e| e.to_string()),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Resource::SwarmNode(n) => match docker {
+                    Some(d) => d.remove_node(&n).await.map_err(|e| e.to_string()),
+                    None => Err("no connection to the Docker engine".into()),
+                },
+                Resource::Engine(e) => e.stop(None).map(drop),
+                Resource::EngineFiles(e) => e.remove_state(),
                 Resource::Link(l) => links::delete_link(&l).map_err(|e| e.to_string()),
                 Resource::Namespace(n) => netns::delete_namespace(&n).map_err(|e| e.to_string()),
                 Resource::Child(mut c) => {
@@ -125,6 +165,19 @@ impl Teardown {
     }
 }
 
+/// The engine on `socket`; `None` when it does not run (no socket, or nothing answers on it):
+/// then what it holds goes with its directories.
+async fn remote(socket: &std::path::Path) -> Result<Option<Docker>, String> {
+    if !socket.exists() {
+        return Ok(None);
+    }
+    match Docker::connect_socket(socket).await {
+        Ok(d) => Ok(Some(d)),
+        Err(crate::docker::DockerError::Unreachable { .. }) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Deletes an iptables rule; a rule that is not there (never inserted) is fine.
 fn delete_rule(chain: &str, rule: &[String]) -> Result<(), String> {
     let present = std::process::Command::new("iptables")
@@ -155,8 +208,15 @@ impl Drop for Teardown {
             return;
         }
         let mut rest = Teardown { items: std::mem::take(&mut self.items) };
-        let needs_docker =
-            rest.items.iter().any(|r| matches!(r, Resource::Container(_) | Resource::Network(_)));
+        let needs_docker = rest.items.iter().any(|r| {
+            matches!(
+                r,
+                Resource::Container(_)
+                    | Resource::Network(_)
+                    | Resource::SwarmLeave(None)
+                    | Resource::SwarmNode(_)
+            )
+        });
         let joined = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             Some(rt.block_on(async move {

@@ -135,19 +135,7 @@ impl Capture {
 
     /// Stops tcpdump (by its pid) and reads back the TCP data segments it captured.
     fn stop(mut self) -> Captured {
-        // tcpdump may lag behind the traffic (seconds, under QEMU's emulation while the host
-        // is busy): let it drain its buffer first, until the file stops growing for a second
-        // (at most 20 s).
-        let size = |f: &PathBuf| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let (mut last, mut since) = (size(&self.file), std::time::Instant::now());
-        while since.elapsed() < std::time::Duration::from_secs(1) && std::time::Instant::now() < give_up {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let now = size(&self.file);
-            if now != last {
-                (last, since) = (now, std::time::Instant::now());
-            }
-        }
+        support::wait_until_settled(&self.file);
         // tcpdump keeps SIGINT ignored when it was ignored on entry (as under the VMs' init):
         // then, after a grace period, SIGKILL. With -U every packet is already in the file.
         self.child.interrupt();

@@ -105,7 +105,7 @@ impl Run {
         self.stderr
             .lines()
             .filter_map(|l| l.split(" netns ").nth(1))
-            .filter_map(|n| n.trim().parse().ok())
+            .filter_map(|n| n.split_whitespace().next()?.parse().ok())
             .collect()
     }
 
@@ -329,9 +329,10 @@ fn bad_lan_options_fail_before_anything_is_created() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.trim().lines().count() == 1 && err.contains(needle), "{args:?}: {err}");
     }
-    let out = Command::new(support::runs::bin()).args(["--mode", "overlay"]).output().unwrap();
+    let out = Command::new(support::runs::bin()).args(["--mode", "overlay-remote"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ipvlan-l3"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ipvlan-l3") && err.contains("overlay-local"), "{err}");
 }
 
 /// Starts a long run and waits until its traced workload runs.
@@ -500,4 +501,202 @@ fn mode_all_compares_records_and_diffs() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("functions vanished: veth_xmit"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The local engine's swarm state (`docker info`): `inactive`, `active`, ….
+fn swarm_state() -> String {
+    let out =
+        Command::new("docker").args(["info", "--format", "{{.Swarm.LocalNodeState}}"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Why the overlay modes cannot run here (no second engine, a swarm in a state we cannot use).
+fn overlay_skip(two_engines: bool) -> Option<String> {
+    let has = |p: &str| {
+        Command::new("sh").args(["-c", &format!("command -v {p}")]).output().is_ok_and(|o| o.status.success())
+    };
+    if two_engines {
+        for p in ["dockerd", "nsenter"] {
+            if !has(p) {
+                return Some(format!("`{p}` is not installed: no second Docker engine"));
+            }
+        }
+    }
+    match swarm_state().as_str() {
+        "inactive" => None,
+        "active" => {
+            let out = Command::new("docker")
+                .args(["info", "--format", "{{.Swarm.ControlAvailable}}"])
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&out.stdout).trim() != "true")
+                .then(|| "the Docker engine is a swarm worker (the overlay modes need a manager)".into())
+        }
+        other => Some(format!("the Docker engine's swarm is {other}")),
+    }
+}
+
+/// A run that could not build the overlay on this machine names why in its last line:
+/// returns it (the test then skips, after checking nothing was left).
+fn overlay_impossible(r: &Run) -> Option<String> {
+    let line = r.stderr.lines().last().unwrap_or_default().to_owned();
+    (r.code == 1
+        && !docker_required()
+        && (line.contains("CONFIG_VXLAN") || line.contains("is not installed")))
+    .then_some(line)
+}
+
+/// Nothing of an overlay run remains: no container, network or tagged link (as for every
+/// mode), no second engine or its files, no namespace of ours, the swarm as before (and no
+/// docker_gwbridge when there was no swarm).
+fn assert_overlay_left_nothing(swarm_before: &str) {
+    assert_nothing_left();
+    assert_eq!(swarm_state(), swarm_before, "the swarm state changed");
+    if swarm_before == "inactive" {
+        let out = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", "name=docker_gwbridge"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "docker_gwbridge left behind");
+    }
+    let engines: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("/run/dockertrace/"))
+        .collect();
+    assert!(engines.is_empty(), "processes of a second engine left: {engines:?}");
+    let dirs: Vec<_> = std::fs::read_dir("/run/dockertrace")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    assert!(dirs.is_empty(), "second engines' state left: {dirs:?}");
+    let data: Vec<_> =
+        std::fs::read_dir("/var/lib/dockertrace").into_iter().flatten().flatten().map(|e| e.path()).collect();
+    assert!(data.is_empty(), "second engines' data left: {data:?}");
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let ns = String::from_utf8_lossy(&ns.stdout);
+    assert!(!ns.lines().any(|l| l.contains("-host2")), "namespaces left: {ns}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("/dockertrace/"), "mounts left under dockertrace's directories");
+}
+
+#[test]
+fn overlay_mode_crosses_vxlan_between_two_engines() {
+    let _serial = docker_skip!();
+    if let Some(r) = overlay_skip(true) {
+        eprintln!("skipping: {r}");
+        return;
+    }
+    let before = swarm_state();
+    let r = run_mode("overlay", &["--port", "10034"]);
+    if let Some(line) = overlay_impossible(&r) {
+        assert_overlay_left_nothing(&before);
+        eprintln!("skipping: overlay: {line}");
+        return;
+    }
+    assert_common(&r);
+    assert_overlay_left_nothing(&before);
+    assert!(r.stack_has("vxlan_xmit") || r.stack_has("vxlan_xmit_one"), "no vxlan_xmit in the stacks");
+    assert!(r.stack_has("vxlan_rcv"), "no vxlan_rcv in the stacks");
+    // Both hosts' sides: the underlay's ends, both engines' sandboxes, both containers.
+    let devs = r.devices();
+    let host = host_netns();
+    assert!(devs.iter().any(|(ns, d)| *ns == host && d.starts_with("dt") && d.ends_with("u0")), "{devs:?}");
+    assert!(devs.iter().any(|(ns, d)| *ns != host && d.starts_with("dt") && d.ends_with("u1")), "{devs:?}");
+    let vxlans: BTreeSet<u64> = devs.iter().filter(|(_, d)| d.starts_with("vx")).map(|(ns, _)| *ns).collect();
+    assert_eq!(vxlans.len(), 2, "a VXLAN device in each engine's sandbox: {devs:?}");
+    assert!(r.stderr.contains("second engine: dockerd"), "{}", r.stderr);
+    assert_eq!(r.container_netns().len(), 2, "{}", r.stderr);
+}
+
+#[test]
+fn overlay_local_mode_bridges_in_one_sandbox() {
+    let _serial = docker_skip!();
+    if let Some(r) = overlay_skip(false) {
+        eprintln!("skipping: {r}");
+        return;
+    }
+    let before = swarm_state();
+    let r = run_mode("overlay-local", &["--port", "10035"]);
+    if let Some(line) = overlay_impossible(&r) {
+        assert_overlay_left_nothing(&before);
+        eprintln!("skipping: overlay-local: {line}");
+        return;
+    }
+    assert_common(&r);
+    assert_overlay_left_nothing(&before);
+    // Both containers hang off the same br0 in the engine's overlay sandbox: it forwards
+    // between their veths, and the frames never reach the VXLAN device (no encapsulation on
+    // one host).
+    assert!(r.stack_has("__br_forward") && r.stack_has("veth_xmit"), "no bridging in the stacks");
+    assert!(!r.stack_has("vxlan_xmit") && !r.stack_has("vxlan_rcv"), "VXLAN on a single host?");
+    let containers = r.container_netns();
+    assert_eq!(containers.len(), 2, "{}", r.stderr);
+    let sandbox: BTreeSet<u64> = r
+        .devices()
+        .into_iter()
+        .filter(|(ns, _)| !containers.contains(ns))
+        .map(|(ns, d)| {
+            // (Seen once, not reproduced: an event on an `eth1` in a namespace that is
+            // neither container's; the run's notes name every namespace it traced.)
+            assert!(d.starts_with("veth"), "{d}@{ns}: not a sandbox port\n{}", r.stderr);
+            ns
+        })
+        .collect();
+    assert_eq!(sandbox.len(), 1, "one sandbox between the containers");
+    assert!(!sandbox.contains(&host_netns()));
+}
+
+#[test]
+fn overlay_local_needs_docker_on_the_netns_runtime() {
+    if let Some(r) = support::skip_reason() {
+        eprintln!("skipping: {r}");
+        return;
+    }
+    let _serial = serial();
+    let out = Command::new(support::runs::bin())
+        .args(["--mode", "overlay-local", "--runtime", "netns", "--duration", "1", "-q"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.lines().last().unwrap_or_default().contains("needs the Docker runtime"), "{err}");
+}
+
+#[test]
+fn sigint_mid_overlay_run_leaves_nothing_behind() {
+    let _serial = docker_skip!();
+    if let Some(r) = overlay_skip(true) {
+        eprintln!("skipping: {r}");
+        return;
+    }
+    let before = swarm_state();
+    let mut child = start_long_run("overlay");
+    child.interrupt();
+    let status = child.wait();
+    assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+    assert_overlay_left_nothing(&before);
+}
+
+#[test]
+fn cleanup_stops_the_second_engine_a_killed_overlay_run_left() {
+    let _serial = docker_skip!();
+    if let Some(r) = overlay_skip(true) {
+        eprintln!("skipping: {r}");
+        return;
+    }
+    let before = swarm_state();
+    let mut child = start_long_run("overlay");
+    child.kill(); // SIGKILL: the second engine, the swarm, the containers stay
+    let _ = child.wait();
+    let out = Command::new(support::runs::bin()).arg("cleanup").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 second Docker engine stopped"), "{stdout}");
+    assert_overlay_left_nothing(&before);
 }

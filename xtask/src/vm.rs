@@ -37,17 +37,21 @@ const VM_TESTS: &[(&str, &str)] = &[
     // --pcap and --filter through the netns runtime; the static build has no libpcap, so its
     // filter runs take tcpdump -ddd listings (docs/pcap.md).
     ("pcap", ""),
+    // The netns overlay: two hosts' VXLAN tunnel, against tcpdump on the underlay.
+    ("overlay", "journeys_cross_the_tunnel"),
 ];
 
 /// The test targets of the VMs' Docker part (`--docker`): the Docker-runtime mode tests, through
 /// Debian's Docker engine started by the VM's init: every Docker mode once (ipvlan-l2/-l3
 /// included), Ctrl-C mid-run, the engine's user errors. Left to the host (their logic does not
 /// depend on the kernel; each traced run costs ~40–60 s in an emulated VM): `--mode all` (the
-/// same modes again), the leftover cleanups after SIGKILL, and `normal` (no Docker).
+/// same modes again), the leftover cleanups after SIGKILL, `normal` (no Docker), and the
+/// overlay modes (a second engine and a swarm in an emulated VM: minutes; the netns overlay
+/// runs in the VMs instead, `tests/overlay.rs`).
 const DOCKER_VM_TESTS: &[(&str, &str)] = &[(
     "modes",
     "--skip mode_all --skip cleanup_removes_what_a_killed_run_left \
-     --skip the_next_run_removes_what_a_killed_run_left --skip normal_mode",
+     --skip the_next_run_removes_what_a_killed_run_left --skip normal_mode --skip overlay",
 )];
 
 /// The kernels of the Docker part in `cargo xtask test` and `vm-test` without `--docker`: the
@@ -70,7 +74,7 @@ const DOCKER_PROGRAMS: &[&str] = &[
 ];
 
 /// Modules loaded in each VM (dependencies are resolved from the modules themselves).
-const MODULES: &[&str] = &["veth", "bridge", "br_netfilter", "macvlan", "ipvlan", "dummy"];
+const MODULES: &[&str] = &["veth", "bridge", "br_netfilter", "macvlan", "ipvlan", "dummy", "vxlan"];
 
 /// QEMU and what it needs beyond a Debian 12 base: qemu-system-x86's dependencies that are not
 /// installed on the host are added to these.
@@ -1108,6 +1112,9 @@ fn initramfs(
     if let Ok(tcpdump) = fs::canonicalize("/usr/bin/tcpdump") {
         host_program(&mut files, &tcpdump, "usr/bin/tcpdump")?;
     }
+    // iproute2's `bridge` (the overlay mode's static forwarding entries).
+    let bridge = fs::canonicalize("/sbin/bridge").context("iproute2's bridge is not installed")?;
+    host_program(&mut files, &bridge, "sbin/bridge")?;
 
     // Modules, dependencies first.
     let available = kernel.module_files();

@@ -22,7 +22,10 @@ use dockertrace_common::{
 
 use crate::{
     capture::{dt_capture, CAP_HOP},
-    emit::{emit, pass_dev, pass_pid, pass_port, path_class, read_dev, read_skb, DevInfo, Fields},
+    emit::{
+        dt_followed_drop, emit, pass_dev, pass_pid, pass_port, path_class, read_dev, read_skb, DevInfo,
+        Fields,
+    },
     journey,
     maps::{bump, layout, settings, TP_CONFIG},
     pair,
@@ -275,7 +278,8 @@ fn deliver<C: StackIdContext, const DROP: bool, const CAP: bool>(
         // A drop belongs to the workload when its skb is a journey being followed (its device
         // is often gone by then), or, like any event, when it passes the filters.
         _ if DROP => (
-            journey::followed(f.skbaddr, now())
+            dt_followed_drop(f.skbaddr, now(), (f.pid_tgid & 0xffff_ffff) | (u64::from(f.protocol) << 32))
+                != 0
                 || (pass_pid(s, (f.pid_tgid >> 32) as u32)
                     && pass_dev(s, dev)
                     && pass_port(s, skb, layout())),

@@ -1,6 +1,7 @@
 //! `dockertrace cleanup`: removes what crashed runs left behind, recognized by dockertrace's
-//! label (containers, networks), link alias (host links) and name prefix (namespaces), whoever
-//! owns them (a run removes only what dead runs left; see `modes::leftovers`).
+//! label (containers, networks), link alias (host links), name prefix (namespaces) and state
+//! directory (the overlay mode's second Docker engines, stopped by their pidfile), whoever owns
+//! them (a run removes only what dead runs left; see `modes::leftovers`).
 use crate::{docker::Docker, modes::leftovers};
 
 pub fn run() -> anyhow::Result<()> {
@@ -20,6 +21,12 @@ pub fn run() -> anyhow::Result<()> {
     }
     counts.push(format!("{} links", removed.links));
     counts.push(format!("{} namespaces", removed.namespaces));
+    if removed.engines > 0 {
+        counts.push(match removed.engines {
+            1 => "1 second Docker engine stopped".to_owned(),
+            n => format!("{n} second Docker engines stopped"),
+        });
+    }
     println!("dockertrace: removed {}", counts.join(", "));
     Ok(())
 }

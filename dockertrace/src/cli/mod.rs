@@ -16,7 +16,8 @@ pub mod trace;
 /// kernel stack, and summarizes which kernel functions each packet went through.
 ///
 /// The main job, `dockertrace --mode MODE`, launches a TCP echo workload on that networking mode
-/// (normal, host, bridge, bridge-user, macvlan, ipvlan-l2, ipvlan-l3), traces only its packets,
+/// (normal, host, bridge, bridge-user, macvlan, ipvlan-l2, ipvlan-l3, overlay, overlay-local), traces
+/// only its packets,
 /// reports, and removes everything it created.
 #[derive(Parser, Debug)]
 #[command(

@@ -32,8 +32,9 @@ use crate::{
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Networking mode: normal (host processes over loopback), host, bridge, bridge-user,
-    /// macvlan, ipvlan-l2, ipvlan-l3; several comma-separated, or `all`, run one after another
-    /// with the same workload and are compared.
+    /// macvlan, ipvlan-l2, ipvlan-l3, overlay (VXLAN between two engines), overlay-local (one
+    /// engine's overlay network); several
+    /// comma-separated, or `all`, run one after another with the same workload and are compared.
     #[arg(short, long, value_name = "MODE[,MODE...]|all", required = true, value_parser = parse_modes)]
     pub mode: Option<ModeList>,
     /// Who builds the mode's topology: docker (containers and Docker networks) or netns (the

@@ -126,6 +126,11 @@ pub struct TraceArgs {
     /// Keep only TCP packets from or to this port (IPv4 and IPv6).
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+    /// Describe packets inside VXLAN tunnels (IPv4 UDP to port 4789) by their inner headers,
+    /// with the tunnel beside them, so that a packet stays one journey across encapsulation
+    /// (docs/journeys.md). On in `--mode overlay` runs.
+    #[arg(long)]
+    pub vxlan: bool,
     /// Save the counts and stacks to FILE (a recording, as `--mode … --record` writes; the run
     /// is labelled `trace`), for `dockertrace report` and `dockertrace diff`.
     #[arg(long, value_name = "FILE")]
@@ -241,7 +246,11 @@ impl TraceArgs {
             port: self.port,
         }
         .resolve()?;
-        self.tracing.options(filter)
+        let vxlan = self.vxlan
+            && crate::filter::vxlan_peel_supported()
+                .map_err(|why| eprintln!("dockertrace: --vxlan: {why}"))
+                .is_ok();
+        self.tracing.options(Filter { vxlan, ..filter })
     }
 }
 

@@ -119,6 +119,8 @@ pub struct NetworkSpec {
     /// Driver options, e.g. `parent`, `macvlan_mode`, `ipvlan_mode`.
     pub options: HashMap<String, String>,
     pub labels: HashMap<String, String>,
+    /// Overlay networks: standalone containers may join (`--attachable`).
+    pub attachable: bool,
 }
 
 /// A created network.
@@ -145,6 +147,19 @@ pub struct ContainerSpec {
     pub labels: HashMap<String, String>,
     /// The CPUs the container may run on (`cpuset_cpus`, e.g. `0` or `0-1`; None: all).
     pub cpuset: Option<String>,
+}
+
+/// An engine's swarm membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmState {
+    /// `inactive`, `pending`, `active`, `error`, `locked`.
+    pub state: String,
+    pub active: bool,
+    /// A manager (can create swarm networks and hand out join tokens).
+    pub manager: bool,
+    pub node_id: Option<String>,
+    /// The address the node advertises.
+    pub node_addr: Option<String>,
 }
 
 /// A running container.
@@ -186,6 +201,140 @@ impl Docker {
             }
             Err(e) => Err(unreachable(chain(&e))),
         }
+    }
+
+    /// Connects to the engine listening on the unix socket `path` (a second engine dockertrace
+    /// started) and negotiates the API version.
+    pub async fn connect_socket(path: &std::path::Path) -> Result<Docker, DockerError> {
+        let host = format!("unix://{}", path.display());
+        let unreachable = |reason: String| DockerError::Unreachable { host: host.clone(), reason };
+        let api = Api::connect_with_unix(&host, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| unreachable(chain(&e)))?;
+        match api.negotiate_version().await {
+            Ok(api) => Ok(Docker { api }),
+            Err(e @ ApiError::DockerResponseServerError { .. }) => {
+                Err(api_error("negotiating the API version")(e))
+            }
+            Err(e) => Err(unreachable(chain(&e))),
+        }
+    }
+
+    /// Whether the engine answers (`/_ping`).
+    pub async fn ping(&self) -> bool {
+        self.api.ping().await.is_ok()
+    }
+
+    /// The engine's swarm membership (`docker info`'s Swarm section).
+    pub async fn swarm_state(&self) -> Result<SwarmState, DockerError> {
+        let info = self.api.info().await.map_err(api_error("asking the engine's swarm state"))?;
+        let s = info.swarm.unwrap_or_default();
+        let state = s.local_node_state.map_or_else(String::new, |st| st.to_string());
+        Ok(SwarmState {
+            active: state == "active",
+            state: if state.is_empty() { "inactive".into() } else { state },
+            manager: s.control_available.unwrap_or(false),
+            node_id: s.node_id.filter(|n| !n.is_empty()),
+            node_addr: s.node_addr.filter(|a| !a.is_empty()),
+        })
+    }
+
+    /// `docker swarm init --advertise-addr ADDR --listen-addr ADDR:2377 --default-addr-pool
+    /// POOL --default-addr-pool-mask-length MASK`; returns the node id.
+    pub async fn init_swarm(&self, advertise: IpAddr, pool: &str, mask: u32) -> Result<String, DockerError> {
+        let request = bollard::models::SwarmInitRequest {
+            advertise_addr: Some(advertise.to_string()),
+            listen_addr: Some(format!("{advertise}:2377")),
+            default_addr_pool: Some(vec![pool.to_owned()]),
+            subnet_size: Some(mask),
+            ..Default::default()
+        };
+        self.api.init_swarm(request).await.map_err(api_error("initialising a swarm (docker swarm init)"))
+    }
+
+    /// The swarm's worker join token (managers only).
+    pub async fn worker_token(&self) -> Result<String, DockerError> {
+        let action = "asking the swarm's join token";
+        let s = self.api.inspect_swarm().await.map_err(api_error(action))?;
+        s.join_tokens.and_then(|t| t.worker).ok_or_else(|| DockerError::Unexpected {
+            action: action.into(),
+            detail: "no worker join token".into(),
+        })
+    }
+
+    /// `docker swarm join --token TOKEN --advertise-addr ADDR MANAGER` (as a worker).
+    pub async fn join_swarm(&self, manager: &str, advertise: IpAddr, token: &str) -> Result<(), DockerError> {
+        let request = bollard::models::SwarmJoinRequest {
+            advertise_addr: Some(advertise.to_string()),
+            listen_addr: Some(format!("{advertise}:2377")),
+            remote_addrs: Some(vec![manager.to_owned()]),
+            join_token: Some(token.to_owned()),
+            ..Default::default()
+        };
+        self.api.join_swarm(request).await.map_err(api_error(format!("joining the swarm of {manager}")))
+    }
+
+    /// `docker swarm leave --force`; an engine in no swarm is fine.
+    pub async fn leave_swarm(&self) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::default().force(true).build();
+        match self.api.leave_swarm(Some(options)).await.map_err(api_error("leaving the swarm")) {
+            Err(DockerError::Api { status: 503, .. }) => Ok(()),
+            Err(DockerError::Api { message, .. }) if message.contains("not part of a swarm") => Ok(()),
+            r => r,
+        }
+    }
+
+    /// `docker node rm --force NODE` (managers); a missing node is fine.
+    pub async fn remove_node(&self, node: &str) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::DeleteNodeOptions { force: true };
+        ok_if_not_found(
+            self.api
+                .delete_node(node, Some(options))
+                .await
+                .map_err(api_error(format!("removing node {node}"))),
+        )
+    }
+
+    /// Whether a network of that name (or id) exists.
+    pub async fn network_exists(&self, name: &str) -> Result<bool, DockerError> {
+        match self
+            .api
+            .inspect_network(name, None)
+            .await
+            .map_err(api_error(format!("inspecting network {name}")))
+        {
+            Ok(n) => Ok(n.name.as_deref() == Some(name) || n.id.as_deref() == Some(name)),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The id of network `name`.
+    pub async fn network_id(&self, name: &str) -> Result<String, DockerError> {
+        let action = format!("inspecting network {name}");
+        let n = self.api.inspect_network(name, None).await.map_err(api_error(action.clone()))?;
+        n.id.ok_or_else(|| DockerError::Unexpected { action, detail: "no network id".into() })
+    }
+
+    /// Copies `image` into the engine `to` (`docker save IMAGE | docker -H TO load`): no
+    /// registry needed.
+    pub async fn copy_image(&self, image: &str, to: &Docker) -> Result<(), DockerError> {
+        let mut tar = Vec::new();
+        let mut saved = self.api.export_image(image);
+        while let Some(chunk) = saved.next().await {
+            tar.extend_from_slice(&chunk.map_err(api_error(format!("saving image {image}")))?);
+        }
+        let options = bollard::query_parameters::ImportImageOptions { quiet: true, ..Default::default() };
+        let mut loaded = to.api.import_image(options, bollard::body_full(tar.into()), None);
+        while let Some(item) = loaded.next().await {
+            item.map_err(api_error(format!("loading image {image} into the second engine")))?;
+        }
+        if !to.image_exists(image).await? {
+            return Err(DockerError::Unexpected {
+                action: format!("loading image {image} into the second engine"),
+                detail: "the image is not there afterwards".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The engine's version and the API version in use, e.g. `20.10.24 (API 1.41)`.
@@ -287,6 +436,7 @@ impl Docker {
             ipam,
             options: Some(spec.options.clone()),
             labels: Some(spec.labels.clone()),
+            attachable: spec.attachable.then_some(true),
             ..Default::default()
         };
         let created = self.api.create_network(request).await.map_err(api_error(action.clone()))?;

@@ -69,6 +69,9 @@ pub async fn deploy(
     step: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<Deployment> {
     let image = workload_image(docker, req.image, step).await?;
+    if matches!(req.mode, Mode::Overlay | Mode::OverlayLocal) {
+        return super::docker_overlay::deploy(docker, req, &image, teardown, step).await;
+    }
     let mut found = Found {
         host_netns: netns::current_inode()?,
         filter: Filter::default(),
@@ -214,6 +217,7 @@ async fn network(
             create_network(docker, req, teardown, step, found).await
         }
         Mode::Normal => bail!("the normal mode runs without Docker"),
+        Mode::Overlay | Mode::OverlayLocal => unreachable!("deployed by docker_overlay"),
     }
 }
 
@@ -253,6 +257,7 @@ async fn create_network(
             gateway,
             options,
             labels: labels(run),
+            attachable: false,
         })
         .await?;
     if let Some(dev) = &info.bridge_dev {

@@ -9,10 +9,16 @@
 //! owners that no longer run, and says so in one line. Objects of a live owner, and objects
 //! without an owner record (older versions, other tools), are never touched by a run: `dockertrace
 //! cleanup` ([`remove_all`]) removes every tagged object, whoever owns it.
+//!
+//! The Docker overlay mode's second engine runs on after its run was killed: it is stopped by
+//! its pidfile (its containers removed and its swarm left first) before anything else, and
+//! after the first engine's containers and networks, the swarm the run initialised is left
+//! (and docker_gwbridge removed, when the run's swarm created it), then the engine's
+//! directories go (see [`Engine2`]).
 use std::collections::{BTreeSet, HashMap};
 
 use crate::{
-    docker::{Docker, LABEL_PID, LABEL_START},
+    docker::{daemon::Engine2, Docker, LABEL_PID, LABEL_START},
     sys::{
         links,
         netns::{self, NETNS_DIR},
@@ -31,11 +37,13 @@ pub struct Removed {
     pub networks: usize,
     pub links: usize,
     pub namespaces: usize,
+    /// Second Docker engines stopped (the overlay mode's).
+    pub engines: usize,
 }
 
 impl Removed {
     pub fn is_empty(&self) -> bool {
-        self.containers + self.networks + self.links + self.namespaces == 0
+        self.containers + self.networks + self.links + self.namespaces + self.engines == 0
     }
 
     /// `2 containers, 1 network, 3 links` (kinds with nothing removed are left out).
@@ -46,6 +54,7 @@ impl Removed {
             (self.networks, "network", "networks"),
             (self.links, "link", "links"),
             (self.namespaces, "namespace", "namespaces"),
+            (self.engines, "Docker engine", "Docker engines"),
         ]
         .iter()
         .filter(|(n, ..)| *n > 0)
@@ -76,6 +85,15 @@ pub fn owner_of_labels(labels: &HashMap<String, String>) -> Option<Owner> {
 pub async fn remove_dead_runs(docker: Option<&Docker>) -> anyhow::Result<Removed> {
     let mut removed = Removed::default();
     let dead = |o: &Owner| o.liveness() == Liveness::Gone;
+    let dead_runs: Vec<(String, Owner, std::path::PathBuf)> =
+        owner::states().into_iter().filter(|(_, o, _)| dead(o)).collect();
+    // Second engines first: their containers hold the overlay network of the first engine.
+    for (run, o, _) in &dead_runs {
+        if stop_engine(&Engine2::new(run)).await? {
+            removed.engines += 1;
+            removed.owners.insert(*o);
+        }
+    }
     if let Some(d) = docker {
         // Containers first: a network in use cannot be removed.
         for (id, labels) in d.containers_with_label(LABEL_PID).await? {
@@ -84,6 +102,11 @@ pub async fn remove_dead_runs(docker: Option<&Docker>) -> anyhow::Result<Removed
                 removed.containers += 1;
                 removed.owners.insert(o);
             }
+        }
+        // A swarm such a run initialised goes before the networks: its overlay network goes
+        // with it (a worker that vanished keeps it "in use" otherwise).
+        for (run, ..) in &dead_runs {
+            leave_swarm(&Engine2::new(run), d).await?;
         }
         for (id, labels) in d.networks_with_label(LABEL_PID).await? {
             if let Some(o) = owner_of_labels(&labels).filter(dead) {
@@ -103,16 +126,19 @@ pub async fn remove_dead_runs(docker: Option<&Docker>) -> anyhow::Result<Removed
             removed.owners.insert(o);
         }
     }
-    for (run, o, state) in owner::states() {
-        if !dead(&o) {
-            continue;
-        }
+    for (run, o, state) in dead_runs {
+        let engine = Engine2::new(&run);
+        // The swarm it initialised needs the Docker engine: without it, the state stays for a
+        // later run that has it.
+        let keep = engine.exists() && !finish_engine(&engine, docker).await?;
         let names = ROLES.map(|role| ns_name(&run, role));
         for ns in namespaces().into_iter().filter(|n| names.contains(n)) {
             netns::delete_namespace(&ns)?;
             removed.namespaces += 1;
         }
-        remove_file(&state)?;
+        if !keep {
+            remove_file(&state)?;
+        }
         removed.owners.insert(o);
     }
     Ok(removed)
@@ -124,8 +150,23 @@ pub async fn remove_dead_runs(docker: Option<&Docker>) -> anyhow::Result<Removed
 /// whoever owns them.
 pub async fn remove_all(docker: Option<&Docker>) -> anyhow::Result<Removed> {
     let mut removed = Removed::default();
+    let engines = Engine2::all();
+    for e in &engines {
+        removed.engines += usize::from(stop_engine(e).await?);
+    }
     if let Some(d) = docker {
-        (removed.containers, removed.networks) = d.remove_all_labelled().await?;
+        let containers = d.labelled_containers(None).await?;
+        for c in &containers {
+            d.remove_container(c).await?;
+        }
+        for e in &engines {
+            leave_swarm(e, d).await?;
+        }
+        let networks = d.labelled_networks(None).await?;
+        for n in &networks {
+            d.remove_network(n).await?;
+        }
+        (removed.containers, removed.networks) = (containers.len(), networks.len());
     }
     let linkset = links::tagged_links();
     for l in &linkset {
@@ -136,10 +177,57 @@ pub async fn remove_all(docker: Option<&Docker>) -> anyhow::Result<Removed> {
         netns::delete_namespace(&ns)?;
         removed.namespaces += 1;
     }
+    for e in &engines {
+        finish_engine(e, docker).await?;
+    }
     for (_, _, state) in owner::states() {
         remove_file(&state)?;
     }
     Ok(removed)
+}
+
+/// Stops the second engine of a run, if it runs: its containers removed and its swarm left
+/// first, when it answers. Returns whether it ran.
+async fn stop_engine(e: &Engine2) -> anyhow::Result<bool> {
+    if e.socket().exists() {
+        if let Ok(d) = Docker::connect_socket(&e.socket()).await {
+            // Containers only: the networks it sees are the first engine's swarm networks.
+            // It is stopped next whatever it answers (a worker cut off from its manager may
+            // not manage to leave).
+            for c in d.labelled_containers(None).await.unwrap_or_default() {
+                if let Err(err) = d.remove_container(&c).await {
+                    log::warn!("second engine of run {}: {err}", e.run);
+                }
+            }
+            if let Err(err) = d.leave_swarm().await {
+                log::warn!("second engine of run {}: {err}", e.run);
+            }
+        }
+    }
+    e.stop(None).map_err(anyhow::Error::msg)
+}
+
+/// Leaves the first engine's swarm when run `e` initialised it (its swarm mark): its overlay
+/// network and `ingress` go with it.
+async fn leave_swarm(e: &Engine2, docker: &Docker) -> anyhow::Result<()> {
+    if e.swarm_mark().is_some() {
+        docker.leave_swarm().await?;
+    }
+    Ok(())
+}
+
+/// After the first engine's containers and networks and its swarm ([`leave_swarm`]): removes
+/// docker_gwbridge when the run's swarm created it, then the run's engine directories.
+/// Without a connection to the first engine a swarm mark stays (false).
+async fn finish_engine(e: &Engine2, docker: Option<&Docker>) -> anyhow::Result<bool> {
+    if let Some(gwbridge) = e.swarm_mark() {
+        let Some(d) = docker else { return Ok(false) };
+        if gwbridge {
+            d.remove_network("docker_gwbridge").await?;
+        }
+    }
+    e.remove_state().map_err(anyhow::Error::msg)?;
+    Ok(true)
 }
 
 /// Names of the named network namespaces.

@@ -12,6 +12,7 @@ use crate::{
     workload::WorkloadReport,
 };
 
+pub mod docker_overlay;
 pub mod docker_runtime;
 pub mod faults;
 pub mod host;
@@ -37,10 +38,15 @@ pub enum Mode {
     IpvlanL2,
     /// An ipvlan network in L3 mode.
     IpvlanL3,
+    /// A VXLAN overlay network across two hosts (Docker's overlay driver): the server on one
+    /// host, the client on the other.
+    Overlay,
+    /// Docker's overlay network with both containers on one engine (the same host).
+    OverlayLocal,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 9] = [
         Mode::Normal,
         Mode::Host,
         Mode::Bridge,
@@ -48,6 +54,8 @@ impl Mode {
         Mode::Macvlan,
         Mode::IpvlanL2,
         Mode::IpvlanL3,
+        Mode::Overlay,
+        Mode::OverlayLocal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +67,8 @@ impl Mode {
             Mode::Macvlan => "macvlan",
             Mode::IpvlanL2 => "ipvlan-l2",
             Mode::IpvlanL3 => "ipvlan-l3",
+            Mode::Overlay => "overlay",
+            Mode::OverlayLocal => "overlay-local",
         }
     }
 
@@ -72,6 +82,8 @@ impl Mode {
             Mode::Macvlan => "two containers on a macvlan network (bridge mode)",
             Mode::IpvlanL2 => "two containers on an ipvlan network, L2 mode",
             Mode::IpvlanL3 => "two containers on an ipvlan network, L3 mode",
+            Mode::Overlay => "two containers on two hosts' engines, joined by a VXLAN overlay network",
+            Mode::OverlayLocal => "two containers on one engine's VXLAN overlay network (swarm scope)",
         }
     }
 
@@ -107,6 +119,7 @@ impl Mode {
             Mode::Macvlan => Some("macvlan"),
             Mode::IpvlanL2 | Mode::IpvlanL3 => Some("ipvlan"),
             Mode::Bridge | Mode::BridgeUser => Some("bridge"),
+            Mode::Overlay | Mode::OverlayLocal => Some("vxlan"),
             _ => None,
         }
     }
@@ -276,6 +289,9 @@ pub enum ClientPlace {
     Container(String),
     /// A process that enters the network namespace at this path first.
     Namespace(PathBuf),
+    /// `docker exec` in this container (id) of the engine listening on `socket` (the overlay
+    /// mode's second engine).
+    Engine { socket: PathBuf, id: String },
 }
 
 /// Which runtime builds the modes' topology (`--runtime`).
@@ -408,7 +424,13 @@ impl Runtime {
             (ClientPlace::Container(id), Runtime::Docker(d)) => {
                 docker_runtime::run_client(d, id, client_args).await
             }
-            (ClientPlace::Container(_), _) => anyhow::bail!("a container client needs the Docker runtime"),
+            (ClientPlace::Engine { socket, id }, Runtime::Docker(_)) => {
+                let d = Docker::connect_socket(socket).await?;
+                docker_runtime::run_client(&d, id, client_args).await
+            }
+            (ClientPlace::Container(_) | ClientPlace::Engine { .. }, _) => {
+                anyhow::bail!("a container client needs the Docker runtime")
+            }
             (ClientPlace::Host, _) => host::run_client(None, dep.workload_cpus.as_ref(), client_args).await,
             (ClientPlace::Namespace(p), _) => {
                 host::run_client(Some(p), dep.workload_cpus.as_ref(), client_args).await

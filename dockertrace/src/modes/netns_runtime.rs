@@ -6,7 +6,8 @@
 //!   machine's own namespace, links and firewall are never touched;
 //! - `dockertrace-<run>-server` and `dockertrace-<run>-client` stand in for the containers
 //!   (their device is called `eth0`, as in a container);
-//! - `normal` and `host` run both workload processes over the loopback of the host namespace.
+//! - `normal` and `host` run both workload processes over the loopback of the host namespace;
+//! - `overlay` builds two hosts instead of one (see [`overlay`]).
 //!
 //! The workload is this same binary, entering its namespace before exec and killed with
 //! dockertrace (PR_SET_PDEATHSIG). Deleting a namespace removes its links, routes, sysctls and
@@ -33,8 +34,9 @@ use crate::{
 /// Every namespace of the runtime is called `dockertrace-<run>-<role>`.
 pub const NS_PREFIX: &str = "dockertrace-";
 
-/// The roles of a run's namespaces.
-pub const ROLES: [&str; 3] = ["host", "server", "client"];
+/// The roles of a run's namespaces (`host1`, `host2`, `overlay1`, `overlay2`: the overlay
+/// mode's two hosts and their overlay namespaces).
+pub const ROLES: [&str; 7] = ["host", "server", "client", "host1", "host2", "overlay1", "overlay2"];
 
 /// The namespace of role `role` (`host`, `server`, `client`) of run `run_id`.
 pub fn ns_name(run_id: &str, role: &str) -> String {
@@ -61,6 +63,10 @@ pub fn describe(mode: Mode) -> &'static str {
         Mode::IpvlanL3 => {
             "server and client namespaces on ipvlan links (L3) over an isolated parent, no Docker"
         }
+        Mode::Overlay => {
+            "server and client namespaces on two hosts' br0 + vxlan0 (VNI 4096, UDP 4789, MTU 1450) over an underlay veth, no Docker"
+        }
+        Mode::OverlayLocal => "not built without Docker: overlay-local needs the Docker runtime (no Docker stand-in)",
     }
 }
 
@@ -78,7 +84,7 @@ fn create_ns(run_id: &str, role: &str, teardown: &mut Teardown) -> anyhow::Resul
 /// Records this process as the owner of run `run_id` (`/run/dockertrace/<run>.pid`), so that a
 /// later run can tell whether what this one left belongs to a dead run. Registered first, so
 /// the teardown removes it last.
-fn record_owner(run_id: &str, teardown: &mut Teardown) -> anyhow::Result<()> {
+pub(super) fn record_owner(run_id: &str, teardown: &mut Teardown) -> anyhow::Result<()> {
     let path = owner::state_file(run_id);
     teardown.push(Resource::File(path.clone()));
     owner::write_state(run_id, Owner::current())
@@ -116,7 +122,15 @@ pub fn deploy(
     step: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<Deployment> {
     let run = req.run_id;
+    if req.mode == Mode::OverlayLocal {
+        bail!(
+            "the overlay-local mode needs the Docker runtime (--runtime docker, its swarm overlay network); --runtime netns builds the two-host overlay only"
+        );
+    }
     record_owner(run, teardown)?;
+    if req.mode == Mode::Overlay {
+        return overlay(req, teardown, step);
+    }
     step(&format!("creating network namespace {}", ns_name(run, "host")));
     let h = create_ns(run, "host", teardown)?;
     let mut notes =
@@ -140,7 +154,7 @@ pub fn deploy(
         Mode::Macvlan | Mode::IpvlanL2 | Mode::IpvlanL3 => {
             vlan(req, &net, &h, [server, client], &mut filter, &mut notes, step)?
         }
-        Mode::Normal | Mode::Host => unreachable!("loopback modes returned above"),
+        Mode::Normal | Mode::Host | Mode::Overlay | Mode::OverlayLocal => unreachable!("returned above"),
     }
 
     let mut client_place = ClientPlace::Namespace(client.path());
@@ -327,6 +341,171 @@ fn vlan(
         notes.push(format!("{}: {addr} netns {} ({kind} {kmode} on {p0})", ns.name(), ns.inode()?));
     }
     Ok(())
+}
+
+/// The overlay's VXLAN network identifier (Docker's first overlay network gets 4096 too).
+pub const OVERLAY_VNI: u32 = 4096;
+/// The overlay's MTU: the underlay's 1500 minus VXLAN's 50 bytes (outer IPv4, UDP, VXLAN,
+/// inner Ethernet), as Docker sets it.
+pub const OVERLAY_MTU: u32 = 1450;
+
+/// A container's MAC address as Docker derives it from its IPv4 address: `02:42:` + the
+/// address's four bytes.
+fn docker_mac(ip: IpAddr) -> String {
+    let o = match ip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => [0, 0, 0, 0],
+    };
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// `overlay`: two hosts (`host1`, `host2`) joined by an underlay veth (`eth0` on both) with a
+/// free /24 of its own; on each host an overlay namespace (`overlay1`, `overlay2`) as Docker's
+/// overlay driver builds its sandbox: a bridge `br0` with the overlay's gateway address and a
+/// VXLAN device `vxlan0` (VNI 4096, UDP port 4789, MTU 1450, ARP proxy) created in the host —
+/// its UDP socket stays there — and moved into the overlay namespace; the peer's container as
+/// static neighbour and forwarding entries on `vxlan0`. The server's namespace is on host1's
+/// `br0`, the client's on host2's, each through a veth. Every packet between them crosses the
+/// tunnel: `vxlan_xmit` encapsulates it in host1 (or host2), the underlay carries UDP 4789,
+/// `vxlan_rcv` decapsulates it on the other host.
+fn overlay(
+    req: &DeployRequest<'_>,
+    teardown: &mut Teardown,
+    step: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Deployment> {
+    let run = req.run_id;
+    let net = Net::new(req)?;
+    let underlay = subnet::pick_subnet(&format!("{run}-underlay"), &[net.subnet])?;
+    let mut vteps = underlay.hosts();
+    let vtep = [vteps.next().context("underlay")?, vteps.next().context("underlay")?];
+    let mut spaces = Vec::new();
+    for role in ["host1", "host2", "overlay1", "overlay2", "server", "client"] {
+        step(&format!("creating network namespace {}", ns_name(run, role)));
+        spaces.push(create_ns(run, role, teardown)?);
+    }
+    let [h1, h2, o1, o2, server, client] = &spaces[..] else { unreachable!("six namespaces") };
+    let mut notes = vec![format!(
+        "runtime netns: {} and {} stand in for two Docker hosts, {} and {} for their overlay sandboxes",
+        h1.name(),
+        h2.name(),
+        o1.name(),
+        o2.name()
+    )];
+    // Journeys go on through the tunnel: the kernel describes encapsulated packets by their
+    // inner headers (where its verifier takes the peel in time).
+    let peel = crate::filter::vxlan_peel_supported();
+    let mut filter = Filter { vxlan: peel.is_ok(), ..Filter::default() };
+    if let Err(why) = peel {
+        notes.push(why);
+    }
+
+    step(&format!("creating the underlay between {} and {}", h1.name(), h2.name()));
+    h1.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", h2.name()])?;
+    for (h, addr) in [(h1, vtep[0]), (h2, vtep[1])] {
+        h.ip(&["addr", "add", &format!("{addr}/{}", underlay.prefix_len()), "dev", "eth0"])?;
+        h.ip(&["link", "set", "eth0", "up"])?;
+        filter.devs.insert(h.dev("eth0")?);
+    }
+    notes.push(format!(
+        "underlay {underlay}: eth0 of {} ({}) ↔ eth0 of {} ({})",
+        h1.name(),
+        vtep[0],
+        h2.name(),
+        vtep[1]
+    ));
+
+    let (gw, prefix, mtu, vni) =
+        (&net.gateway, &net.prefix, OVERLAY_MTU.to_string(), OVERLAY_VNI.to_string());
+    let sides = [(h1, o1, server, net.server, vtep[0], 's'), (h2, o2, client, net.client, vtep[1], 'c')];
+    for (h, o, ns, addr, local, tag) in sides {
+        step(&format!("creating br0 and vxlan0 in {}", o.name()));
+        o.ip(&["link", "add", "br0", "type", "bridge"])?;
+        o.ip(&["addr", "add", &format!("{gw}/{prefix}"), "dev", "br0"])?;
+        // Created in the host (the tunnel's UDP socket lives there), then moved, as Docker does.
+        let local = local.to_string();
+        h.ip(&[
+            "link",
+            "add",
+            "vxlan0",
+            "mtu",
+            &mtu,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            "4789",
+            "local",
+            &local,
+            "proxy",
+            "nolearning",
+        ])?;
+        h.ip(&["link", "set", "vxlan0", "netns", o.name()])?;
+        o.ip(&["link", "set", "vxlan0", "master", "br0"])?;
+        o.ip(&["link", "set", "vxlan0", "up"])?;
+        o.ip(&["link", "set", "br0", "up"])?;
+        let veth = format!("veth{}{tag}", net.short);
+        o.ip(&[
+            "link",
+            "add",
+            &veth,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        o.ip(&["link", "set", &veth, "master", "br0"])?;
+        o.ip(&["link", "set", &veth, "up"])?;
+        ns.ip(&["link", "set", "eth0", "mtu", &mtu, "address", &docker_mac(addr)])?;
+        ns.ip(&["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        for (key, dev) in [(o, "br0"), (o, "vxlan0"), (o, veth.as_str()), (ns, "eth0")] {
+            filter.devs.insert(key.dev(dev)?);
+        }
+        notes.push(format!(
+            "{}: {addr} netns {} on br0 of {} (vxlan0 VNI {vni} from {local}, MTU {mtu}; host end {veth})",
+            ns.name(),
+            ns.inode()?,
+            o.name()
+        ));
+    }
+    // Each side learns the other's container as Docker's overlay driver teaches it (its
+    // control plane, gossip, is not needed here): the neighbour (vxlan0 answers ARP for it) and
+    // the forwarding entry (its MAC is behind the other host's VTEP).
+    for (o, peer, remote) in [(o1, net.client, vtep[1]), (o2, net.server, vtep[0])] {
+        let (peer, mac, remote) = (peer.to_string(), docker_mac(peer), remote.to_string());
+        o.ip(&["neigh", "add", &peer, "lladdr", &mac, "dev", "vxlan0", "nud", "permanent"])?;
+        o.exec("bridge", &["fdb", "add", &mac, "dev", "vxlan0", "dst", &remote, "self", "permanent"])
+            .map_err(|e| anyhow::anyhow!("cannot add the overlay's forwarding entry in {}: {e}", o.name()))?;
+    }
+    notes.push(format!(
+        "overlay {} (VNI {vni}), gateway {gw} on each br0; static fdb + neighbour entries",
+        net.subnet
+    ));
+
+    let pid = host::spawn_server(Some(&server.path()), req.workload_cpus, "0.0.0.0", req.port, teardown)?;
+    notes.push(format!("server: process {pid} in {} on {}:{}", server.name(), net.server, req.port));
+    Ok(Deployment {
+        mode: req.mode,
+        server_ip: net.server,
+        filter,
+        notes,
+        client: ClientPlace::Namespace(client.path()),
+        workload_cpus: req.workload_cpus.cloned(),
+        names: role_names(&[
+            (h1, "host1"),
+            (h2, "host2"),
+            (o1, "overlay1"),
+            (o2, "overlay2"),
+            (server, "server"),
+            (client, "client"),
+        ]),
+    })
 }
 
 /// Address, link up and default route of a namespace's `eth0`.

@@ -122,6 +122,17 @@ fn push_headers(l: &mut Vec<u8>, h: &Headers) {
             push_int(l, "payload_len", h.payload_len);
         }
     }
+    if let Some(t) = &h.tunnel {
+        push_key(l, "tunnel");
+        push_str(l, b"vxlan");
+        push_int(l, "vni", t.vni);
+        push_key(l, "outer_saddr");
+        let _ = write!(l, "\"{}\"", t.saddr);
+        push_key(l, "outer_daddr");
+        let _ = write!(l, "\"{}\"", t.daddr);
+        push_int(l, "outer_sport", t.sport);
+        push_int(l, "outer_dport", 4789u16);
+    }
 }
 
 impl<W: Write> Sink for JsonSink<W> {

@@ -130,6 +130,8 @@ pub fn kernel_supports(kind: &str) -> Result<(), LinkError> {
     let ns = Namespace::create(&format!("dockertrace-probe-{}", std::process::id()))?;
     let created = if kind == "bridge" {
         ns.ip(&["link", "add", "p0", "type", "bridge"])
+    } else if kind == "vxlan" {
+        ns.ip(&["link", "add", "p0", "type", "vxlan", "id", "42", "dstport", "4789"])
     } else {
         ns.ip(&["link", "add", "p0", "type", "veth", "peer", "name", "p1"])?;
         let mut args = vec!["link", "add", "link", "p0", "name", "p2", "type", kind];
@@ -169,6 +171,34 @@ pub fn create_parent(run_id: &str) -> Result<String, LinkError> {
         ip(&["link", "set", dev, "up"])?;
     }
     Ok(p0)
+}
+
+/// Names of a run's underlay (the Docker overlay mode): a veth pair whose first end stays in
+/// the machine's namespace (the first engine's side) and whose second end is the second
+/// host's `eth0`-like link.
+pub fn underlay_names(run_id: &str) -> (String, String) {
+    let short: String = run_id.chars().take(8).collect();
+    (format!("dt{short}u0"), format!("dt{short}u1"))
+}
+
+/// Creates the underlay pair, both ends tagged with [`owner_alias`] and up; the second end is
+/// moved into the named namespace `netns` first (None: it stays here).
+pub fn create_underlay(run_id: &str, netns: Option<&str>) -> Result<(String, String), LinkError> {
+    let (u0, u1) = underlay_names(run_id);
+    let alias = owner_alias(run_id, Owner::current());
+    ip(&["link", "add", &u0, "type", "veth", "peer", "name", &u1])?;
+    for dev in [&u0, &u1] {
+        ip(&["link", "set", dev, "alias", &alias])?;
+    }
+    ip(&["link", "set", &u0, "up"])?;
+    match netns {
+        Some(ns) => {
+            ip(&["link", "set", &u1, "netns", ns])?;
+            ip(&["-n", ns, "link", "set", &u1, "up"])?;
+        }
+        None => ip(&["link", "set", &u1, "up"])?,
+    }
+    Ok((u0, u1))
 }
 
 /// Deletes a host link (its veth peer goes with it). A missing link is not an error.

@@ -382,6 +382,22 @@ impl Traced {
     }
 }
 
+/// Waits until the file a capture writes stops growing for a second (at most 20 s): tcpdump
+/// may lag behind the traffic (seconds, under QEMU's emulation while the host is busy), and
+/// is stopped only once it has drained its buffer.
+pub fn wait_until_settled(file: &Path) {
+    let size = || std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    let (mut last, mut since) = (size(), std::time::Instant::now());
+    while since.elapsed() < Duration::from_secs(1) && std::time::Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = size();
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        }
+    }
+}
+
 /// A child process we started, interrupted and reaped on drop (never left running).
 pub struct Child(Option<std::process::Child>);
 
