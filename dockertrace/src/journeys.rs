@@ -34,6 +34,7 @@ use dockertrace_common::{
 use crate::{
     decode::TracedEvent,
     packet::{tcp, Family, Headers, TCP, UDP},
+    packet_log::{LogStep, LoggedPacket, PacketLog},
 };
 
 /// A journey without a new hop for this long (ns, by the events' timestamps) is finished —
@@ -434,6 +435,8 @@ struct Folded {
     flows: FastMap<FlowKey, Seqs>,
     /// The signature being looked up (kept to spare an allocation per journey).
     sig: Vec<u32>,
+    /// TCP data packets, hop by hop, for `report --stitch` (steps filled in at the end).
+    log: PacketLog,
 }
 
 /// The accumulator of a run's journeys (see the module's documentation).
@@ -605,15 +608,35 @@ impl Journeys {
     }
 
     /// Finishes every journey and makes the report (None when no event had a hop).
-    pub fn finish(mut self) -> Option<JourneyReport> {
+    pub fn finish(self) -> Option<JourneyReport> {
+        self.finish_with_log().0
+    }
+
+    /// [`Journeys::finish`], and the log of the TCP data packets (None when there was none).
+    pub fn finish_with_log(mut self) -> (Option<JourneyReport>, Option<PacketLog>) {
         let rest: Vec<Live> = self.live.drain().map(|(_, j)| j).collect();
         for j in rest {
             self.folded.fold(j, &self.target, false);
         }
         if self.folded.journeys == 0 {
-            return None;
+            return (None, None);
         }
-        Some(self.report())
+        let report = self.report();
+        let mut log = std::mem::take(&mut self.folded.log);
+        if log.is_empty() {
+            return (Some(report), None);
+        }
+        log.steps = self
+            .steps
+            .iter()
+            .map(|s| LogStep {
+                event: s.event.to_string(),
+                dev: s.dev.clone(),
+                netns: s.netns,
+                ifindex: s.ifindex,
+            })
+            .collect();
+        (Some(report), Some(log))
     }
 
     fn report(&self) -> JourneyReport {
@@ -726,6 +749,38 @@ fn tallies(m: &BTreeMap<PathClass, u64>, always: &[PathClass]) -> Vec<PathTally>
 
 impl Folded {
     /// Folds one finished journey into the statistics.
+    /// Logs a whole TCP data journey (see [`PacketLog`]), whatever its direction.
+    fn log_packet(&mut self, j: &Live, h: &Headers) {
+        if !self.log.has_room() {
+            self.log.not_logged += 1;
+            return;
+        }
+        let mut at = 0u64;
+        let hops: Vec<(u32, u64)> = j
+            .hops
+            .iter()
+            .enumerate()
+            .map(|(i, hop)| {
+                if i > 0 {
+                    at += hop.delta_ns;
+                }
+                (hop.step, at)
+            })
+            .collect();
+        self.log.push(LoggedPacket {
+            saddr: h.saddr,
+            daddr: h.daddr,
+            sport: h.sport,
+            dport: h.dport,
+            seq: h.seq,
+            ack: h.ack,
+            len: h.payload_len,
+            // The last hop's event is the newest of the journey's.
+            t0_ns: j.last_ts.saturating_sub(at),
+            hops,
+        });
+    }
+
     fn fold(&mut self, mut j: Live, target: &Target, cut: bool) {
         self.journeys += 1;
         if cut {
@@ -740,6 +795,9 @@ impl Folded {
             *self.unassigned.entry(PathClass::NoHeaders).or_default() += 1;
             return;
         };
+        if gapless && j.clone_of.is_none() && !j.evicted && h.is_tcp() && classify(&h) == PathClass::Data {
+            self.log_packet(&j, &h);
+        }
         let Some(dir) = direction(&h, target) else {
             let class = if h.proto == TCP || h.proto == UDP { PathClass::OtherFlow } else { classify(&h) };
             *self.unassigned.entry(class).or_default() += 1;

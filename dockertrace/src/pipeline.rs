@@ -20,6 +20,7 @@ use crate::{
     counters::Counters,
     decode::{decode, Decoder, Device, KernelStr, Record, TracedEvent},
     journeys::{JourneyReport, Journeys, Target},
+    packet_log::PacketLog,
     stacks::StackCache,
     summary::TraceReport,
     tracer::Tracer,
@@ -67,6 +68,9 @@ pub struct Outcome {
     pub aggregate: Aggregate,
     /// The hop ladders of the packets' journeys (None without journeys).
     pub journeys: Option<JourneyReport>,
+    /// The TCP data packets hop by hop (None without journeys, in aggregate mode, or when
+    /// there was none).
+    pub packets: Option<PacketLog>,
 }
 
 /// Reads the tracer's events until `stop` resolves, then drains what is left and returns the
@@ -155,11 +159,11 @@ pub async fn run_following(
             }
         }
     };
-    let journeys = journeys.finish();
+    let (journeys, packets) = journeys.finish_with_log();
     finish(
         tracer,
         sinks,
-        Finished { agg, journeys, counters, started, decode_errors, stack_misses: stacks.misses },
+        Finished { agg, journeys, packets, counters, started, decode_errors, stack_misses: stacks.misses },
     )
 }
 
@@ -167,6 +171,7 @@ pub async fn run_following(
 struct Finished {
     agg: Aggregate,
     journeys: Option<JourneyReport>,
+    packets: Option<PacketLog>,
     /// The kernel's counters, read after the last event was taken.
     counters: Counters,
     started: Instant,
@@ -187,7 +192,7 @@ fn finish(tracer: &Tracer, sinks: &mut [&mut dyn Sink], f: Finished) -> anyhow::
     for s in sinks.iter_mut() {
         s.finish(&report)?;
     }
-    Ok(Outcome { report, aggregate: f.agg, journeys: f.journeys })
+    Ok(Outcome { report, aggregate: f.agg, journeys: f.journeys, packets: f.packets })
 }
 
 /// [`run_full`] in aggregate mode: ticks until `stop` resolves, then reads the kernel's counts
@@ -225,7 +230,15 @@ async fn run_aggregated(
     finish(
         tracer,
         sinks,
-        Finished { agg, journeys, counters, started, decode_errors: 0, stack_misses: stacks.misses },
+        Finished {
+            agg,
+            journeys,
+            packets: None,
+            counters,
+            started,
+            decode_errors: 0,
+            stack_misses: stacks.misses,
+        },
     )
 }
 

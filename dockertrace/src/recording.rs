@@ -87,6 +87,10 @@ pub struct ModeRun {
     /// (version 3; absent when there were none, and from older recordings).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drops: Vec<DropCount>,
+    /// The TCP data packets hop by hop, for `report --stitch` (version 3; absent in aggregate
+    /// mode, without journeys, and from older recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<crate::packet_log::PacketLog>,
 }
 
 /// Drops of one reason, at one location, on one device.
@@ -317,6 +321,7 @@ impl RunBuilder {
             names: Names::default(),
             journeys: None,
             drops: Vec::new(),
+            packets: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Outcome {
     pub names: Names,
     /// The hop ladders of the packets' journeys (None without journeys).
     pub journeys: Option<JourneyReport>,
+    /// The TCP data packets hop by hop, for `report --stitch`: `trace --record` keeps them
+    /// (a mode run's two ends are on one host; its recording stays small without them).
+    pub packets: Option<crate::packet_log::PacketLog>,
 }
 
 impl Session {
@@ -73,6 +76,7 @@ impl Session {
             aggregate: outcome.aggregate,
             names: Names::default(),
             journeys: outcome.journeys,
+            packets: outcome.packets,
         })
     }
 }

@@ -272,11 +272,24 @@ fn ctrl_c_ends_with_the_summary() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    std::thread::sleep(Duration::from_millis(2000));
+    // Ctrl-C once attached (before, the default handler ends the process: a busy machine took
+    // more than the 2 s this test once slept).
+    let mut err = std::io::BufReader::new(child.take_stderr());
+    let mut said = Vec::new();
+    while !String::from_utf8_lossy(&said).contains("attached") {
+        let n = std::io::BufRead::read_until(&mut err, b'\n', &mut said).unwrap();
+        assert!(n > 0, "dockertrace exited before attaching: {}", String::from_utf8_lossy(&said));
+    }
+    let drain = std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_end(&mut err, &mut said);
+        said
+    });
+    std::thread::sleep(Duration::from_millis(300));
     child.interrupt();
     let out = child.wait_output();
+    let said = drain.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&said));
     assert!(stdout.contains("dockertrace: ") && stdout.contains("lost: "), "{stdout}");
 }
 

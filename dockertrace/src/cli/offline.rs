@@ -21,6 +21,12 @@ pub struct ReportArgs {
     /// or one JSON document (docs/json-schema.md, "Summary").
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Join two hosts' recordings of the same traffic (`dockertrace trace --record` on each,
+    /// at the same time) into one journey per packet across both: the hosts' clock offset,
+    /// estimated from request/response pairs, and per direction one hop ladder with the wire
+    /// time between the hosts (docs/journeys.md, "Two machines"). Text or `--format json`.
+    #[arg(long)]
+    pub stitch: bool,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -35,11 +41,54 @@ fn load_runs(files: &[PathBuf]) -> anyhow::Result<Vec<ModeRun>> {
 
 /// `dockertrace report FILE...`
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    if args.stitch {
+        return stitch(&args);
+    }
     args.out.check()?;
     let runs = load_runs(&args.files)?;
     let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let title = format!("dockertrace: {}", names.join(", "));
     present_as(&runs, Vec::new(), &args.out, Style::for_stdout(), args.format, &title)
+}
+
+/// `dockertrace report --stitch A B`
+fn stitch(args: &ReportArgs) -> anyhow::Result<()> {
+    let [a, b] = args.files.as_slice() else {
+        anyhow::bail!("--stitch joins two recordings, one per host (got {})", args.files.len());
+    };
+    anyhow::ensure!(
+        args.out.svg.is_none() && args.out.html.is_none(),
+        "--stitch prints a ladder per direction (text or --format json); it writes no --svg or --html"
+    );
+    anyhow::ensure!(args.format != Format::Markdown, "--stitch prints text or --format json, not Markdown");
+    let load = |f: &PathBuf| -> anyhow::Result<(String, crate::packet_log::PacketLog, crate::names::Names)> {
+        let name = f.display().to_string();
+        let mut runs = Recording::load(f)?.runs;
+        anyhow::ensure!(
+            runs.len() == 1,
+            "{name} holds {} runs: --stitch takes one `dockertrace trace --record` recording per host",
+            runs.len()
+        );
+        let run = runs.remove(0);
+        let Some(log) = run.packets else {
+            anyhow::bail!(
+                "{name} has no packet log: record it with `dockertrace trace --record` (journeys on, not --aggregate)"
+            );
+        };
+        Ok((name, log, run.names))
+    };
+    let (na, la, ma) = load(a)?;
+    let (nb, lb, mb) = load(b)?;
+    let (sa, sb) = (
+        crate::stitch::Side { name: na, log: &la, names: &ma },
+        crate::stitch::Side { name: nb, log: &lb, names: &mb },
+    );
+    let r = crate::stitch::stitch(&sa, &sb)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        _ => print!("{}", crate::stitch::render(&r)),
+    }
+    Ok(())
 }
 
 /// A change `diff --fail-on` can guard against.

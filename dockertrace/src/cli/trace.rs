@@ -483,7 +483,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     drop(outputs.live.take());
     outputs.print(&format!("\n{text}"));
     if let Some(path) = &args.record {
-        Recording::new("dockertrace", vec![outcome.to_run("trace", None)]).save(path)?;
+        let mut run = outcome.to_run("trace", None);
+        run.packets = outcome.packets.take();
+        Recording::new("dockertrace", vec![run]).save(path)?;
         eprintln!("dockertrace: recorded the trace in {}", path.display());
     }
     Ok(())

@@ -221,6 +221,31 @@ impl Topology {
         Topology { a, b, middle: vec![p], a_dev: "dtiva", b_dev: "dtip1", b_ip: "10.201.4.100" }
     }
 
+    /// Two hosts a and b joined by an underlay veth (dtua/dtub, 10.201.6.0/24), each with a
+    /// VXLAN device (dtvxa/dtvxb: VNI 4096, UDP 4789, the other host as its remote) holding
+    /// the inner addresses (10.201.7.0/24): a's packets to b are encapsulated in a, cross the
+    /// underlay, and are decapsulated in b — an overlay between two hosts, without bridges.
+    pub fn vxlan() -> Topology {
+        let a = quiet_ns("xa");
+        let b = quiet_ns("xb");
+        a.ip(&["link", "add", "dtua", "type", "veth", "peer", "name", "dtub", "netns", b.name()]).unwrap();
+        for (ns, under, vx, local, remote, inner) in [
+            (&a, "dtua", "dtvxa", "10.201.6.1", "10.201.6.2", "10.201.7.1/24"),
+            (&b, "dtub", "dtvxb", "10.201.6.2", "10.201.6.1", "10.201.7.2/24"),
+        ] {
+            ns.ip(&["addr", "add", &format!("{local}/24"), "dev", under]).unwrap();
+            ns.ip(&["link", "set", under, "up"]).unwrap();
+            ns.ip(&[
+                "link", "add", vx, "type", "vxlan", "id", "4096", "dstport", "4789", "local", local,
+                "remote", remote, "dev", under,
+            ])
+            .unwrap();
+            ns.ip(&["addr", "add", inner, "dev", vx]).unwrap();
+            ns.ip(&["link", "set", vx, "up"]).unwrap();
+        }
+        Topology { a, b, middle: vec![], a_dev: "dtvxa", b_dev: "dtvxb", b_ip: "10.201.7.2" }
+    }
+
     /// Sends exactly `n` echo messages from a to b.
     /// Waits until neither end's device has sent or received a packet for 300 ms (TCP's last
     /// FIN/ACKs can follow the echo's return, late under emulation), at most 10 s.
