@@ -43,7 +43,7 @@ pub struct DatapathFunc {
 
 /// The datapath transmit/receive functions that identify a Docker networking mode.
 /// The order is the wire encoding: kind = `PROBE_BASE + index`.
-pub const DATAPATH_FUNCS: [DatapathFunc; 8] = [
+pub const DATAPATH_FUNCS: [DatapathFunc; 10] = [
     DatapathFunc { name: "veth_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "veth" },
     DatapathFunc { name: "br_dev_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "bridge" },
     DatapathFunc { name: "br_handle_frame", skb_arg: 0, skb_arg_is_pptr: true, module: "bridge" },
@@ -52,4 +52,8 @@ pub const DATAPATH_FUNCS: [DatapathFunc; 8] = [
     DatapathFunc { name: "ipvlan_queue_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "ipvlan" },
     DatapathFunc { name: "loopback_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "" },
     DatapathFunc { name: "dev_forward_skb", skb_arg: 1, skb_arg_is_pptr: false, module: "" },
+    // The overlay's tunnel: encapsulation (the VXLAN device's `ndo_start_xmit`) and
+    // decapsulation (the UDP socket's `encap_rcv`: `vxlan_rcv(struct sock *, struct sk_buff *)`).
+    DatapathFunc { name: "vxlan_xmit", skb_arg: 0, skb_arg_is_pptr: false, module: "vxlan" },
+    DatapathFunc { name: "vxlan_rcv", skb_arg: 1, skb_arg_is_pptr: false, module: "vxlan" },
 ];

@@ -188,6 +188,26 @@ fn kprobe_br_dev_xmit_fires_on_bridge_device() {
 }
 
 #[test]
+fn kprobes_on_the_vxlan_tunnel_fire_at_both_ends() {
+    if skip_unless(&[support::kprobe_skip_reason(), support::driver_skip_reason("vxlan")]) {
+        return;
+    }
+    let (t, traced) = echo_traced(Topology::vxlan(), "net:net_dev_queue");
+    // Encapsulation on each host's VXLAN device (requests in a, responses in b).
+    assert_kprobe_fired(&traced, "vxlan_xmit", dev(&t, true), N);
+    assert_kprobe_fired(&traced, "vxlan_xmit", dev(&t, false), N);
+    // Decapsulation runs while the skb is still the underlay's: on each host's underlay end.
+    for (ns, under) in [(&t.b, "dtub"), (&t.a, "dtua")] {
+        let at = (ns.inode().unwrap(), ns.ifindex(under).unwrap());
+        assert!(
+            traced.count("kprobe:vxlan_rcv", at.0, at.1) as u64 >= N,
+            "vxlan_rcv on {under}: {}",
+            traced.count("kprobe:vxlan_rcv", at.0, at.1)
+        );
+    }
+}
+
+#[test]
 fn kprobe_macvlan_start_xmit_fires_on_macvlan() {
     if skip_unless(&[support::kprobe_skip_reason(), support::driver_skip_reason("macvlan")]) {
         return;
@@ -338,7 +358,7 @@ fn datapath_fallback_picks_kprobe() {
         return;
     }
     // The modules of every datapath are loaded (by the VM's init, or here on demand).
-    for d in ["veth", "bridge", "macvlan", "ipvlan"] {
+    for d in ["veth", "bridge", "macvlan", "ipvlan", "vxlan"] {
         let _ = support::driver_skip_reason(d);
     }
     let tracer =

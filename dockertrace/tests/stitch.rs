@@ -3,6 +3,7 @@
 //! recording's clock is then moved by a known offset. The stitch must find every data segment
 //! on both hosts, recover that offset within its own error bound, and give one ladder per
 //! direction that runs from the sending host, across the wire, through the receiving host.
+//! Host only: two tracers on one emulated CPU would mostly measure the emulation.
 mod support;
 
 use std::{
@@ -95,6 +96,9 @@ fn two_tracers_one_per_host_stitch_into_one_ladder() {
     // NTP's bound: the estimate is off by at most half the round trip of the pairs it used.
     let (offset, bound) = (r["offset_ns"].as_i64().unwrap(), r["offset_bound_ns"].as_i64().unwrap());
     assert!((offset - OFFSET_NS).abs() <= bound, "offset {offset} ± {bound}, applied {OFFSET_NS}");
+    // And within what issue 18 asks: 20 µs (one clock underneath: the error is the wire's
+    // asymmetry, a few µs of two veth crossings).
+    assert!((offset - OFFSET_NS).abs() <= 20_000, "offset {offset}, applied {OFFSET_NS}");
     let dirs = r["directions"].as_array().unwrap();
     assert_eq!(dirs.len(), 2, "{r:#}");
     let (a_name, b_name) = (fa.display().to_string(), fb2.display().to_string());
@@ -122,9 +126,6 @@ fn two_tracers_one_per_host_stitch_into_one_ladder() {
         );
     }
     // The text report says the same.
-    if std::env::var_os("DT_SHOW").is_some() {
-        eprintln!("{}", String::from_utf8_lossy(&stitch(&[&fa, &fb2], &[]).stdout));
-    }
     let out = stitch(&[&fa, &fb2], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("~~ wire ~~") && text.contains("clock offset"), "{text}");

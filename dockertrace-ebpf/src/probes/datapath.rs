@@ -167,6 +167,8 @@ datapath_probe!(4, kp_ipvlan_start_xmit, fe_ipvlan_start_xmit, kr_ipvlan_start_x
 datapath_probe!(5, kp_ipvlan_queue_xmit, fe_ipvlan_queue_xmit, kr_ipvlan_queue_xmit, fx_ipvlan_queue_xmit);
 datapath_probe!(6, kp_loopback_xmit, fe_loopback_xmit, kr_loopback_xmit, fx_loopback_xmit);
 datapath_probe!(7, kp_dev_forward_skb, fe_dev_forward_skb, kr_dev_forward_skb, fx_dev_forward_skb);
+datapath_probe!(8, kp_vxlan_xmit, fe_vxlan_xmit, kr_vxlan_xmit, fx_vxlan_xmit);
+datapath_probe!(9, kp_vxlan_rcv, fe_vxlan_rcv, kr_vxlan_rcv, fx_vxlan_rcv);
 
 /// `skb_clone(skb)` entered: remembers the journey `skb` is on (none: the clone is not linked).
 /// Clones of packets nobody follows (TCP clones every segment it sends from its write queue,

@@ -12,7 +12,7 @@ pub mod trace;
 /// Trace how Docker's networking modes move packets through the Linux kernel.
 ///
 /// dockertrace attaches eBPF programs to the kernel's `net:*` tracepoints and to the datapath
-/// transmit functions (veth, bridge, macvlan, ipvlan, loopback), streams every event with its
+/// transmit functions (veth, bridge, macvlan, ipvlan, vxlan, loopback), streams every event with its
 /// kernel stack, and summarizes which kernel functions each packet went through.
 ///
 /// The main job, `dockertrace --mode MODE`, launches a TCP echo workload on that networking mode

@@ -1,5 +1,5 @@
 //! The datapath family: a kprobe and an fentry twin on each function of
-//! `dockertrace_common::datapath::DATAPATH_FUNCS` (veth, bridge, macvlan, ipvlan, loopback
+//! `dockertrace_common::datapath::DATAPATH_FUNCS` (veth, bridge, macvlan, ipvlan, vxlan, loopback
 //! transmit paths). Each function gets a kprobe where the kernel has kprobes, else fentry, else
 //! a reason the user is shown; with it its return twin (kretprobe, fexit), whose events give
 //! the function's duration on the hop its entry made (`kretprobe:veth_xmit`).
