@@ -98,7 +98,19 @@ impl Teardown {
     }
 
     /// Removes everything; returns one line per failure (it goes on after a failure).
+    ///
+    /// The run's containers are killed all at once first: removing them one by one let the
+    /// other still send while the first one's devices went (a run interrupted mid-traffic),
+    /// and Linux 5.10 crashed in `macvlan_start_xmit` sending to a bridge-mode macvlan being
+    /// deleted (seen once in the VM matrix).
     pub async fn run(&mut self, docker: Option<&Docker>) -> Vec<String> {
+        if let Some(d) = docker {
+            let containers = self.items.iter().filter_map(|r| match r {
+                Resource::Container(c) => Some(d.kill_container(c)),
+                _ => None,
+            });
+            futures_util::future::join_all(containers).await;
+        }
         let mut errors = Vec::new();
         while let Some(r) = self.items.pop() {
             let what = r.describe();

@@ -656,6 +656,13 @@ impl Docker {
         )
     }
 
+    /// Sends SIGKILL to a container's processes (best effort: a container that is gone or not
+    /// running is fine, and the removal that follows reports what really went wrong).
+    pub async fn kill_container(&self, id: &str) {
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+        let _ = self.api.kill_container(id, Some(options)).await;
+    }
+
     /// The container's stdout and stderr so far, interleaved (for error messages).
     pub async fn logs(&self, id: &str) -> Result<String, DockerError> {
         let options = LogsOptionsBuilder::new().stdout(true).stderr(true).follow(false).tail("all").build();
