@@ -99,10 +99,9 @@ impl Teardown {
 
     /// Removes everything; returns one line per failure (it goes on after a failure).
     ///
-    /// The run's containers are killed all at once first: removing them one by one let the
-    /// other still send while the first one's devices went (a run interrupted mid-traffic),
-    /// and Linux 5.10 crashed in `macvlan_start_xmit` sending to a bridge-mode macvlan being
-    /// deleted (seen once in the VM matrix).
+    /// The run's containers are killed all at once first: removed one by one, the other
+    /// container went on sending while the first one's devices went (a run interrupted
+    /// mid-traffic).
     pub async fn run(&mut self, docker: Option<&Docker>) -> Vec<String> {
         if let Some(d) = docker {
             let containers = self.items.iter().filter_map(|r| match r {

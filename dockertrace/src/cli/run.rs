@@ -575,7 +575,11 @@ impl ModeCtx<'_> {
         let stop = async move {
             tokio::select! {
                 _ = client => {}
-                _ = cancel.cancelled() => {}
+                _ = cancel.cancelled() => {
+                    // The traffic stops before the tracer detaches (see `stop_client`).
+                    runtime.stop_client(deployment).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
             }
         };
         let mut outputs = Outputs::new(&args.tracing, json)?;

@@ -414,6 +414,23 @@ impl Runtime {
         }
     }
 
+    /// Ends the workload's traffic at once (the user interrupted): the client's container is
+    /// killed; a process client was killed already, with its `run_client` future. The tracer
+    /// then detaches from an idle datapath, as after a normal run: detaching the probes while
+    /// the echo went on crashed Linux 5.10 in the VM matrix (a NULL call entering the probed
+    /// `dev_forward_skb`).
+    pub async fn stop_client(&self, dep: &Deployment) {
+        match (&dep.client, self) {
+            (ClientPlace::Container(id), Runtime::Docker(d)) => d.kill_container(id).await,
+            (ClientPlace::Engine { socket, id }, Runtime::Docker(_)) => {
+                if let Ok(d) = Docker::connect_socket(socket).await {
+                    d.kill_container(id).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Runs the workload client where the deployment put it; returns its figures.
     pub async fn run_client(
         &self,
