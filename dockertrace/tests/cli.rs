@@ -216,20 +216,13 @@ fn json_lines_carry_the_documented_fields() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    // Traffic only once every program is attached (17 tracepoints take ~2 s on a busy
-    // machine: a fixed sleep raced the entry events' attachment).
-    let mut err = std::io::BufReader::new(child.take_stderr());
-    let mut stderr = Vec::new();
-    while !String::from_utf8_lossy(&stderr).contains("attached") {
-        let n = std::io::BufRead::read_until(&mut err, b'\n', &mut stderr).unwrap();
-        assert!(n > 0, "dockertrace exited before attaching: {}", String::from_utf8_lossy(&stderr));
-    }
-    let drain = std::thread::spawn(move || std::io::Read::read_to_end(&mut err, &mut Vec::new()));
+    // Traffic only once every program is attached (a fixed sleep raced the attachment).
+    let stderr = child.wait_attached();
     let report = t.echo(100);
     assert_eq!(report.messages, 100);
     let out = child.wait_output();
-    let _ = drain.join();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&stderr));
+    let stderr = stderr.join().unwrap();
+    assert!(out.status.success(), "{stderr}");
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("lost: 0 "), "{summary}");
     // dtva leads to b's namespace: `dtva(<b>)@<a>`, by the `ip netns` names.
@@ -274,22 +267,13 @@ fn ctrl_c_ends_with_the_summary() {
     );
     // Ctrl-C once attached (before, the default handler ends the process: a busy machine took
     // more than the 2 s this test once slept).
-    let mut err = std::io::BufReader::new(child.take_stderr());
-    let mut said = Vec::new();
-    while !String::from_utf8_lossy(&said).contains("attached") {
-        let n = std::io::BufRead::read_until(&mut err, b'\n', &mut said).unwrap();
-        assert!(n > 0, "dockertrace exited before attaching: {}", String::from_utf8_lossy(&said));
-    }
-    let drain = std::thread::spawn(move || {
-        let _ = std::io::Read::read_to_end(&mut err, &mut said);
-        said
-    });
+    let stderr = child.wait_attached();
     std::thread::sleep(Duration::from_millis(300));
     child.interrupt();
     let out = child.wait_output();
-    let said = drain.join().unwrap();
+    let stderr = stderr.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&said));
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     assert!(stdout.contains("dockertrace: ") && stdout.contains("lost: "), "{stdout}");
 }
 

@@ -124,13 +124,7 @@ fn host_netns() -> u32 {
 
 /// No namespace, tagged link or workload process of ours remains.
 fn assert_nothing_left() {
-    // The workload dies with dockertrace (PR_SET_PDEATHSIG); give the kernel a moment.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !support::runs::netns_workload_processes().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(support::runs::netns_workload_processes(), Vec::<u32>::new(), "workload processes left");
-    assert_eq!(support::runs::leftover_namespaces(), Vec::<String>::new(), "namespaces left");
+    support::runs::assert_no_netns_run_left();
     let links = dockertrace::sys::links::tagged_links();
     assert!(links.is_empty(), "links left: {links:?}");
 }

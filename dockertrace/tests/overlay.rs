@@ -173,16 +173,6 @@ fn no_vxlan() -> bool {
     true
 }
 
-/// No namespace, tagged link or workload process of ours remains.
-fn assert_nothing_left() {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !support::runs::netns_workload_processes().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(support::runs::netns_workload_processes(), Vec::<u32>::new(), "workload processes left");
-    assert_eq!(support::runs::leftover_namespaces(), Vec::<String>::new(), "namespaces left");
-}
-
 /// The first `dockertrace-<run>-host1` in the run's stderr, and the underlay's two addresses
 /// (`underlay 10.213.84.0/24: eth0 of … (10.213.84.1) ↔ eth0 of … (10.213.84.2)`).
 fn underlay(line: &str) -> Option<(String, String, String)> {
@@ -232,7 +222,7 @@ fn journeys_cross_the_tunnel_and_match_tcpdump_on_the_underlay() {
     stderr.push_str(&rest.join().unwrap());
     let (captured, received, said) = tcpdump.stop();
     assert_eq!(code, Some(0), "{stderr}");
-    assert_nothing_left();
+    support::runs::assert_no_netns_run_left();
 
     let text = std::fs::read_to_string(&json).expect("the JSON lines");
     let events: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -356,6 +346,6 @@ fn ctrl_c_and_a_crash_leave_nothing_behind() {
             let said = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success() && said.contains("6 namespaces"), "{said}");
         }
-        assert_nothing_left();
+        support::runs::assert_no_netns_run_left();
     }
 }

@@ -7,7 +7,6 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -31,18 +30,8 @@ fn tracer(ns: &Namespace, file: &Path) -> (Child, std::thread::JoinHandle<String
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
-    let mut err = BufReader::new(child.take_stderr());
-    let mut said = String::new();
-    while !said.contains("attached") {
-        let n = err.read_line(&mut said).unwrap();
-        assert!(n > 0, "dockertrace exited before attaching: {said}");
-    }
-    let rest = std::thread::spawn(move || {
-        let mut s = said;
-        let _ = std::io::Read::read_to_string(&mut err, &mut s);
-        s
-    });
-    (child, rest)
+    let stderr = child.wait_attached();
+    (child, stderr)
 }
 
 fn temp(name: &str) -> PathBuf {

@@ -452,6 +452,23 @@ impl Child {
         self.0.as_mut().and_then(|c| c.stderr.take()).expect("piped stderr")
     }
 
+    /// Reads the child's piped stderr until dockertrace says it attached (traffic before that
+    /// races the programs' attachment: 17 tracepoints take ~2 s on a busy machine); panics if
+    /// it exits first. The rest of stderr is read on a thread, which returns all of it.
+    pub fn wait_attached(&mut self) -> std::thread::JoinHandle<String> {
+        use std::io::{BufRead, Read};
+        let mut err = std::io::BufReader::new(self.take_stderr());
+        let mut said = Vec::new();
+        while !String::from_utf8_lossy(&said).contains("attached") {
+            let n = err.read_until(b'\n', &mut said).unwrap();
+            assert!(n > 0, "dockertrace exited before attaching: {}", String::from_utf8_lossy(&said));
+        }
+        std::thread::spawn(move || {
+            let _ = err.read_to_end(&mut said);
+            String::from_utf8_lossy(&said).into_owned()
+        })
+    }
+
     /// The child's piped stdout.
     pub fn take_stdout(&mut self) -> std::process::ChildStdout {
         self.0.as_mut().and_then(|c| c.stdout.take()).expect("piped stdout")

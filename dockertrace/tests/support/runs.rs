@@ -47,6 +47,17 @@ pub fn netns_workload_processes() -> Vec<u32> {
         .collect()
 }
 
+/// A `--runtime netns` run left neither a workload process (they die with dockertrace,
+/// PR_SET_PDEATHSIG: the kernel gets 3 s) nor a namespace.
+pub fn assert_no_netns_run_left() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !netns_workload_processes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(netns_workload_processes(), Vec::<u32>::new(), "workload processes left");
+    assert_eq!(leftover_namespaces(), Vec::<String>::new(), "namespaces left");
+}
+
 /// The run ids whose recorded owner (Docker labels, or the netns runtime's state file) is `pid`.
 pub fn runs_of(pid: u32) -> Vec<String> {
     let mut runs: Vec<String> = dockertrace::sys::owner::states()
