@@ -264,7 +264,7 @@ fn boot_all(qemu: &Qemu, prepared: &[Vm], args: &VmArgs) -> Vec<Option<Result<Ou
                     break;
                 }
                 let vm = &prepared[i];
-                let outcome = qemu.boot(vm, args);
+                let outcome = qemu.boot_retrying_a_boot_panic(vm, args);
                 match &outcome {
                     Ok(o) => {
                         eprintln!("{}", o.summary(&vm.label()));
@@ -531,6 +531,30 @@ impl Qemu {
                 .join(", ")
         })
         .unwrap_or_default()
+    }
+
+    /// Boots `vm`, and boots it once more if its kernel panicked before any test began: the
+    /// emulated (TCG) two-CPU guest has been seen to oops in its own initcalls, seconds into the
+    /// boot, with no program of ours loaded yet (an `int3` in `sched_clock_cpu`, 6.12, once in
+    /// many boots). Such a crash says nothing about dockertrace; a panic once a test binary has
+    /// started is never retried. The first console is kept as `<label>.boot-panic.log` and the
+    /// summary says the VM was booted twice.
+    fn boot_retrying_a_boot_panic(&self, vm: &Vm, args: &VmArgs) -> Result<Outcome> {
+        let first = self.boot(vm, args)?;
+        if !first.panicked_before_any_test() {
+            return Ok(first);
+        }
+        let kept = first.log.with_extension("boot-panic.log");
+        let _ = fs::rename(&first.log, &kept);
+        step(&format!(
+            "{}: the kernel panicked while booting, before any test began (console kept in {}); \
+             booting it once more",
+            vm.label(),
+            kept.display()
+        ));
+        let mut second = self.boot(vm, args)?;
+        second.boot_panics = 1;
+        Ok(second)
     }
 
     /// Boots `kernel` with `initrd`, streams the serial console to `target/vm/<release>.log`
@@ -1311,6 +1335,11 @@ struct Outcome {
     elapsed: Duration,
     log: PathBuf,
     tail: Vec<String>,
+    /// The console said `Kernel panic`.
+    panicked: bool,
+    /// Earlier boots of this VM that panicked before any test (see
+    /// `Qemu::boot_retrying_a_boot_panic`).
+    boot_panics: u32,
 }
 
 impl Outcome {
@@ -1362,7 +1391,13 @@ impl Outcome {
             runs.push(r);
         }
         let tail = lines.iter().rev().take(40).rev().cloned().collect();
-        Outcome { runs, done, timed_out, elapsed, log, tail }
+        let panicked = lines.iter().any(|l| l.contains("Kernel panic"));
+        Outcome { runs, done, timed_out, elapsed, log, tail, panicked, boot_panics: 0 }
+    }
+
+    /// The kernel died before the first test binary started.
+    fn panicked_before_any_test(&self) -> bool {
+        self.panicked && self.runs.is_empty() && !self.done && !self.timed_out
     }
 
     fn passed(&self) -> bool {
@@ -1393,7 +1428,12 @@ impl Outcome {
                 )
             })
             .collect();
-        format!("{release}: {verdict} in {:.0} s — {}", self.elapsed.as_secs_f64(), per.join("; "))
+        let retried = if self.boot_panics > 0 {
+            " (booted twice: the first boot panicked before any test)"
+        } else {
+            ""
+        };
+        format!("{release}: {verdict}{retried} in {:.0} s — {}", self.elapsed.as_secs_f64(), per.join("; "))
     }
 
     fn show_failures(&self, release: &str) {
@@ -1506,5 +1546,21 @@ mod tests {
         assert_eq!(o.runs[0].failed, ["b"]);
         assert_eq!(o.runs[0].skipped.get("a").map(String::as_str), Some("no ipvlan"));
         assert_eq!(o.runs[0].rc, Some(101));
+        assert!(!o.panicked_before_any_test());
+    }
+
+    #[test]
+    fn only_a_panic_before_the_first_test_is_a_boot_panic() {
+        let boot = [
+            "[    4.88] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI",
+            "[    4.88] Kernel panic - not syncing: x",
+        ]
+        .map(String::from);
+        assert!(Outcome::parse(&boot, false, Duration::ZERO, PathBuf::new()).panicked_before_any_test());
+        let mid = ["DT-VM-BEGIN modes", "running 8 tests", "[  90.1] Kernel panic - not syncing: x"]
+            .map(String::from);
+        assert!(!Outcome::parse(&mid, false, Duration::ZERO, PathBuf::new()).panicked_before_any_test());
+        let stuck = ["DT-VM-KERNEL 6.12"].map(String::from);
+        assert!(!Outcome::parse(&stuck, true, Duration::ZERO, PathBuf::new()).panicked_before_any_test());
     }
 }
