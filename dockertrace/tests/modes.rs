@@ -585,22 +585,29 @@ fn assert_overlay_left_nothing(swarm_before: &str) {
     assert!(!mounts.contains("/dockertrace/"), "mounts left under dockertrace's directories");
 }
 
-#[test]
-fn overlay_mode_crosses_vxlan_between_two_engines() {
-    let _serial = docker_skip!();
-    if let Some(r) = overlay_skip(true) {
+/// Runs an overlay mode (`two_engines`: the multi-host one) and checks what every run must
+/// show and leave; `None` (having printed `skipping: ...`) where this machine cannot run it.
+fn run_overlay(mode: &str, two_engines: bool, port: &str) -> Option<Run> {
+    if let Some(r) = overlay_skip(two_engines) {
         eprintln!("skipping: {r}");
-        return;
+        return None;
     }
     let before = swarm_state();
-    let r = run_mode("overlay", &["--port", "10034"]);
+    let r = run_mode(mode, &["--port", port]);
     if let Some(line) = overlay_impossible(&r) {
         assert_overlay_left_nothing(&before);
-        eprintln!("skipping: overlay: {line}");
-        return;
+        eprintln!("skipping: {mode}: {line}");
+        return None;
     }
     assert_common(&r);
     assert_overlay_left_nothing(&before);
+    Some(r)
+}
+
+#[test]
+fn overlay_mode_crosses_vxlan_between_two_engines() {
+    let _serial = docker_skip!();
+    let Some(r) = run_overlay("overlay", true, "10034") else { return };
     assert!(r.stack_has("vxlan_xmit") || r.stack_has("vxlan_xmit_one"), "no vxlan_xmit in the stacks");
     assert!(r.stack_has("vxlan_rcv"), "no vxlan_rcv in the stacks");
     // Both hosts' sides: the underlay's ends, both engines' sandboxes, both containers.
@@ -617,19 +624,7 @@ fn overlay_mode_crosses_vxlan_between_two_engines() {
 #[test]
 fn overlay_local_mode_bridges_in_one_sandbox() {
     let _serial = docker_skip!();
-    if let Some(r) = overlay_skip(false) {
-        eprintln!("skipping: {r}");
-        return;
-    }
-    let before = swarm_state();
-    let r = run_mode("overlay-local", &["--port", "10035"]);
-    if let Some(line) = overlay_impossible(&r) {
-        assert_overlay_left_nothing(&before);
-        eprintln!("skipping: overlay-local: {line}");
-        return;
-    }
-    assert_common(&r);
-    assert_overlay_left_nothing(&before);
+    let Some(r) = run_overlay("overlay-local", false, "10035") else { return };
     // Both containers hang off the same br0 in the engine's overlay sandbox: it forwards
     // between their veths, and the frames never reach the VXLAN device (no encapsulation on
     // one host).
