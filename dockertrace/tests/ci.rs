@@ -294,6 +294,10 @@ fn the_workflow_passes_githubs_schema_and_a_broken_copy_does_not() {
         "out/report.html",
         "if-no-files-found: ignore",
         "cargo xtask image",
+        // The guard's exit 3 goes through `tee`: only a named bash has pipefail.
+        "\ndefaults:\n  run:\n",
+        "\n    shell: bash\n",
+        "--mode bridge --duration 2 --pcap bridge.pcapng",
     ] {
         assert!(text.contains(needle), "the workflow lacks `{needle}`");
     }
