@@ -3,7 +3,7 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | done |
+//! | 0 | done (also `trace` stopped by Ctrl-C or SIGTERM: its normal end) |
 //! | 1 | an error (one line on stderr, `dockertrace: error: …`) |
 //! | 2 | a usage error: arguments clap rejects, or a CPU the machine lacks (before anything runs) |
 //! | 3 | `diff --fail-on`: a guarded change happened |
