@@ -1,6 +1,11 @@
 //! Terminal styling: ANSI colors only when the stream is a terminal and NO_COLOR is unset.
 use std::io::IsTerminal;
 
+/// `NO_COLOR` asks for no color when it is set and not empty (no-color.org).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     pub color: bool,
@@ -8,11 +13,11 @@ pub struct Style {
 
 impl Style {
     pub fn for_stdout() -> Self {
-        Style { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+        Style { color: std::io::stdout().is_terminal() && !no_color() }
     }
 
     pub fn for_stderr() -> Self {
-        Style { color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+        Style { color: std::io::stderr().is_terminal() && !no_color() }
     }
 
     pub fn plain() -> Self {

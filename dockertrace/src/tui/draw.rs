@@ -244,10 +244,23 @@ fn ladder(f: &mut Frame, area: Rect, view: &View, ui: &UiState, paint: Paint) {
     table(f, rest, rows, &widths, &head, Some(ui.selected(view.ladder.len())));
 }
 
+/// A dim line above a table when events went beyond the model's cells (counted, not shown);
+/// the rest of `area` for the table.
+fn beyond_the_cells(f: &mut Frame, area: Rect, view: &View, paint: Paint) -> Rect {
+    if view.other_events == 0 {
+        return area;
+    }
+    let [note, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    let text = format!("+{} events beyond the view's cells: counted, not listed", count(view.other_events));
+    f.render_widget(Paragraph::new(Span::styled(text, paint.dim())), note);
+    rest
+}
+
 fn rates(f: &mut Frame, area: Rect, view: &View, ui: &UiState, paint: Paint) {
     if view.rates.is_empty() {
         return empty(f, area, "no event yet");
     }
+    let area = beyond_the_cells(f, area, view, paint);
     let rows: Vec<Row> = view
         .rates
         .iter()
@@ -276,6 +289,7 @@ fn functions(f: &mut Frame, area: Rect, view: &View, ui: &UiState, paint: Paint)
     if view.functions.is_empty() {
         return empty(f, area, "no stack walked yet (--stacks none shows no functions)");
     }
+    let area = beyond_the_cells(f, area, view, paint);
     let top = view.functions.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
     let rows: Vec<Row> = view
         .functions
@@ -349,6 +363,9 @@ fn journey(f: &mut Frame, area: Rect, p: &PacketRec, ui: &UiState, paint: Paint)
         format!("journey {}  {} hops, {} one-way", p.label(), p.hops.len(), micros(p.one_way_ns())),
         Style::default().add_modifier(Modifier::BOLD),
     )];
+    if p.more_hops > 0 {
+        first.push(Span::styled(format!("  (+{} hops not kept)", p.more_hops), paint.dim()));
+    }
     if let Some(d) = &p.drop {
         first.push(Span::styled(format!("  DROP {d}"), paint.alarm(1)));
     }
@@ -541,6 +558,21 @@ mod tests {
         assert!(has(&rows, "10.213.0.3:41234 → 10.213.0.2:10000 TCP  [P.] 42"), "{all}");
         assert!(has(&rows, "+30.0µs") && has(&rows, "veth1@7"), "{all}");
         assert!(has(&rows, "dev_queue_xmit ← ip_finish_output2"), "the first hop's stack: {all}");
+        assert!(!has(&rows, "not kept"), "{all}");
+        // What went beyond the caps is said, not silently left out.
+        if let Some(p) = ui.open.as_mut() {
+            p.more_hops = 4;
+        }
+        let rows = screen(&v, &ui, 80, 24);
+        assert!(has(&rows, "3 hops, 32.0µs one-way  (+4 hops not kept)"), "{}", rows.join("\n"));
+        let beyond = View { other_events: 1234, ..v.clone() };
+        for pane in ['2', '3'] {
+            ui.key(Key::Esc, &beyond);
+            ui.key(Key::Char(pane), &beyond);
+            let rows = screen(&beyond, &ui, 80, 24);
+            assert!(has(&rows, "+1 234 events beyond the view's cells"), "pane {pane}: {}", rows.join("\n"));
+        }
+        assert!(!has(&screen(&v, &ui, 80, 24), "beyond the view's cells"));
     }
 
     #[test]

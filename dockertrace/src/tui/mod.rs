@@ -254,7 +254,7 @@ impl Tui {
         terminal::enable_raw_mode()?;
         execute!(out, terminal::EnterAlternateScreen, crossterm::cursor::Hide)?;
         let term = Terminal::new(CrosstermBackend::new(out))?;
-        let color = std::env::var_os("NO_COLOR").is_none();
+        let color = !crate::render::style::no_color();
         let errors = tui.capture.as_ref().map(|c| c.files[1].try_clone()).transpose()?;
         let stop = tui.stop.clone();
         let ui = UiState::new(compare, color);
@@ -268,6 +268,7 @@ impl Tui {
                 errors,
                 read: 0,
                 lingered: false,
+                frozen: None,
             };
             if let Err(e) = lp.run() {
                 lp.model.lock().log_line(&format!("the view failed: {e}"));
@@ -319,6 +320,8 @@ struct Loop {
     read: u64,
     /// The view went to the compare page when the runs ended.
     lingered: bool,
+    /// The model as it was when the person paused (`p`), while paused.
+    frozen: Option<Model>,
 }
 
 /// A crossterm key as the view understands it.
@@ -403,7 +406,7 @@ impl Loop {
         }
     }
 
-    /// The status line's new output, and a new view unless paused.
+    /// The status line's new output, and a new view (of the paused moment while paused).
     fn refresh(&mut self, started: Instant) {
         let mut fresh = String::new();
         if let Some(f) = &self.errors {
@@ -421,8 +424,6 @@ impl Loop {
             self.lingered = true;
             (self.ui.pane, self.ui.open, self.ui.paused) = (model::Pane::Compare, None, false);
         }
-        if !self.ui.paused {
-            self.view = m.view(&self.ui);
-        }
+        self.view = m.view_pausable(&mut self.frozen, &self.ui);
     }
 }

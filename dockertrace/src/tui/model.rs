@@ -238,7 +238,7 @@ pub fn short_event(e: &str) -> &str {
 
 /// Everything the events taught so far. Bounded: packets, hops, cells and log lines have caps,
 /// and what is beyond them is counted.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Model {
     pub meta: Meta,
     /// The mode being run now (or `trace`).
@@ -517,6 +517,20 @@ impl Model {
             drop: None,
         });
         self.packets.len() - 1
+    }
+
+    /// What one frame shows: the model as it is or, while `ui.paused`, as it was when the
+    /// person paused (`frozen`, a copy taken then, bounded like the model), so a pane, sort or
+    /// filter chosen during the pause shows the paused moment too. The header stays live: the
+    /// kernel keeps counting.
+    pub fn view_pausable(&self, frozen: &mut Option<Model>, ui: &UiState) -> View {
+        if !ui.paused {
+            *frozen = None;
+            return self.view(ui);
+        }
+        let mut v = frozen.get_or_insert_with(|| self.clone()).view(ui);
+        v.header = self.header();
+        v
     }
 
     /// What one frame shows, with the user's filter and sort.
@@ -1161,6 +1175,27 @@ pub(crate) mod tests {
         let mut single = UiState::new(false, false);
         single.key(Key::Char('5'), &v);
         assert_eq!(single.pane, Pane::Ladder, "no compare page for one mode");
+    }
+
+    #[test]
+    fn a_pause_freezes_every_pane_but_not_the_header() {
+        let mut m = model_with(3, 5);
+        let mut ui = UiState::new(false, false);
+        let mut frozen = None;
+        assert!(m.view_pausable(&mut frozen, &ui).packets.is_empty(), "the ladder pane first");
+        ui.key(Key::Char('p'), &full(&m, &ui));
+        let paused = m.view_pausable(&mut frozen, &ui);
+        // Events go on; the person switches to the packets pane during the pause.
+        m.event(&hop(9, 0, 10_000_000, 0, "net:net_dev_queue", "eth0"));
+        ui.key(Key::Char('4'), &paused);
+        assert_eq!(ui.pane, Pane::Packets);
+        let v = m.view_pausable(&mut frozen, &ui);
+        assert_eq!(v.packets.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3], "as when paused");
+        assert_eq!(v.header.events, paused.header.events + 1, "the header is live");
+        ui.key(Key::Char('p'), &v);
+        let v = m.view_pausable(&mut frozen, &ui);
+        assert!(frozen.is_none());
+        assert_eq!(v.packets.last().map(|p| p.id), Some(9), "live again");
     }
 
     #[test]
