@@ -190,7 +190,8 @@ async fn remote(socket: &std::path::Path) -> Result<Option<Docker>, String> {
 }
 
 /// Deletes an iptables rule; a rule that is not there (never inserted) is fine.
-fn delete_rule(chain: &str, rule: &[String]) -> Result<(), String> {
+/// Deletes `rule` from `chain` if it is there (`iptables -C` first).
+pub(crate) fn delete_rule(chain: &str, rule: &[String]) -> Result<(), String> {
     let present = std::process::Command::new("iptables")
         .args(["-w", "-C", chain])
         .args(rule)

@@ -337,9 +337,15 @@ fn bad_lan_options_fail_before_anything_is_created() {
 
 /// Starts a long run and waits until its traced workload runs.
 fn start_long_run(mode: &str) -> support::Child {
+    start_long_run_with(mode, &[])
+}
+
+/// [`start_long_run`] with more options.
+fn start_long_run_with(mode: &str, extra: &[&str]) -> support::Child {
     let mut child = support::Child::spawn(
         Command::new(support::runs::bin())
             .args(["--mode", mode, "--duration", "60", "-q", "--no-untraced"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
@@ -381,6 +387,91 @@ fn cleanup_removes_what_a_killed_run_left() {
     let out = Command::new(support::runs::bin()).arg("cleanup").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    assert_nothing_left();
+}
+
+/// The rules of the host's DOCKER-USER chain (`iptables -S`), or why there are none to see:
+/// the engine runs without its iptables integration (the VMs' `--iptables=false`).
+fn docker_user_rules() -> Result<String, String> {
+    let out = Command::new("iptables").args(["-w", "-S", "DOCKER-USER"]).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        _ => Err("no DOCKER-USER chain: the engine runs without its iptables integration".into()),
+    }
+}
+
+/// dockertrace's rules in DOCKER-USER (their comment names the run).
+fn our_rules(rules: &str) -> Vec<&str> {
+    rules.lines().filter(|l| l.contains("\"dockertrace run=")).collect()
+}
+
+#[test]
+fn cleanup_removes_the_rule_a_killed_forward_drop_run_left() {
+    let _serial = docker_skip!();
+    let before = match docker_user_rules() {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    assert!(our_rules(&before).is_empty(), "a dockertrace rule before the test: {before}");
+    let mut child = start_long_run_with("bridge", &["--inject", "forward-drop"]);
+    let pid = child.id();
+    child.kill(); // SIGKILL: the DROP rule stays in the host's DOCKER-USER
+    let _ = child.wait();
+    let left = docker_user_rules().unwrap();
+    let ours = our_rules(&left);
+    assert_eq!(ours.len(), 1, "the killed run's rule, tagged with its owner: {left}");
+    assert!(ours[0].contains(&format!(" pid={pid} ")) && ours[0].contains("-j DROP"), "{}", ours[0]);
+    let out = Command::new(support::runs::bin()).arg("cleanup").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("1 iptables rule"), "{said}");
+    assert!(our_rules(&docker_user_rules().unwrap()).is_empty(), "the rule is gone");
+    assert_nothing_left();
+}
+
+/// Issue 16's "done when", through Docker: `--mode bridge --inject forward-drop --pcap FILE`
+/// shows where and why the packets die, with the hint, and the pcapng has one interface per
+/// hop; the DROP rule it put in the host's DOCKER-USER goes with the run.
+#[test]
+fn forward_drop_on_the_docker_bridge_is_explained_and_captured() {
+    let _serial = docker_skip!();
+    if let Err(why) = docker_user_rules() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let pcap = std::env::temp_dir().join(format!("dt-forward-drop-{}.pcapng", std::process::id()));
+    let r =
+        run_mode("bridge", &["--no-untraced", "--inject", "forward-drop", "--pcap", pcap.to_str().unwrap()]);
+    let pkts = support::pcapng::read_pcapng(&pcap);
+    let _ = std::fs::remove_file(&pcap);
+    r.assert_ok();
+    assert!(r.stdout.contains("Workload failed, as the injected fault wants"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("injected forward-drop: iptables -I DOCKER-USER")
+            && r.stderr.contains("--comment \"dockertrace run="),
+        "{}",
+        r.stderr
+    );
+    // Where and why: netfilter dropped the client's SYNs on the bridge, in the host namespace.
+    let drops: Vec<&serde_json::Value> =
+        r.events.iter().filter(|e| e["drop_reason"] == "NETFILTER_DROP").collect();
+    assert!(!drops.is_empty(), "no NETFILTER_DROP in the JSON lines:\n{}", r.stdout);
+    for d in &drops {
+        assert_eq!((d["dport"].as_u64(), &d["journey"]), (Some(10000), &serde_json::json!("end")), "{d}");
+        let at = d["drop_location"].as_str().unwrap_or_default();
+        assert!(["nft_do_chain", "ipt_do_table", "nf_hook_slow"].iter().any(|f| at.starts_with(f)), "{d}");
+    }
+    assert!(r.stdout.contains("× NETFILTER_DROP in "), "{}", r.stdout);
+    assert!(r.stdout.contains("DOCKER-USER"), "the hint names DOCKER-USER:\n{}", r.stdout);
+    // The pcapng: one interface per hop, both containers' and the bridge ports'.
+    let ifaces: BTreeSet<&str> = pkts.iter().map(|p| p.iface.as_str()).collect();
+    assert!(ifaces.contains("eth0@client"), "{ifaces:?}");
+    assert!(ifaces.iter().filter(|i| i.ends_with("@host")).count() >= 1, "{ifaces:?}");
+    assert!(pkts.iter().all(|p| p.comment.starts_with("event=")), "every packet is commented");
+    assert!(our_rules(&docker_user_rules().unwrap()).is_empty(), "the DROP rule went with the run");
     assert_nothing_left();
 }
 

@@ -137,7 +137,8 @@ fn inject(
             let br = found.bridge.clone().context("forward-drop: the run's bridge device is unknown")?;
             let client_ip =
                 client.ip.with_context(|| format!("container {} has no IP address", client.name))?;
-            let rule = super::faults::forward_drop_rule(&br, client_ip, server_ip, req.port);
+            let tag = links::owner_alias(req.run_id, Owner::current());
+            let rule = super::faults::forward_drop_rule(&br, client_ip, server_ip, req.port, Some(&tag));
             teardown.push(Resource::IptablesRule { chain: "DOCKER-USER".into(), rule: rule.clone() });
             let out = std::process::Command::new("iptables")
                 .args(["-w", "-I", "DOCKER-USER", "1"])
@@ -152,7 +153,10 @@ fn inject(
             }
             found.notes.push(format!(
                 "injected forward-drop: iptables -I DOCKER-USER {} (removed at the end)",
-                rule.join(" ")
+                rule.iter()
+                    .map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a.clone() })
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
         }
         Some(Fault::Mtu) => {

@@ -88,14 +88,29 @@ impl fmt::Display for Fault {
 }
 
 /// The `forward-drop` rule (for DOCKER-USER, after `-I DOCKER-USER 1`): the client's TCP to
-/// the server's `port`, bridged through `bridge`, is dropped. Both runtimes insert it.
-pub fn forward_drop_rule(bridge: &str, client: IpAddr, server: IpAddr, port: u16) -> Vec<String> {
+/// the server's `port`, bridged through `bridge`, is dropped. Both runtimes insert it; the
+/// Docker runtime's, in the host's own DOCKER-USER, carries `tag` as an iptables comment
+/// (`dockertrace run=… pid=… start=…`, like a link's alias): what `cleanup` and the next run
+/// look for when a killed run left it ([`super::leftovers`]).
+pub fn forward_drop_rule(
+    bridge: &str,
+    client: IpAddr,
+    server: IpAddr,
+    port: u16,
+    tag: Option<&str>,
+) -> Vec<String> {
     let (src, dst) = (format!("{client}/32"), format!("{server}/32"));
     let port = port.to_string();
-    ["-i", bridge, "-o", bridge, "-s", &src, "-d", &dst, "-p", "tcp", "--dport", &port, "-j", "DROP"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    let mut rule: Vec<String> =
+        ["-i", bridge, "-o", bridge, "-s", &src, "-d", &dst, "-p", "tcp", "--dport", &port]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+    if let Some(tag) = tag {
+        rule.extend(["-m", "comment", "--comment", tag].map(str::to_owned));
+    }
+    rule.extend(["-j", "DROP"].map(str::to_owned));
+    rule
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! Every run records its owner (pid and start time, [`Owner`]) with what it creates: Docker
 //! containers and networks carry the labels `dockertrace=<run>`, `dockertrace.pid` and
 //! `dockertrace.start`; host links (the Docker runtime's macvlan/ipvlan parent) carry the alias
-//! `dockertrace run=<run> pid=… start=…`; the netns runtime keeps `/run/dockertrace/<run>.pid`
+//! `dockertrace run=<run> pid=… start=…`, and the Docker runtime's `--inject forward-drop` rule
+//! in the host's DOCKER-USER chain the same text as an iptables comment; the netns runtime keeps `/run/dockertrace/<run>.pid`
 //! beside its namespaces `dockertrace-<run>-*`. A run killed with SIGKILL cannot remove what it
 //! created; the next run ([`remove_dead_runs`], before it deploys) removes what belongs to
 //! owners that no longer run, and says so in one line. Objects of a live owner, and objects
@@ -39,11 +40,13 @@ pub struct Removed {
     pub namespaces: usize,
     /// Second Docker engines stopped (the overlay mode's).
     pub engines: usize,
+    /// iptables rules deleted (`--inject forward-drop`'s, in the host's DOCKER-USER).
+    pub rules: usize,
 }
 
 impl Removed {
     pub fn is_empty(&self) -> bool {
-        self.containers + self.networks + self.links + self.namespaces + self.engines == 0
+        self.containers + self.networks + self.links + self.namespaces + self.engines + self.rules == 0
     }
 
     /// `2 containers, 1 network, 3 links` (kinds with nothing removed are left out).
@@ -55,6 +58,7 @@ impl Removed {
             (self.links, "link", "links"),
             (self.namespaces, "namespace", "namespaces"),
             (self.engines, "Docker engine", "Docker engines"),
+            (self.rules, "iptables rule", "iptables rules"),
         ]
         .iter()
         .filter(|(n, ..)| *n > 0)
@@ -116,6 +120,15 @@ pub async fn remove_dead_runs(docker: Option<&Docker>) -> anyhow::Result<Removed
             }
         }
     }
+    if docker.is_some() {
+        for (rule, o) in tagged_rules() {
+            if let Some(o) = o.filter(dead) {
+                delete_rule(&rule)?;
+                removed.rules += 1;
+                removed.owners.insert(o);
+            }
+        }
+    }
     for (link, alias) in links::tagged_links_with_alias() {
         if let Some(o) = Owner::from_tag(&alias).filter(dead) {
             // A veth pair carries the tag on both ends: the second is gone with the first.
@@ -167,6 +180,10 @@ pub async fn remove_all(docker: Option<&Docker>) -> anyhow::Result<Removed> {
             d.remove_network(n).await?;
         }
         (removed.containers, removed.networks) = (containers.len(), networks.len());
+    }
+    for (rule, _) in tagged_rules() {
+        delete_rule(&rule)?;
+        removed.rules += 1;
     }
     let linkset = links::tagged_links();
     for l in &linkset {
@@ -240,6 +257,65 @@ fn namespaces() -> Vec<String> {
         .collect()
 }
 
+/// The chain the Docker runtime's `forward-drop` rule goes to.
+const RULE_CHAIN: &str = "DOCKER-USER";
+
+/// The rules of the host's DOCKER-USER chain that a run tagged, each as its rule spec (what
+/// follows `-A DOCKER-USER` in `iptables -S`) with the owner its comment names. None where
+/// iptables or the chain is missing (no Docker, or Docker without its iptables integration).
+fn tagged_rules() -> Vec<(Vec<String>, Option<Owner>)> {
+    match std::process::Command::new("iptables").args(["-w", "-S", RULE_CHAIN]).output() {
+        Ok(out) if out.status.success() => parse_tagged_rules(&String::from_utf8_lossy(&out.stdout)),
+        _ => Vec::new(),
+    }
+}
+
+/// [`tagged_rules`] from `iptables -S` text: a rule whose `--comment` starts with the tag.
+fn parse_tagged_rules(text: &str) -> Vec<(Vec<String>, Option<Owner>)> {
+    text.lines()
+        .filter_map(|l| {
+            let words = split_quoted(l);
+            let spec = words.strip_prefix(["-A".to_owned(), RULE_CHAIN.to_owned()].as_slice())?;
+            let comment = spec.windows(2).find(|w| w[0] == "--comment").map(|w| &w[1])?;
+            let tagged = comment.strip_prefix(links::LINK_ALIAS)?.starts_with(" run=");
+            tagged.then(|| (spec.to_vec(), Owner::from_tag(comment)))
+        })
+        .collect()
+}
+
+/// Words of one `iptables -S` line: separated by spaces, a double-quoted word may hold spaces
+/// (and backslash-escaped quotes).
+fn split_quoted(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let (mut word, mut quoted, mut escaped, mut started) = (String::new(), false, false, false);
+    for c in line.chars() {
+        if escaped {
+            word.push(c);
+            escaped = false;
+        } else if c == '\\' && quoted {
+            escaped = true;
+        } else if c == '"' {
+            (quoted, started) = (!quoted, true);
+        } else if c == ' ' && !quoted {
+            if started || !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            started = false;
+        } else {
+            word.push(c);
+        }
+    }
+    if started || !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+fn delete_rule(rule: &[String]) -> anyhow::Result<()> {
+    crate::teardown::delete_rule(RULE_CHAIN, rule)
+        .map_err(|e| anyhow::anyhow!("cannot delete the iptables rule {RULE_CHAIN} {}: {e}", rule.join(" ")))
+}
+
 fn remove_file(path: &std::path::Path) -> anyhow::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -270,6 +346,28 @@ mod tests {
         );
         assert_eq!(Removed::default().counts(), "");
         assert!(Removed::default().is_empty());
+    }
+
+    #[test]
+    fn tagged_rules_are_read_back_from_iptables_s() {
+        let text = [
+            "-N DOCKER-USER",
+            "-A DOCKER-USER -s 10.0.0.3/32 -d 10.0.0.2/32 -i br-1 -o br-1 -p tcp -m tcp --dport 10000 \
+             -m comment --comment \"dockertrace run=ab12cd34 pid=77 start=99\" -j DROP",
+            "-A DOCKER-USER -m comment --comment \"dockertracer run=x pid=1 start=2\" -j DROP",
+            "-A DOCKER-USER -m comment --comment \"someone else's\" -j ACCEPT",
+            "-A DOCKER-USER -j RETURN",
+        ]
+        .join("\n");
+        let rules = parse_tagged_rules(&text);
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        let (spec, owner) = &rules[0];
+        assert_eq!(*owner, Some(Owner { pid: 77, start: 99 }));
+        assert_eq!(spec.first().map(String::as_str), Some("-s"));
+        assert!(spec.contains(&"dockertrace run=ab12cd34 pid=77 start=99".to_owned()), "{spec:?}");
+        assert_eq!(spec.last().map(String::as_str), Some("DROP"));
+        let words = split_quoted("-A X --comment \"a \\\"b\\\" c\" -j \"\"");
+        assert_eq!(words, ["-A", "X", "--comment", "a \"b\" c", "-j", ""]);
     }
 
     #[test]

@@ -274,7 +274,8 @@ fn bridge(
     notes.push(br_netfilter(h));
     notes.push(docker_iptables(h, &br, &net.subnet.to_string()));
     if req.fault == Some(Fault::ForwardDrop) {
-        let rule = super::faults::forward_drop_rule(&br, net.client, net.server, req.port);
+        // Inside the run's own namespace: gone with it, no tag needed.
+        let rule = super::faults::forward_drop_rule(&br, net.client, net.server, req.port, None);
         let args: Vec<&str> =
             ["-w", "-I", "DOCKER-USER", "1"].into_iter().chain(rule.iter().map(String::as_str)).collect();
         h.exec("iptables", &args).map_err(|e| anyhow::anyhow!("cannot inject forward-drop: {e}"))?;

@@ -511,6 +511,7 @@ impl Drop for Child {
     }
 }
 
+pub mod pcapng;
 pub mod runs;
 
 /// Whether an event has no device by design: a drop of a followed journey whose skb had
