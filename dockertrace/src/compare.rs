@@ -339,7 +339,9 @@ impl ModeReport {
                 per_msg: per(count, messages),
             })
             .collect();
-        top_paths.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+        top_paths.sort_by(|a, b| {
+            b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)).then_with(|| a.event.cmp(&b.event))
+        });
         top_paths.truncate(top);
         let mut by_component: BTreeMap<datapath::Component, BTreeSet<String>> = BTreeMap::new();
         for f in functions.keys() {

@@ -256,6 +256,12 @@ fn reports_for_ci_in_markdown_and_json() {
     assert_eq!(bridge["ladders"][0]["hops"].as_array().map(Vec::len), Some(5));
     assert!(bridge["functions"].as_array().unwrap().iter().any(|f| f == "vxlan_xmit"), "{bridge}");
     assert_eq!(v["modes"][1]["mode"], "normal");
+    // Text is the default, the terminal's report.
+    let (code, text, err) = run(&["report", &changed, "--format", "text"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(text, run(&["report", &changed]).1, "--format text is the default");
+    assert!(text.contains("bridge") && text.contains("normal") && text.contains("vxlan0@1"), "{text}");
+    assert!(!text.starts_with('#') && !text.starts_with('{'), "{text}");
 }
 
 /// check-jsonschema from `cargo xtask setup` (target/ci-venv), or None with the reason.

@@ -515,6 +515,15 @@ mod tests {
         assert!(ladder[0].contains("request") && ladder[0].contains("eth0@7"), "{all}");
         assert!(ladder[2].contains("netif_receive_skb") && ladder[2].contains("µs"), "{all}");
         assert!(has(&rows, "q quit"), "{all}");
+        // The rest of the second line, on a wider terminal: time left, the tracer's own cost.
+        m.meta.duration_s = Some(60.0);
+        m.now = m.traced_since.expect("tracing") + 12.0;
+        (m.cpu_s, m.rss_kib) = (1.54, 46_080);
+        m.counters.stack_error = 2;
+        let rows = screen(&full(&m, &ui), &ui, 140, 24);
+        let all = rows.join("\n");
+        assert!(has(&rows, "12s, 48s left"), "{all}");
+        assert!(has(&rows, "stack err 2 · cpu 1.5s · mem 45 MiB"), "{all}");
     }
 
     #[test]
