@@ -363,12 +363,14 @@ impl Loop {
         let mut second = Instant::now();
         let mut drawn: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
-            let mut dirty = false;
-            if event::poll(Duration::from_millis(50))? {
-                match event::read()? {
-                    Event::Key(k) if k.kind != KeyEventKind::Release => dirty = self.key(&k),
-                    Event::Resize(..) => dirty = true,
-                    _ => {}
+            // Keys change the UI state at once; the next frame shows them, never sooner than
+            // FRAME after the last (held keys and resizes cannot make more frames, nor take
+            // the model's lock more often than ~10 times a second).
+            if event::poll(Duration::from_millis(20))? {
+                if let Event::Key(k) = event::read()? {
+                    if k.kind != KeyEventKind::Release {
+                        self.key(&k);
+                    }
                 }
             }
             if second.elapsed() >= Duration::from_secs(1) {
@@ -378,7 +380,7 @@ impl Loop {
                 m.second();
                 (m.cpu_s, m.rss_kib) = (cpu, rss_kib());
             }
-            if dirty || drawn.is_none_or(|d| d.elapsed() >= FRAME) {
+            if drawn.is_none_or(|d| d.elapsed() >= FRAME) {
                 self.refresh(started);
                 self.term.draw(|f| draw::draw(f, &self.view, &self.ui))?;
                 drawn = Some(Instant::now());
@@ -387,12 +389,11 @@ impl Loop {
         Ok(())
     }
 
-    /// A key: true when the frame should be drawn again now.
-    fn key(&mut self, k: &event::KeyEvent) -> bool {
-        let Some(key) = key_of(k) else { return false };
+    /// A key: the UI state changes, or the run is asked to stop.
+    fn key(&mut self, k: &event::KeyEvent) {
+        let Some(key) = key_of(k) else { return };
         match self.ui.key(key, &self.view) {
-            Action::None => false,
-            Action::Redraw => true,
+            Action::None | Action::Redraw => {}
             Action::Quit => {
                 {
                     let mut m = self.model.lock();
@@ -401,7 +402,6 @@ impl Loop {
                 }
                 // SAFETY: signals this process; the run's SIGINT handler starts the teardown.
                 unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
-                true
             }
         }
     }

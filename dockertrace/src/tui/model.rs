@@ -437,15 +437,18 @@ impl Model {
             ev.stack.as_ref().and_then(|s| s.innermost_datapath()).map(Arc::from);
         // The ladder: data packets only (the handshake and ACKs take other paths).
         let data = ev.headers.as_ref().is_some_and(|h| h.payload_len > 0);
-        if data && hop.hop < LADDER_HOPS && ev.drop.is_none() {
-            let dir = self.direction(ev.headers.as_ref());
-            let cell =
-                self.ladder.entry((dir, hop.hop, kind, netns, ifindex)).or_insert_with(|| LadderCell {
-                    event: ev.name.clone(),
-                    dev: dev.clone(),
-                    delta: Hist::default(),
-                    function: None,
-                });
+        let dir = self.direction(ev.headers.as_ref());
+        let key = (dir, hop.hop, kind, netns, ifindex);
+        // Bounded like the cells: a ladder row past MAX_CELLS (hop, event, device) keys would
+        // never be among the most taken ones a frame shows.
+        let room = self.ladder.len() < MAX_CELLS || self.ladder.contains_key(&key);
+        if data && hop.hop < LADDER_HOPS && ev.drop.is_none() && room {
+            let cell = self.ladder.entry(key).or_insert_with(|| LadderCell {
+                event: ev.name.clone(),
+                dev: dev.clone(),
+                delta: Hist::default(),
+                function: None,
+            });
             cell.delta.add(if hop.hop == 0 { 0 } else { hop.delta_ns });
             if cell.function.is_none() {
                 cell.function.clone_from(&function);
@@ -773,7 +776,7 @@ pub enum Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     None,
-    /// Redraw now.
+    /// The UI state changed: the next frame (at most ~10 a second) shows it.
     Redraw,
     /// Stop the run: the same teardown as Ctrl-C.
     Quit,
