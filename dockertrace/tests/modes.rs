@@ -475,6 +475,48 @@ fn forward_drop_on_the_docker_bridge_is_explained_and_captured() {
     assert_nothing_left();
 }
 
+/// `trace --container NAME` on a real Docker container (a bridge run's server, echoing): the
+/// kernel keeps only that container's namespace, and its events are named after it.
+#[test]
+fn trace_keeps_one_containers_packets_and_names_them() {
+    let _serial = docker_skip!();
+    let mut run = start_long_run("bridge");
+    let runs = support::runs::runs_of(run.id());
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let server = format!("dockertrace-{}-server", runs[0]);
+    let json = std::env::temp_dir().join(format!("dt-trace-container-{}.jsonl", std::process::id()));
+    let out = Command::new(support::runs::bin())
+        .args(["trace", "--container", &server, "--duration", "2", "-q", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dockertrace trace");
+    run.interrupt();
+    assert_eq!(run.wait().code(), Some(130));
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let named: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            !support::device_less_by_design(
+                e["event"].as_str().unwrap_or(""),
+                e["netns"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(named.len() > 10, "the echo's events in the server: {} events", named.len());
+    let places: BTreeSet<(u64, &str)> = named
+        .iter()
+        .map(|e| (e["netns"].as_u64().unwrap_or(0), e["netns_name"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(places.len(), 1, "one namespace, the container's: {places:?}");
+    assert_eq!(places.first().map(|p| p.1), Some(server.as_str()), "named after the container: {places:?}");
+    assert!(named.iter().any(|e| e["dev"] == "eth0"), "the server's eth0");
+    assert_nothing_left();
+}
+
 #[test]
 fn the_next_run_removes_what_a_killed_run_left_and_says_so() {
     let _serial = docker_skip!();

@@ -1,5 +1,6 @@
 //! `dockertrace cleanup`: removes what crashed runs left behind, recognized by dockertrace's
-//! label (containers, networks), link alias (host links), name prefix (namespaces) and state
+//! label (containers, networks), link alias (host links), iptables comment (`--inject
+//! forward-drop`'s rule in DOCKER-USER), name prefix (namespaces) and state
 //! directory (the overlay mode's second Docker engines, stopped by their pidfile), whoever owns
 //! them (a run removes only what dead runs left; see `modes::leftovers`).
 use crate::{docker::Docker, modes::leftovers};
@@ -21,6 +22,12 @@ pub fn run() -> anyhow::Result<()> {
     }
     counts.push(format!("{} links", removed.links));
     counts.push(format!("{} namespaces", removed.namespaces));
+    if removed.rules > 0 {
+        counts.push(match removed.rules {
+            1 => "1 iptables rule".to_owned(),
+            n => format!("{n} iptables rules"),
+        });
+    }
     if removed.engines > 0 {
         counts.push(match removed.engines {
             1 => "1 second Docker engine stopped".to_owned(),
