@@ -197,6 +197,20 @@ fn assert_common(r: &Run) {
     assert_nothing_left();
 }
 
+/// The events name the containers' namespaces by role, the host's as `host`
+/// (`eth0@server` in the live view and the reports).
+fn assert_named_places(r: &Run) {
+    let places: BTreeSet<(&str, &str)> = r
+        .events
+        .iter()
+        .filter_map(|e| Some((e["dev"].as_str()?, e["netns_name"].as_str()?)))
+        .map(|(d, n)| (if d.starts_with("veth") { "veth" } else { d }, n))
+        .collect();
+    for want in [("eth0", "server"), ("eth0", "client"), ("veth", "host")] {
+        assert!(places.contains(&want), "no {}@{} among {places:?}", want.0, want.1);
+    }
+}
+
 /// No container, network or link of ours remains.
 fn assert_nothing_left() {
     let ps = Command::new("docker").args(["ps", "-aq", "--filter", "label=dockertrace"]).output().unwrap();
@@ -246,6 +260,7 @@ fn bridge_mode_crosses_docker0_and_veth() {
     // client eth0 → its host veth → the server's host veth → server eth0 (docker0 forwards
     // without an event of its own).
     assert_data_journeys(&r, &["veth", "veth"], false);
+    assert_named_places(&r);
     assert!(r.stack_has("br_handle_frame") || r.stack_has("br_dev_xmit"));
     assert!(r.stack_has("__br_forward") && r.stack_has("veth_xmit"));
 }
@@ -257,6 +272,7 @@ fn bridge_user_mode_crosses_its_own_bridge() {
     assert_common(&r);
     assert_workload_devices(&r, &["br-", "veth"]);
     assert_data_journeys(&r, &["veth", "veth"], false);
+    assert_named_places(&r);
     assert!(r.stack_has("br_handle_frame") && r.stack_has("veth_xmit"));
 }
 
@@ -603,6 +619,13 @@ fn mode_all_compares_records_and_diffs() {
     assert!(!recording.kernel.is_empty() && !recording.tool_version.is_empty());
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(ran.iter().all(|m| page.contains(&format!("id=\"mode-{m}\""))));
+    // Issue 15's page: each mode's hop ladders with a waterfall, places named, the untraced
+    // figures beside the traced ones.
+    assert!(page.contains(r#"<section id="ladders">"#));
+    let waterfalls = page.matches(r#"<svg class="waterfall""#).count();
+    assert!(waterfalls >= ran.len(), "{waterfalls} waterfalls for {} modes", ran.len());
+    assert!(page.contains("eth0@server") && page.contains("eth0@client"), "containers by name");
+    assert!(page.contains("untraced (the workload alone, before tracing)"), "untraced figures");
     assert!(svg.join("bridge.svg").exists() && svg.join("diff-normal-vs-macvlan.svg").exists());
 
     // Offline report, and diffs.
