@@ -269,9 +269,14 @@ fn journeys_cross_the_tunnel_and_match_tcpdump_on_the_underlay() {
         ),
     }
 
-    // A request's journey: client → overlay2 → host2 → host1 → overlay1 → server, one packet id.
+    assert!(crossing_requests(&events) > 0, "no request journey crosses both hosts through the tunnel");
+}
+
+/// Request journeys (data to the workload's port) that run client → overlay2 → host2 → host1
+/// → overlay1 → server under one packet id.
+fn crossing_requests(events: &[serde_json::Value]) -> usize {
     let mut journeys: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
-    for e in &events {
+    for e in events {
         if let (Some(p), Some(_)) = (e["packet"].as_u64(), e["hop"].as_u64()) {
             journeys.entry(p).or_default().push(e);
         }
@@ -287,19 +292,84 @@ fn journeys_cross_the_tunnel_and_match_tcpdump_on_the_underlay() {
     for hops in journeys.values_mut() {
         hops.sort_by_key(|e| e["hop"].as_u64());
     }
-    let crossing = journeys.values().filter(|hops| {
-        let data = hops.iter().any(|e| {
-            e["dport"].as_u64() == Some(PORT.parse().unwrap()) && e["payload_len"].as_u64() > Some(0)
-        });
-        let mut at = 0;
-        for e in hops.iter() {
-            if at < want.len() && e["netns_name"] == want[at].0 && e["dev"] == want[at].1 {
-                at += 1;
+    journeys
+        .values()
+        .filter(|hops| {
+            let data = hops.iter().any(|e| {
+                e["dport"].as_u64() == Some(PORT.parse().unwrap()) && e["payload_len"].as_u64() > Some(0)
+            });
+            let mut at = 0;
+            for e in hops.iter() {
+                if at < want.len() && e["netns_name"] == want[at].0 && e["dev"] == want[at].1 {
+                    at += 1;
+                }
             }
-        }
-        data && at == want.len()
-    });
-    assert!(crossing.count() > 0, "no request journey crosses both hosts through the tunnel");
+            data && at == want.len()
+        })
+        .count()
+}
+
+/// Issue 16's "followed even after encapsulation": with `--filter 'tcp port PORT'`, the kernel
+/// keeps the workload's packets (matched on their first, inner headers) and follows them
+/// through the tunnel, where their outer headers (UDP 4789) no longer match; nothing else
+/// comes back.
+#[test]
+fn a_filtered_flow_is_followed_through_the_tunnel() {
+    let Some(_s) = support::serial(&SERIAL) else { return };
+    if no_vxlan() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dt-overlay-filter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, rec) = (dir.join("events.json"), dir.join("run.json"));
+    let out = Command::new(support::runs::bin())
+        .args(["--runtime", "netns", "--mode", "overlay", "--duration", "2", "--no-untraced", "-q"])
+        .args(["--port", PORT, "--filter", &format!("tcp port {PORT}"), "--json"])
+        .arg(&json)
+        .arg("--record")
+        .arg(&rec)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("built without libpcap") {
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!(
+            "skipping: this dockertrace was built without libpcap (tests/pcap.rs covers the listing route)"
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    support::runs::assert_no_netns_run_left();
+    let text = std::fs::read_to_string(&json).expect("the JSON lines");
+    let events: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let recording = dockertrace::recording::Recording::load(&rec).expect("the recording");
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(why) = stderr.lines().find(|l| l.contains("VXLAN peel off")) {
+        eprintln!("skipping: following through the tunnel: {why}");
+        return;
+    }
+    let c = &recording.runs[0].counters;
+    assert!(
+        c.cbpf_accepted > 0 && c.cbpf_followed > 0,
+        "matched {} followed {}",
+        c.cbpf_accepted,
+        c.cbpf_followed
+    );
+    // The underlay's hops came back only because their journeys were followed.
+    let port: u64 = PORT.parse().unwrap();
+    let on_underlay = events
+        .iter()
+        .filter(|e| e["dev"] == "eth0" && e["netns_name"].as_str().is_some_and(|n| n.starts_with("host")));
+    assert!(on_underlay.count() > 0, "no hop on the underlay");
+    assert!(crossing_requests(&events) > 0, "no filtered request journey crosses both hosts");
+    // Nothing outside the flow: every event with an inner tuple is the workload's.
+    for e in events.iter().filter(|e| e["proto"].is_string()) {
+        assert!(
+            e["proto"] == "TCP" && (e["dport"].as_u64() == Some(port) || e["sport"].as_u64() == Some(port)),
+            "outside the filter: {e}"
+        );
+    }
 }
 
 #[test]

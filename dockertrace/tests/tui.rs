@@ -186,6 +186,45 @@ fn tui_panes_a_journey_and_a_clean_exit() {
     assert_eq!(left, Vec::<u32>::new(), "processes left behind");
 }
 
+/// `trace --tui` (no workload of its own: loopback traffic from this test): `p` freezes the
+/// panes (one chosen during the pause still shows that moment's rows), Ctrl-C typed into the
+/// view ends the trace normally (exit 0: `trace`'s end, not an interrupted run) with its
+/// summary after the restored terminal.
+#[test]
+fn trace_tui_pauses_and_ctrl_c_ends_it_normally() {
+    if let Some(r) = tmux_skip_reason() {
+        eprintln!("skipping: {r}");
+        return;
+    }
+    let bin = support::runs::bin();
+    let command =
+        format!("{} trace --tui --dev lo; echo DT-EXIT=$?; sleep 600", quote(&bin.to_string_lossy()));
+    let Some(_serial) = support::serial(&SERIAL) else { return };
+    let tmux = Tmux::start("trace", &command);
+    tmux.wait_for("the trace's header", |s| s.contains("dockertrace trace") && s.contains("ev/s"));
+    tmux.keys(&["Tab"]);
+    // Loopback echoes until the rates pane shows them (the tracer may still be attaching).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !tmux.screen().contains("lo@host") {
+        support::background_loopback(2_000).join().expect("loopback traffic");
+        assert!(Instant::now() < deadline, "lo's rates never showed:\n{}", tmux.screen());
+    }
+    tmux.keys(&["p"]);
+    tmux.wait_for("the pause", |s| s.contains("PAUSED"));
+    // A pane first opened during the pause shows the paused moment, not an empty pane.
+    tmux.keys(&["4"]);
+    let s =
+        tmux.wait_for("the packets of the paused moment", |s| s.contains("127.0.0.1:") && s.contains("TCP"));
+    assert!(s.contains("PAUSED"), "{s}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("the exit of dockertrace", |s| s.contains("DT-EXIT="));
+    let s = tmux.history();
+    assert_eq!(tmux.format("#{alternate_on}"), "0", "the terminal left the alternate screen:\n{s}");
+    assert!(s.contains("DT-EXIT=0"), "Ctrl-C is trace's normal end (exit 0):\n{s}");
+    assert!(s.contains("lost: "), "the summary is printed after the view:\n{s}");
+    assert!(!s.contains("q quit"), "nothing of the view is left on screen:\n{s}");
+}
+
 #[test]
 fn without_a_terminal_tui_says_so_and_streams() {
     if let Some(r) = support::skip_reason() {
