@@ -189,8 +189,8 @@ async fn remote(socket: &std::path::Path) -> Result<Option<Docker>, String> {
     }
 }
 
-/// Deletes an iptables rule; a rule that is not there (never inserted) is fine.
-/// Deletes `rule` from `chain` if it is there (`iptables -C` first).
+/// Deletes `rule` from `chain`; a rule that is not there (never inserted, or already gone) is
+/// fine (`iptables -C` first).
 pub(crate) fn delete_rule(chain: &str, rule: &[String]) -> Result<(), String> {
     let present = std::process::Command::new("iptables")
         .args(["-w", "-C", chain])

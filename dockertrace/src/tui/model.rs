@@ -2,7 +2,10 @@
 //! whatever the event rate), what one frame shows ([`View`], made from the model at most ~10
 //! times a second) and what the person at the keyboard chose ([`UiState`]: pane, selection,
 //! filter, sort, pause). No terminal here: everything is unit-tested.
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{hash_map::Entry, VecDeque},
+    sync::Arc,
+};
 
 use foldhash::HashMap;
 
@@ -437,21 +440,25 @@ impl Model {
             ev.stack.as_ref().and_then(|s| s.innermost_datapath()).map(Arc::from);
         // The ladder: data packets only (the handshake and ACKs take other paths).
         let data = ev.headers.as_ref().is_some_and(|h| h.payload_len > 0);
-        let dir = self.direction(ev.headers.as_ref());
-        let key = (dir, hop.hop, kind, netns, ifindex);
-        // Bounded like the cells: a ladder row past MAX_CELLS (hop, event, device) keys would
-        // never be among the most taken ones a frame shows.
-        let room = self.ladder.len() < MAX_CELLS || self.ladder.contains_key(&key);
-        if data && hop.hop < LADDER_HOPS && ev.drop.is_none() && room {
-            let cell = self.ladder.entry(key).or_insert_with(|| LadderCell {
-                event: ev.name.clone(),
-                dev: dev.clone(),
-                delta: Hist::default(),
-                function: None,
-            });
-            cell.delta.add(if hop.hop == 0 { 0 } else { hop.delta_ns });
-            if cell.function.is_none() {
-                cell.function.clone_from(&function);
+        if data && hop.hop < LADDER_HOPS && ev.drop.is_none() {
+            let key = (self.direction(ev.headers.as_ref()), hop.hop, kind, netns, ifindex);
+            // Bounded like the cells: a ladder row past MAX_CELLS (hop, event, device) keys
+            // would never be among the most taken ones a frame shows.
+            let full = self.ladder.len() >= MAX_CELLS;
+            if let Some(cell) = match self.ladder.entry(key) {
+                Entry::Occupied(o) => Some(o.into_mut()),
+                Entry::Vacant(v) if !full => Some(v.insert(LadderCell {
+                    event: ev.name.clone(),
+                    dev: dev.clone(),
+                    delta: Hist::default(),
+                    function: None,
+                })),
+                Entry::Vacant(_) => None,
+            } {
+                cell.delta.add(if hop.hop == 0 { 0 } else { hop.delta_ns });
+                if cell.function.is_none() {
+                    cell.function.clone_from(&function);
+                }
             }
         }
         let Some(p) = self.packet_mut(hop.packet, hop.hop == 0, ev.drop.is_some(), ev.ts_ns) else { return };
